@@ -1,0 +1,248 @@
+"""HetComp's easy-to-hard curriculum: ranking discrepancy and dynamic knowledge construction.
+
+This module holds, in pure torch and fully vectorised:
+
+* :func:`ranking_discrepancy` -- ``D(u) = 1 - NDCG@k`` of the student's list
+  against a teacher's list,
+* the vectorised DKC (dynamic knowledge construction) step
+  :func:`dkc_step` with its helpers :func:`gather_points`,
+  :func:`dkc_threshold`, :func:`dkc_done` and :func:`point_shares`.
+
+Ranking discrepancy
+-------------------
+With ``s_0..s_{k-1}`` the student's first ``k`` items, ``S`` the SET of the
+teacher's first ``k`` items and position weights (``t`` = position in the
+STUDENT's list, ``t = 0..k-1``)::
+
+    g_t  = 2 ** exp(-t / 10) - 1
+    NDCG = sum_t [s_t in S] g_t / log2(t + 2)  /  sum_t g_t / log2(t + 2)
+    D    = 1 - NDCG
+
+Only the first ``k`` entries of either list matter; the order inside the
+teacher's top-``k`` does not (it is a set) but the student's order does.
+``D`` is computed as ``sum_t [s_t not in S] w_t / sum_t w_t`` in float64 and
+returned as float32, so identical lists give exactly 0 and disjoint lists
+exactly 1.
+
+Dynamic knowledge construction (DKC)
+------------------------------------
+Each teacher ``x`` has ``T`` trajectory points (point ``T-1`` = its final
+ranking), stored as ``teacher_tops[x, t, u, :]``.  State per (teacher, user):
+``v[x, u]`` (current point, starts at 0) and ``last[x, u]`` (remembered
+distance).  The step is applied every ``p`` epochs (``p = 10``) from epoch 10:
+
+* first call: ``last = D(student, point v+1)`` for every pair with
+  ``v < T-1``; nothing moves;
+* later calls, for every pair with ``v < T-1``::
+
+      now = D(student, point v+1)
+      th  = alpha * 0.995 ** floor(epoch / p)          (alpha = 1.05)
+      if last / now > th or last / now < 1:
+          v    = v + 1
+          last = D(student, point min(v+1, T-1))        (the NEW next point)
+      else:
+          keep v and last
+
+* pairs with ``v == T-1`` are never touched.
+
+Division by zero: when ``now == 0`` (the student matches the next point
+exactly) the ratio is taken as ``+inf`` -- also when ``last == 0`` -- so the
+pair advances.  ``last == 0 < now`` gives ratio 0 < 1, which advances too.
+A NaN ``last`` (never initialised) makes both comparisons false, so the pair
+holds.
+
+Since ``th`` falls below 1 once ``floor(epoch / p) >= 10`` (``1.05 * 0.995**10
+≈ 0.9987``), even a student whose distances never change (ratio exactly 1)
+advances one point per call from epoch 100 on, so DKC always terminates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "ranking_discrepancy",
+    "gather_points",
+    "dkc_threshold",
+    "dkc_step",
+    "dkc_done",
+    "point_shares",
+]
+
+#: Upper bound on the number of elements of the [chunk, k, k] membership
+#: tensor built by the discrepancy (bounds peak memory for large U).
+MAX_CHUNK_ELEMS = 64 * 1024 * 1024
+
+
+def _position_weights(k: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """w_t = (2 ** exp(-t/10) - 1) / log2(t + 2) for t = 0..k-1."""
+    t = torch.arange(k, device=device, dtype=dtype)
+    return (torch.exp2(torch.exp(-t / 10.0)) - 1.0) / torch.log2(t + 2.0)
+
+
+def _acc_dtype(device: torch.device) -> torch.dtype:
+    # MPS has no float64; everywhere else accumulate in float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _discrepancy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """D for broadcastable lists: student [..., U, k], teacher [..., U, k] -> float32 [..., U].
+
+    The leading dimensions broadcast (the student's list is shared across
+    teachers without being copied); the membership test is chunked over U so
+    the [..., chunk, k, k] bool tensor stays under ``MAX_CHUNK_ELEMS``.
+    """
+    k = student.shape[-1]
+    device = teacher.device
+    student = student.to(device)
+    lead = torch.broadcast_shapes(student.shape[:-1], teacher.shape[:-1])
+    n_users = lead[-1]
+    per_user = k * k * max(1, math.prod(lead[:-1]))
+    chunk = max(1, MAX_CHUNK_ELEMS // per_user)
+
+    acc = _acc_dtype(device)
+    w = _position_weights(k, device, acc)
+    total = w.sum()
+    out = torch.empty(lead, dtype=torch.float32, device=device)
+    for start in range(0, n_users, chunk):  # loop over chunks only (1 pass unless huge)
+        s = student[..., start : start + chunk, :]
+        t = teacher[..., start : start + chunk, :]
+        hit = (s.unsqueeze(-1) == t.unsqueeze(-2)).any(-1)  # [..., c, k]: s_t in S
+        miss = (~hit).to(acc)
+        out[..., start : start + chunk] = ((miss * w).sum(-1) / total).to(torch.float32)
+    return out
+
+
+def ranking_discrepancy(
+    student_lists: torch.Tensor, teacher_lists: torch.Tensor, k: int = 50
+) -> torch.Tensor:
+    """D(u) = 1 - NDCG@k of each student list against the set of the teacher's first k items.
+
+    Args:
+        student_lists: long [U, >=k], the student's ranked lists (training
+            items already excluded).
+        teacher_lists: long [U, >=k], the teacher's ranked lists.
+        k: list depth; only the first k entries of each list are read.
+
+    Returns:
+        float32 [U] on ``teacher_lists.device``, in [0, 1].
+    """
+    if student_lists.dim() != 2 or teacher_lists.dim() != 2:
+        raise ValueError("student_lists and teacher_lists must be 2-D [U, >=k]")
+    if student_lists.shape[0] != teacher_lists.shape[0]:
+        raise ValueError(
+            f"user counts differ: {student_lists.shape[0]} vs {teacher_lists.shape[0]}"
+        )
+    if k < 1 or student_lists.shape[1] < k or teacher_lists.shape[1] < k:
+        raise ValueError(
+            f"need 1 <= k <= list lengths, got k={k}, lengths "
+            f"{student_lists.shape[1]} and {teacher_lists.shape[1]}"
+        )
+    return _discrepancy(student_lists[:, :k], teacher_lists[:, :k])
+
+
+def gather_points(
+    teacher_tops: torch.Tensor, v: torch.Tensor, users: torch.Tensor | None = None
+) -> torch.Tensor:
+    """out[x, j] = teacher_tops[x, v[x, users[j]], users[j]] -> [M, U', N].
+
+    Args:
+        teacher_tops: [M, T, U, N] trajectory lists (teacher, point, user, rank).
+        v: long [M, U], the point index per (teacher, user).
+        users: optional long [U'] index of the users to restrict to
+            (default: all U users, in order).
+    """
+    m, _, n_users, _ = teacher_tops.shape
+    device = teacher_tops.device
+    v = v.to(device=device, dtype=torch.long)
+    if users is None:
+        user_idx = torch.arange(n_users, device=device)
+    else:
+        user_idx = users.to(device=device, dtype=torch.long)
+        v = v[:, user_idx]
+    teacher_idx = torch.arange(m, device=device).unsqueeze(1)
+    return teacher_tops[teacher_idx, v, user_idx.unsqueeze(0)]
+
+
+def dkc_threshold(epoch: int, alpha: float = 1.05, p: int = 10) -> float:
+    """th = alpha * 0.995 ** floor(epoch / p)."""
+    return float(alpha) * 0.995 ** math.floor(epoch / p)
+
+
+def dkc_step(
+    student_lists: torch.Tensor,
+    teacher_tops: torch.Tensor,
+    v: torch.Tensor,
+    last: torch.Tensor,
+    epoch: int,
+    *,
+    first: bool,
+    alpha: float = 1.05,
+    p: int = 10,
+    k: int = 50,
+):
+    """One vectorised DKC update for all (teacher, user) pairs; inputs are not mutated.
+
+    Args:
+        student_lists: long [U, >=k], the student's current lists.
+        teacher_tops: [M, T, U, N] teacher trajectory lists, N >= k.
+        v: long [M, U], current point per pair.
+        last: float [M, U], remembered distance per pair.
+        epoch: current epoch (sets the threshold).
+        first: True on the first call (only stores ``last``).
+        alpha, p, k: threshold base, step period, list depth.
+
+    Returns:
+        (new_v long [M, U], new_last [M, U] in ``last``'s dtype,
+        advanced bool [M, U]).
+    """
+    m, n_points, n_users, n = teacher_tops.shape
+    if tuple(v.shape) != (m, n_users) or tuple(last.shape) != (m, n_users):
+        raise ValueError(f"v and last must be [M, U]={m, n_users}")
+    if student_lists.dim() != 2 or student_lists.shape[0] != n_users:
+        raise ValueError(f"student_lists must be [U={n_users}, >=k]")
+    if k < 1 or n < k or student_lists.shape[1] < k:
+        raise ValueError(f"need k <= N={n} and k <= {student_lists.shape[1]}, got k={k}")
+
+    device = teacher_tops.device
+    v = v.to(device=device, dtype=torch.long)
+    last = last.to(device)
+    student = student_lists[:, :k].to(device)
+    final = n_points - 1
+    active = v < final
+
+    nxt = torch.clamp(v + 1, max=final)
+    now = _discrepancy(student, gather_points(teacher_tops, nxt)[..., :k])  # [M, U]
+    now = now.to(last.dtype)
+
+    if first:
+        new_last = torch.where(active, now, last)
+        return v.clone(), new_last, torch.zeros_like(active)
+
+    th = dkc_threshold(epoch, alpha=alpha, p=p)
+    inf = torch.full_like(now, math.inf)
+    ratio = torch.where(now > 0, last / torch.where(now > 0, now, torch.ones_like(now)), inf)
+    advanced = active & ((ratio > th) | (ratio < 1))
+
+    new_v = v + advanced.long()
+    new_last = last.clone()
+    xs, us = advanced.nonzero(as_tuple=True)
+    if xs.numel() > 0:
+        pts = teacher_tops[xs, torch.clamp(new_v[xs, us] + 1, max=final), us, :k]
+        new_last[xs, us] = _discrepancy(student[us], pts).to(last.dtype)
+    return new_v, new_last, advanced
+
+
+def dkc_done(v: torch.Tensor, T: int) -> bool:
+    """True when every (teacher, user) pair has reached the final point T-1."""
+    return bool((v >= T - 1).all())
+
+
+def point_shares(v: torch.Tensor, T: int) -> torch.Tensor:
+    """float32 [M, T]: per teacher, the share of users at each point (rows sum to 1; zeros if U == 0)."""
+    m, n_users = v.shape
+    counts = torch.zeros(m, T, dtype=torch.float32, device=v.device)
+    counts.scatter_add_(1, v.long().clamp(0, T - 1), torch.ones(v.shape, dtype=torch.float32, device=v.device))
+    return counts / max(n_users, 1)

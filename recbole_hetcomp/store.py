@@ -1,0 +1,221 @@
+"""The trajectory store: one teacher's recorded ranking knowledge on disk.
+
+Layout: ``<root>/<dataset>/<teacher>-<key>/`` holding
+
+- ``top.npy``         int32 [T, U, N]  top-N unobserved items per trajectory point and user
+- ``obs_items.npy``   int32 [nnz]      each user's training items ranked by the final point
+- ``obs_indptr.npy``  int64 [U + 1]    CSR offsets into ``obs_items`` (rows of the training matrix)
+- ``model.pth``       the converged teacher's weights (state_dict), for re-use and timing
+- ``meta.json``       shapes, milestones, validation score at each point, the teacher's
+                      metrics, library versions, and a sha256 of every file above
+
+Size is O(T x U x N + training interactions), never O(U x I). A directory appears
+only complete: it is written under a temporary name beside its final one and renamed.
+``key`` hashes the teacher's whole result-relevant configuration together with the
+fingerprint of the data split, so a different dataset, split or setting never matches.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+ARRAY_FILES = ("top.npy", "obs_items.npy", "obs_indptr.npy")
+
+# Config keys that change where or how verbosely a run happens, never its result.
+_NON_RESULT_KEYS = frozenset({
+    "gpu_id", "use_gpu", "device", "state", "data_path", "checkpoint_dir", "show_progress",
+    "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
+    "log_wandb", "wandb_project", "worker", "eval_batch_size", "metric_decimal_place",
+    "loss_decimal_place", "single_spec", "local_rank", "world_size", "ip", "port", "nproc",
+    "offset", "trajectory_store", "teachers", "teacher_weights", "ensemble_importance",
+    "ensemble_tau", "ensemble_rrf_k", "ensemble_power", "rebuild_teachers",
+})
+
+
+class StoreError(RuntimeError):
+    """A trajectory store that is missing, damaged or does not belong to this run."""
+
+
+@dataclass
+class Trajectory:
+    """One teacher's trajectory: ``top[v, u]`` is user u's top-N list at point v."""
+
+    teacher: str
+    top: torch.Tensor          # int32 [T, U, N]
+    obs_items: torch.Tensor    # int32 [nnz]
+    obs_indptr: torch.Tensor   # int64 [U + 1]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_points(self):
+        return self.top.shape[0]
+
+    @property
+    def n_users(self):
+        return self.top.shape[1]
+
+    @property
+    def top_n(self):
+        return self.top.shape[2]
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    return str(obj)
+
+
+def result_config(config):
+    """The part of a RecBole config that can change a teacher's result, as a plain dict."""
+    items = config.final_config_dict.items() if hasattr(config, "final_config_dict") else dict(config).items()
+    return {k: v for k, v in sorted(items) if k not in _NON_RESULT_KEYS}
+
+
+def teacher_key(config, fingerprint, extra=None):
+    """Content hash (16 hex digits) naming a teacher's store directory."""
+    payload = json.dumps(
+        {"config": result_config(config), "split": fingerprint, "extra": extra or {},
+         "format": FORMAT_VERSION},
+        sort_keys=True, default=_json_default,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def split_fingerprint(train_dataset, valid_dataset, test_dataset):
+    """sha256 of the internal ids of every split and of the id -> token maps."""
+    h = hashlib.sha256()
+    uid, iid = train_dataset.uid_field, train_dataset.iid_field
+    for name, ds in (("train", train_dataset), ("valid", valid_dataset), ("test", test_dataset)):
+        h.update(name.encode())
+        for fld in (uid, iid):
+            h.update(np.ascontiguousarray(ds.inter_feat[fld].numpy().astype(np.int64)).tobytes())
+    for fld in (uid, iid):
+        h.update("\x00".join(map(str, train_dataset.field2id_token[fld])).encode())
+    return h.hexdigest()
+
+
+def library_versions():
+    import recbole
+
+    from recbole_hetcomp import __version__
+
+    return {"recbole_hetcomp": __version__, "recbole": recbole.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class TrajectoryStore:
+    """Directory-per-teacher store of :class:`Trajectory` objects."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def path(self, dataset, teacher, key):
+        return self.root / dataset / f"{teacher}-{key}"
+
+    def exists(self, dataset, teacher, key):
+        return (self.path(dataset, teacher, key) / "meta.json").is_file()
+
+    def save(self, dataset, key, traj, model_state=None):
+        """Write ``traj`` atomically; returns the final directory. An existing one is kept."""
+        final = self.path(dataset, traj.teacher, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        os.chmod(tmp, 0o755)
+        try:
+            arrays = {
+                "top.npy": traj.top.to(torch.int32).cpu().numpy(),
+                "obs_items.npy": traj.obs_items.to(torch.int32).cpu().numpy(),
+                "obs_indptr.npy": traj.obs_indptr.to(torch.int64).cpu().numpy(),
+            }
+            files = {}
+            for name, arr in arrays.items():
+                np.save(tmp / name, arr, allow_pickle=False)
+                files[name] = {"sha256": _sha256(tmp / name), "shape": list(arr.shape), "dtype": str(arr.dtype)}
+            if model_state is not None:
+                torch.save(model_state, tmp / "model.pth")
+                files["model.pth"] = {"sha256": _sha256(tmp / "model.pth")}
+            meta = dict(traj.meta)
+            meta.update({"format_version": FORMAT_VERSION, "key": key, "dataset": dataset,
+                         "teacher": traj.teacher, "files": files, "versions": library_versions()})
+            with open(tmp / "meta.json", "w") as f:
+                json.dump(meta, f, indent=1, sort_keys=True, default=_json_default)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not self.exists(dataset, traj.teacher, key):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another run finished the same teacher first
+            traj.meta = meta
+            return final
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def load(self, dataset, teacher, key, fingerprint=None):
+        """Read and verify a trajectory; raises :class:`StoreError` naming what is wrong."""
+        path = self.path(dataset, teacher, key)
+        hint = f"delete {path} or run with --rebuild_teachers"
+        meta_path = path / "meta.json"
+        if not meta_path.is_file():
+            raise StoreError(f"no trajectory store for teacher {teacher} at {path}")
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+        except (OSError, ValueError) as e:
+            raise StoreError(f"trajectory store {path}: meta.json is unreadable ({e}); {hint}") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise StoreError(f"trajectory store {path} has format version {meta.get('format_version')}, "
+                             f"this code reads version {FORMAT_VERSION}; {hint}")
+        for name, want in (("key", key), ("dataset", dataset), ("teacher", teacher)):
+            if meta.get(name) != want:
+                raise StoreError(f"trajectory store {path} belongs to {name} {meta.get(name)!r}, not {want!r}; {hint}")
+        if fingerprint is not None and meta.get("split_fingerprint") != fingerprint:
+            raise StoreError(f"trajectory store {path} was built on another data split "
+                             f"(dataset files or split settings changed); {hint}")
+        arrays = {}
+        for name in ARRAY_FILES:
+            info = meta.get("files", {}).get(name)
+            file = path / name
+            if info is None or not file.is_file():
+                raise StoreError(f"trajectory store {path}: {name} is missing; {hint}")
+            if _sha256(file) != info["sha256"]:
+                raise StoreError(f"trajectory store {path}: {name} is damaged (checksum mismatch); {hint}")
+            arr = np.load(file, allow_pickle=False)
+            if list(arr.shape) != info["shape"] or str(arr.dtype) != info["dtype"]:
+                raise StoreError(f"trajectory store {path}: {name} has shape {arr.shape}, expected {info['shape']}; {hint}")
+            arrays[name] = torch.from_numpy(arr)
+        top = arrays["top.npy"]
+        if arrays["obs_indptr.npy"].numel() != top.shape[1] + 1:
+            raise StoreError(f"trajectory store {path}: obs_indptr does not match {top.shape[1]} users; {hint}")
+        return Trajectory(teacher, top, arrays["obs_items.npy"], arrays["obs_indptr.npy"], meta)
+
+    def load_model_state(self, dataset, teacher, key):
+        path = self.path(dataset, teacher, key) / "model.pth"
+        # Our own file, written by save() above and checked against meta.json: safe to unpickle.
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    def size_bytes(self, dataset, teacher, key, include_model=False):
+        path = self.path(dataset, teacher, key)
+        return sum(p.stat().st_size for p in path.iterdir()
+                   if p.is_file() and (include_model or p.name != "model.pth"))

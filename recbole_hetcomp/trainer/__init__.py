@@ -1,0 +1,8 @@
+"""Our trainers. ``TRAINERS`` maps ``<Model>Trainer`` names to classes for :func:`recbole_hetcomp.utils.get_trainer`."""
+
+from recbole_hetcomp.trainer.base import CheckpointMixin, load_checkpoint
+from recbole_hetcomp.trainer.trajectory import TrajectoryMixin, trajectory_trainer
+
+TRAINERS = {}
+
+__all__ = ["TRAINERS", "CheckpointMixin", "TrajectoryMixin", "load_checkpoint", "trajectory_trainer"]

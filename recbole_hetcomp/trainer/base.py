@@ -1,0 +1,24 @@
+"""Behaviour every trainer of ours adds to RecBole's: loading our own checkpoints under torch >= 2.6."""
+
+import torch
+
+
+def load_checkpoint(path, device):
+    """Load a checkpoint this package wrote. RecBole pickles its Config into checkpoints, which
+    torch >= 2.6 refuses by default; these files are our own run's output, so unpickling is safe."""
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+class CheckpointMixin:
+    """Overrides ``evaluate`` only to load the best checkpoint with ``weights_only=False``."""
+
+    def load_best_checkpoint(self, model_file=None):
+        checkpoint = load_checkpoint(model_file or self.saved_model_file, self.device)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        return checkpoint
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and eval_data:
+            self.load_best_checkpoint(model_file)
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
