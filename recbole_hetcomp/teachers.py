@@ -21,7 +21,7 @@ from recbole_hetcomp.config import Config
 from recbole_hetcomp.store import Trajectory, split_fingerprint, teacher_key
 from recbole_hetcomp.trajectory import TrajectoryRecorder, check_milestones
 from recbole_hetcomp.trainer import trajectory_trainer
-from recbole_hetcomp.utils import get_model, get_trainer, is_general_model
+from recbole_hetcomp.utils import count_parameters, get_model, get_trainer, is_general_model
 
 logger = logging.getLogger("recbole_hetcomp")
 
@@ -118,7 +118,7 @@ def fit_teacher(data, store, rebuild=False):
             "best_valid_score": float(best_score),
             "valid": dict(best_valid or {}),
             "test": dict(test_result or {}),
-            "params": sum(p.numel() for p in model.parameters()),
+            "params": count_parameters(model),
             "train_s": train_s,
             "n_users": data.train_dataset.user_num,
             "n_items": data.train_dataset.item_num,

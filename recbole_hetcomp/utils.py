@@ -95,3 +95,24 @@ def get_trainer(model_type, model_name):
     if own is not None:
         return own
     return recbole_get_trainer(model_type, model_name)
+
+
+# Entries of RecBole's ``other_parameter()`` that cache training data rather than learned weights.
+_DATA_CACHES = ("interaction_matrix", "pred_mat")
+
+
+def count_parameters(model):
+    """Learned numbers a model keeps: its trainable tensors, plus the fitted arrays that one-shot
+    models (EASE, ItemKNN, SLIM, Pop) keep outside ``nn.Parameter``s (sparse ones by non-zeros).
+    RecBole's one-element ``fake_loss`` placeholder and cached training data are not counted."""
+    total = sum(p.numel() for name, p in model.named_parameters() if name != "fake_loss")
+    for name, value in (model.other_parameter() or {}).items():
+        if name in _DATA_CACHES:
+            continue
+        if hasattr(value, "nnz"):
+            total += int(value.nnz)
+        elif hasattr(value, "numel"):
+            total += int(value.numel())
+        elif hasattr(value, "size") and not callable(value.size):
+            total += int(value.size)
+    return total
