@@ -1,0 +1,293 @@
+"""Tests for recbole_hetcomp.losses; expected values are worked out by hand below."""
+
+import math
+
+import pytest
+import torch
+
+from recbole_hetcomp.losses import overall_loss, rank_loss
+
+E = math.exp
+L = math.log
+
+
+def _t(rows, dtype=torch.long):
+    return torch.tensor(rows, dtype=dtype)
+
+
+def _mask(n_items, train_rows):
+    m = torch.zeros(len(train_rows), n_items, dtype=torch.bool)
+    for u, items in enumerate(train_rows):
+        m[u, list(items)] = True
+    return m
+
+
+# ---------------------------------------------------------------------------
+# Case A: all scores 0, so every exp is 1 and each log is log(count).
+#   I = 14, training items {0, 1, 2}; Pobs = [0, 1] (item 2 is a training
+#   item NOT in Pobs); T = [3, ..., 12] (K = 10, K//2 = 5, K//10 = 1);
+#   Unobs = {3, ..., 13} (11 items); item 13 is unobserved and not in T.
+# ---------------------------------------------------------------------------
+def _case_a(scores=None):
+    if scores is None:
+        scores = torch.zeros(1, 14)
+    observed = _t([[0, 1]])
+    top = _t([list(range(3, 13))])
+    return scores, observed, top, _mask(14, [{0, 1, 2}])
+
+
+def test_overall_loss_zero_scores_by_hand():
+    # R = Unobs \ T = {13} -> Z(R) = 1.  Each of the 2 + 10 = 12 items gives
+    # -(0 - log(e^0 + 1)) = log 2.
+    expected = 12 * L(2)
+    got = overall_loss(*_case_a())
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_rank_loss_zero_scores_by_hand():
+    # Tail for Pobs and T[:5]: Unobs \ {3..7} = {8..13} -> Z = 6.
+    #   listmle([0, 1], Z=6)       = log(2 + 6) + log(1 + 6)
+    #   listmle([3..7], Z=6)       = log(5+6) + log(4+6) + log(3+6) + log(2+6) + log(1+6)
+    # Tail for T[:1] = [3]: Unobs \ {3} = {4..13} -> Z = 10.
+    #   listmle([3], Z=10)         = log(1 + 10)
+    expected = (L(8) + L(7)) + (
+        (L(11) + L(10) + L(9) + L(8) + L(7)) + L(11)
+    ) / 2
+    got = rank_loss(*_case_a())
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Case B: non-zero scores.
+#   I = 6, a = [0.5, -1.0, 2.0, 0.0, 1.0, -0.5]; training items {0, 1};
+#   Pobs = [1, 0] (ensemble order: item 1 first); T = [2, 4] (K = 2).
+# ---------------------------------------------------------------------------
+A_B = [0.5, -1.0, 2.0, 0.0, 1.0, -0.5]
+
+
+def _case_b():
+    return (
+        torch.tensor([A_B]),
+        _t([[1, 0]]),
+        _t([[2, 4]]),
+        _mask(6, [{0, 1}]),
+    )
+
+
+def test_overall_loss_nonzero_scores_by_hand():
+    # R = Unobs \ T = {3, 5}: Z(R) = e^0 + e^-0.5 = 1.6065307
+    z = E(0.0) + E(-0.5)
+    expected = -(
+        (-1.0 - L(E(-1.0) + z))  # item 1
+        + (0.5 - L(E(0.5) + z))  # item 0
+        + (2.0 - L(E(2.0) + z))  # item 2
+        + (1.0 - L(E(1.0) + z))  # item 4
+    )
+    got = overall_loss(*_case_b())
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_rank_loss_nonzero_scores_by_hand():
+    # K = 2: T[:1] = [2], T[:0] = [] (contributes 0).
+    # Tail Unobs \ {2} = {3, 4, 5}: Zh = e^0 + e^1 + e^-0.5
+    zh = E(0.0) + E(1.0) + E(-0.5)
+    # listmle([1, 0]): position 0 denominator holds both list items, position 1 only item 0.
+    pobs = -((-1.0 - L(E(-1.0) + E(0.5) + zh)) + (0.5 - L(E(0.5) + zh)))
+    half = -(2.0 - L(E(2.0) + zh))
+    expected = pobs + (half + 0.0) / 2
+    got = rank_loss(*_case_b())
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_rank_loss_order_of_pobs_matters():
+    scores, observed, top, mask = _case_b()
+    swapped = rank_loss(scores, observed.flip(1), top, mask)
+    # listmle([0, 1]) with the same tail zh:
+    zh = E(0.0) + E(1.0) + E(-0.5)
+    pobs = -((0.5 - L(E(0.5) + E(-1.0) + zh)) + (-1.0 - L(E(-1.0) + zh)))
+    expected = pobs + (-(2.0 - L(E(2.0) + zh))) / 2
+    assert swapped.item() == pytest.approx(expected, rel=1e-6)
+    # and it differs from the original order
+    assert abs(swapped.item() - rank_loss(*_case_b()).item()) > 1e-3
+
+
+# ---------------------------------------------------------------------------
+# Log clamp at 1e-5.
+# ---------------------------------------------------------------------------
+def test_log_clamp_changes_the_result():
+    # I = 3, all scores -40; training item {0}; Pobs = [0]; T = [1, 2] (K = 2).
+    # exp(-40) = 4.25e-18 and 2 * exp(-40) are both below 1e-5, so every log
+    # is log(1e-5) = -11.5129.  Without the clamp every term would be 0.
+    scores = torch.full((1, 3), -40.0)
+    observed, top, mask = _t([[0]]), _t([[1, 2]]), _mask(3, [{0}])
+    per_term = 40.0 + L(1e-5)  # -(-40 - log(1e-5)) = 28.4871
+    # overall: R = Unobs \ T = {} -> Z = 0; items 0, 1, 2 give
+    # -(-40 - log(clamp(e^-40 + 0))) each.
+    assert overall_loss(scores, observed, top, mask).item() == pytest.approx(
+        3 * per_term, rel=1e-6
+    )
+    # rank: T[:1] = [1], tail {2} (Z = e^-40); T[:0] empty.
+    #   listmle([0]) = -(-40 - log(clamp(e^-40 + e^-40))) = per_term
+    #   listmle([1]) = per_term
+    assert rank_loss(scores, observed, top, mask).item() == pytest.approx(
+        per_term + per_term / 2, rel=1e-6
+    )
+
+
+# ---------------------------------------------------------------------------
+# Masking of training items.
+# ---------------------------------------------------------------------------
+def test_training_item_outside_pobs_appears_nowhere():
+    base = _case_a()
+    for new_score in (-40.0, 5.0, 40.0):
+        scores = torch.zeros(1, 14)
+        scores[0, 2] = new_score  # item 2: a training item not in Pobs
+        changed = _case_a(scores)
+        assert overall_loss(*changed).item() == pytest.approx(overall_loss(*base).item(), rel=1e-6)
+        assert rank_loss(*changed).item() == pytest.approx(rank_loss(*base).item(), rel=1e-6)
+
+
+def test_pobs_items_are_not_in_the_unobserved_denominators():
+    # Raising the score of Pobs item 1 must not change the T terms.
+    # Case A with a_1 = 3: overall terms of T still log 2 each (10 of them);
+    # Pobs item 0: -(0 - log(1 + 1)) = log 2; Pobs item 1: -(3 - log(e^3 + 1)).
+    scores = torch.zeros(1, 14)
+    scores[0, 1] = 3.0
+    expected = 11 * L(2) - (3.0 - L(E(3.0) + 1.0))
+    assert overall_loss(*_case_a(scores)).item() == pytest.approx(expected, rel=1e-6)
+    # rank: listmle([0, 1], Z=6) = -(0 - log(1 + e^3 + 6)) - (3 - log(e^3 + 6));
+    # the T terms are unchanged.
+    expected_rank = (L(1 + E(3.0) + 6) - (3.0 - L(E(3.0) + 6))) + (
+        (L(11) + L(10) + L(9) + L(8) + L(7)) + L(11)
+    ) / 2
+    assert rank_loss(*_case_a(scores)).item() == pytest.approx(expected_rank, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# K not divisible by 10.
+# ---------------------------------------------------------------------------
+def test_rank_loss_k7_floors():
+    # I = 10, zeros; training {0}; Pobs = [0]; T = [1..7] (K = 7: K//2 = 3, K//10 = 0).
+    # Unobs = {1..9} (9 items); tail Unobs \ {1, 2, 3} has 6 items -> Z = 6.
+    #   listmle([0])        = log(1 + 6)
+    #   listmle([1, 2, 3])  = log(3+6) + log(2+6) + log(1+6)
+    #   T[:0] term          = 0
+    scores = torch.zeros(1, 10)
+    args = (scores, _t([[0]]), _t([list(range(1, 8))]), _mask(10, [{0}]))
+    expected = L(7) + (L(9) + L(8) + L(7)) / 2
+    assert rank_loss(*args).item() == pytest.approx(expected, rel=1e-6)
+    # overall: R = {8, 9} -> Z = 2; 1 + 7 items, each -(0 - log(1 + 2)) = log 3
+    assert overall_loss(*args).item() == pytest.approx(8 * L(3), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Padding and batch sums.
+# ---------------------------------------------------------------------------
+def test_padding_is_ignored():
+    scores, observed, top, mask = _case_b()
+    pad_obs = _t([[1, 0, -1, -1]])
+    # K = 3 vs K = 2: K//2 = 1 and K//10 = 0 in both, so the padded top is equivalent.
+    pad_top = _t([[2, 4, -1]])
+    for fn in (overall_loss, rank_loss):
+        ref = fn(scores, observed, top, mask).item()
+        assert fn(scores, pad_obs, top, mask).item() == pytest.approx(ref, rel=1e-6)
+        assert fn(scores, pad_obs, pad_top, mask).item() == pytest.approx(ref, rel=1e-6)
+
+
+def test_padding_does_not_touch_item_zero():
+    # Item 0 is unobserved here; padding (-1) must not remove it from a tail
+    # nor add it to a list.
+    # I = 4, zeros; training {3}; Pobs = [3, -1]; T = [1, -1] (K = 2 -> T[:1] = [1]).
+    # overall: R = {0, 2} -> Z = 2; items 3 and 1 give log(1 + 2) each.
+    # rank: tail Unobs \ {1} = {0, 2} -> Z = 2:
+    #   listmle([3]) = log(1 + 2);  listmle([1]) = log(1 + 2); T[:0] = 0.
+    args = (torch.zeros(1, 4), _t([[3, -1]]), _t([[1, -1]]), _mask(4, [{3}]))
+    assert overall_loss(*args).item() == pytest.approx(2 * L(3), rel=1e-6)
+    assert rank_loss(*args).item() == pytest.approx(L(3) + L(3) / 2, rel=1e-6)
+
+
+def test_batch_is_sum_of_users():
+    # User 0 = case B.  User 1: I = 6, zeros except a_5 = 1; training {0};
+    # Pobs = [0, -1] (only one training item: padded); T = [1, 2].
+    s1 = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    scores = torch.tensor([A_B, s1])
+    observed = _t([[1, 0], [0, -1]])
+    top = _t([[2, 4], [1, 2]])
+    mask = _mask(6, [{0, 1}, {0}])
+    for fn in (overall_loss, rank_loss):
+        both = fn(scores, observed, top, mask)
+        u0 = fn(scores[:1], observed[:1], top[:1], mask[:1])
+        u1 = fn(scores[1:], observed[1:], top[1:], mask[1:])
+        assert both.item() == pytest.approx(u0.item() + u1.item(), rel=1e-6)
+    # user 1 by hand, overall: R = {3, 4, 5} -> Z = 1 + 1 + e; items 0, 1, 2
+    # each give -(0 - log(1 + 2 + e)).
+    u1_overall = 3 * L(3 + E(1.0))
+    assert overall_loss(scores[1:], observed[1:], top[1:], mask[1:]).item() == pytest.approx(
+        u1_overall, rel=1e-6
+    )
+    # user 1 by hand, rank: tail Unobs \ {1} = {2, 3, 4, 5} -> Z = 3 + e;
+    #   listmle([0]) = log(1 + 3 + e); listmle([1]) = log(1 + 3 + e); T[:0] = 0.
+    u1_rank = L(4 + E(1.0)) * 1.5
+    assert rank_loss(scores[1:], observed[1:], top[1:], mask[1:]).item() == pytest.approx(
+        u1_rank, rel=1e-6
+    )
+
+
+# ---------------------------------------------------------------------------
+# Types, gradients, stability, mask dtype.
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("fn", [overall_loss, rank_loss])
+def test_returns_0dim_tensor(fn):
+    out = fn(*_case_b())
+    assert isinstance(out, torch.Tensor)
+    assert out.dim() == 0
+    assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("fn", [overall_loss, rank_loss])
+def test_gradients_flow(fn):
+    scores, observed, top, mask = _case_b()
+    scores = scores.clone().requires_grad_(True)
+    fn(scores, observed, top, mask).backward()
+    g = scores.grad
+    assert g is not None and torch.isfinite(g).all()
+    # T[0] = item 2 is pushed up (negative gradient of the loss w.r.t. its score)
+    assert g[0, 2] < 0
+    # item 3 lies only in tails, so it is pushed down
+    assert g[0, 3] > 0
+
+
+@pytest.mark.parametrize("fn", [overall_loss, rank_loss])
+def test_float32_stable_on_100k_items(fn):
+    gen = torch.Generator().manual_seed(0)
+    b, n_items, p, k = 2, 100_000, 50, 100
+    scores = (torch.rand(b, n_items, generator=gen) * 80.0 - 40.0).requires_grad_(True)
+    perm = torch.stack([torch.randperm(n_items, generator=gen) for _ in range(b)])
+    observed = perm[:, :p].clone()
+    observed[1, 30:] = -1  # second user has only 30 training items
+    top = perm[:, p : p + k].clone()
+    mask = torch.zeros(b, n_items, dtype=torch.bool)
+    mask.scatter_(1, perm[:, :p], True)
+    mask[1] = False
+    mask[1, perm[1, :30]] = True
+    loss = fn(scores, observed, top, mask)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(scores.grad).all()
+
+
+@pytest.mark.parametrize("fn", [overall_loss, rank_loss])
+def test_bool_and_float_masks_agree(fn):
+    scores, observed, top, mask = _case_a()
+    scores = torch.linspace(-3, 3, 14).unsqueeze(0)
+    a = fn(scores, observed, top, mask)
+    b = fn(scores, observed, top, mask.float())
+    c = fn(scores, observed, top, mask.long())
+    assert a.item() == b.item() == c.item()
+
+
+def test_training_item_outside_pobs_gets_zero_gradient():
+    scores, observed, top, mask = _case_a()
+    scores = torch.linspace(-3, 3, 14).unsqueeze(0).requires_grad_(True)
+    (overall_loss(scores, observed, top, mask) + rank_loss(scores, observed, top, mask)).backward()
+    assert scores.grad[0, 2] == 0.0  # training item 2 is not in Pobs
