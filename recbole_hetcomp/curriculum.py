@@ -246,3 +246,73 @@ def point_shares(v: torch.Tensor, T: int) -> torch.Tensor:
     counts = torch.zeros(m, T, dtype=torch.float32, device=v.device)
     counts.scatter_add_(1, v.long().clamp(0, T - 1), torch.ones(v.shape, dtype=torch.float32, device=v.device))
     return counts / max(n_users, 1)
+
+
+class Curriculum:
+    """DKC state of one student run over the teachers' stored trajectories.
+
+    Holds every teacher's points as long [M, T, U, N], the current point ``v`` [M, U] and
+    the remembered distance ``last`` [M, U]. :meth:`targets` rebuilds the ensemble target
+    T(u) [U, K] from the current points; :attr:`observed` is Pobs [U, P], built once from
+    the final points' rankings of the training items (as in the released code).
+    RecBole's padding user 0 starts, and stays, at the final point.
+    """
+
+    def __init__(self, trajectories, n_items, *, k_target=100, p_obs=10, weights=None, imp=None,
+                 alpha=1.05, period=10, start=10, k=50, enabled=True, device="cpu"):
+        from recbole_hetcomp.ensemble import csr_to_padded, ensemble_top
+
+        self._ensemble_top = ensemble_top
+        self.names = [t.teacher for t in trajectories]
+        self.tops = torch.stack([t.top for t in trajectories]).to(device=device, dtype=torch.long)
+        m, n_points, n_users, n = self.tops.shape
+        if n < k_target or n < k:
+            raise ValueError(f"the stored lists hold N={n} items per user, fewer than hetcomp_k={k_target} "
+                             f"or dkc_k={k}: rebuild the teachers with trajectory_top_n >= {max(k_target, k)}")
+        self.n_items, self.k_target, self.k = n_items, k_target, k
+        self.alpha, self.period, self.start = alpha, period, start
+        self.enabled = enabled
+        self.weights = None if weights is None else weights.to(device)
+        self.imp = dict(imp or {})
+        self.n_points = n_points
+        self.v = torch.zeros(m, n_users, dtype=torch.long, device=device)
+        if not enabled:
+            self.v.fill_(n_points - 1)
+        self.v[:, 0] = n_points - 1
+        self.last = torch.full((m, n_users), float("nan"), device=device)
+        self.started = False
+        self.history = []
+
+        obs = [csr_to_padded(t.obs_indptr, t.obs_items) for t in trajectories]
+        width = max(o.shape[1] for o in obs)
+        obs = torch.stack([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=-1) for o in obs])
+        self.observed = ensemble_top(obs.to(device), n_items, p_obs, self.weights, **self.imp)
+
+    @property
+    def done(self):
+        return dkc_done(self.v, self.n_points)
+
+    def due(self, epoch):
+        """Whether a DKC step runs at the start of ``epoch`` (every ``period`` epochs from ``start``)."""
+        return (self.enabled and not self.done and epoch >= self.start
+                and (epoch - self.start) % self.period == 0)
+
+    def targets(self):
+        """T(u) for every user: long [U, K] from each teacher's current point."""
+        return self._ensemble_top(gather_points(self.tops, self.v), self.n_items, self.k_target,
+                                  self.weights, **self.imp)
+
+    def shares(self):
+        return point_shares(self.v, self.n_points)
+
+    def step(self, student_lists, epoch):
+        """One DKC step given the student's top-k unobserved lists (long [U, >=k]); returns
+        the number of (teacher, user) pairs that advanced."""
+        self.v, self.last, advanced = dkc_step(student_lists, self.tops, self.v, self.last, epoch,
+                                               first=not self.started, alpha=self.alpha, p=self.period,
+                                               k=self.k)
+        self.started = True
+        n_adv = int(advanced.sum())
+        self.history.append({"epoch": int(epoch), "advanced": n_adv,
+                             "shares": self.shares().cpu().tolist(), "done": self.done})
+        return n_adv

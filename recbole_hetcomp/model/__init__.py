@@ -2,7 +2,8 @@
 
 from recbole_hetcomp.model.cml import CML
 from recbole_hetcomp.model.ensemble import HetCompEnsemble
+from recbole_hetcomp.model.hetcomp import HetComp
 
-MODELS = {"CML": CML, "HetCompEnsemble": HetCompEnsemble}
+MODELS = {"CML": CML, "HetComp": HetComp, "HetCompEnsemble": HetCompEnsemble}
 
-__all__ = ["MODELS", "CML", "HetCompEnsemble"]
+__all__ = ["MODELS", "CML", "HetComp", "HetCompEnsemble"]

@@ -1,0 +1,85 @@
+"""``HetComp``: the small MF student distilled from the teachers' trajectories (spec sections 6-7).
+
+The student is plain matrix factorisation (user and item embeddings, dot-product scores,
+N(0, init_std) initialisation), so it ranks like any RecBole model through
+``full_sort_predict``. What makes it HetComp is its training signal: ``calculate_loss``
+takes the unique users of the batch and applies the overall (set-level) loss or the rank
+(list-level) loss against the current ensemble target T(u) and Pobs(u). The targets and the
+loss mode are set by :class:`~recbole_hetcomp.trainer.hetcomp.HetCompTrainer`, which runs
+the curriculum. Built without trajectories the model only predicts (e.g. reloaded for use).
+"""
+
+import torch
+from torch import nn
+
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+
+from recbole_hetcomp.losses import overall_loss, rank_loss
+
+
+class HetComp(GeneralRecommender):
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset, trajectories=None):
+        super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
+        nn.init.normal_(self.user_embedding.weight, std=config["init_std"])
+        nn.init.normal_(self.item_embedding.weight, std=config["init_std"])
+        self.clamp = float(config["score_clamp"])
+        self.loss_weights = {"overall": float(config["overall_loss_weight"]),
+                             "rank": float(config["rank_loss_weight"])}
+        self.trajectories = trajectories
+        history, _, _ = dataset.history_item_matrix()
+        self.register_buffer("history", history.long(), persistent=False)
+        self.register_buffer("target", torch.empty(0, dtype=torch.long), persistent=False)
+        self.register_buffer("observed", torch.empty(0, dtype=torch.long), persistent=False)
+        self.loss_mode = "overall"
+
+    def set_targets(self, target, observed, loss_mode):
+        """Set T(u) (long [U, K]), Pobs(u) (long [U, P]) and the loss ('overall' or 'rank')."""
+        if loss_mode not in self.loss_weights:
+            raise ValueError(f"loss_mode must be 'overall' or 'rank', got {loss_mode!r}")
+        self.target = target.to(self.history.device)
+        self.observed = observed.to(self.history.device)
+        self.loss_mode = loss_mode
+
+    def train_mask(self, users):
+        """bool [B, I]: the users' training items, plus RecBole's padding item 0."""
+        mask = torch.zeros(users.numel(), self.n_items, dtype=torch.bool, device=users.device)
+        mask.scatter_(1, self.history[users], True)
+        mask[:, 0] = True
+        return mask
+
+    def forward(self, users):
+        return self.user_embedding(users) @ self.item_embedding.weight.t()
+
+    def calculate_loss(self, interaction):
+        if self.target.numel() == 0:
+            raise RuntimeError("HetComp has no ensemble target: train it with HetCompTrainer and the "
+                               "teachers' trajectories")
+        users = torch.unique(interaction[self.USER_ID])
+        scores = self.forward(users).clamp(-self.clamp, self.clamp)
+        loss_fn = overall_loss if self.loss_mode == "overall" else rank_loss
+        loss = loss_fn(scores, self.observed[users], self.target[users], self.train_mask(users))
+        return self.loss_weights[self.loss_mode] * loss
+
+    def predict(self, interaction):
+        u = self.user_embedding(interaction[self.USER_ID])
+        i = self.item_embedding(interaction[self.ITEM_ID])
+        return (u * i).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        return self.forward(interaction[self.USER_ID]).view(-1)
+
+    @torch.no_grad()
+    def top_unobserved(self, k, chunk_users=1024):
+        """Every user's top-k items outside their training items: long [U, k]."""
+        out = torch.zeros(self.n_users, k, dtype=torch.long, device=self.history.device)
+        for a in range(0, self.n_users, chunk_users):
+            users = torch.arange(a, min(a + chunk_users, self.n_users), device=self.history.device)
+            scores = self.forward(users).masked_fill(self.train_mask(users), float("-inf"))
+            out[users] = torch.topk(scores, k, dim=1).indices
+        return out

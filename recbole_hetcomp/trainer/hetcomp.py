@@ -1,0 +1,65 @@
+"""``HetCompTrainer``: RecBole's Trainer plus HetComp's schedule, in one overridden hook.
+
+Before each training epoch, ``_train_epoch`` runs a DKC step when one is due (every
+``dkc_period`` epochs from ``dkc_start``), rebuilds the ensemble target T(u) from the
+teachers' current points, and chooses the loss: the overall loss while DKC is unfinished,
+the rank loss once every (teacher, user) pair is at its final point (adaptive knowledge
+transfer). Fitting, evaluation, early stopping and checkpoints are RecBole's.
+
+Run modes: ``dkc: False`` starts every pair at the final point (ensemble distillation
+without curriculum, rank loss throughout); ``akt: False`` keeps the curriculum but uses
+the rank loss throughout.
+"""
+
+import logging
+
+from recbole.trainer import Trainer
+
+from recbole_hetcomp.curriculum import Curriculum
+from recbole_hetcomp.ensemble import importance_from_config, teacher_weight_vector
+from recbole_hetcomp.trainer.base import CheckpointMixin
+
+logger = logging.getLogger("recbole_hetcomp")
+
+
+class HetCompTrainer(CheckpointMixin, Trainer):
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        if not model.trajectories:
+            raise ValueError("HetCompTrainer needs a HetComp model built with the teachers' trajectories")
+        names = [t.teacher for t in model.trajectories]
+        self.akt = bool(config["akt"])
+        self.curriculum = Curriculum(
+            model.trajectories, model.n_items, k_target=config["hetcomp_k"], p_obs=config["hetcomp_p"],
+            weights=teacher_weight_vector(names, config["teacher_weights"]), imp=importance_from_config(config),
+            alpha=config["dkc_alpha"], period=config["dkc_period"], start=config["dkc_start"],
+            k=config["dkc_k"], enabled=bool(config["dkc"]), device=self.device)
+        self.loss_switch_epoch = None
+        self.dkc_done_epoch = None
+        self.epoch_losses = {}
+        self._apply_targets(0)
+
+    def _apply_targets(self, epoch):
+        done = self.curriculum.done
+        mode = "rank" if (done or not self.akt) else "overall"
+        self.model.set_targets(self.curriculum.targets(), self.curriculum.observed, mode)
+        if done and self.dkc_done_epoch is None:
+            self.dkc_done_epoch = epoch
+        if mode == "rank" and self.loss_switch_epoch is None:
+            self.loss_switch_epoch = epoch
+            logger.info(f"HetComp: epoch {epoch}: using the rank loss from now on")
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self.curriculum.due(epoch_idx):
+            advanced = self.curriculum.step(self.model.top_unobserved(self.curriculum.k), epoch_idx)
+            shares = self.curriculum.shares()
+            text = "; ".join(f"{n} {[round(s, 2) for s in row]}"
+                             for n, row in zip(self.curriculum.names, shares.tolist()))
+            logger.info(f"HetComp: epoch {epoch_idx}: DKC moved {advanced} pairs; share of users per point: {text}")
+            self._apply_targets(epoch_idx)
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    def curriculum_summary(self):
+        """What a run's results keep of its curriculum."""
+        return {"teachers": self.curriculum.names, "steps": self.curriculum.history,
+                "dkc_done_epoch": self.dkc_done_epoch, "loss_switch_epoch": self.loss_switch_epoch}
