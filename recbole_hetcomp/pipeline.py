@@ -1,17 +1,31 @@
-"""The pipeline behind ``run_recbole_hetcomp.py``: teachers with trajectories, then the ensemble."""
+"""The pipeline behind ``run_recbole_hetcomp.py``.
+
+Teachers with trajectories (trained or re-used), their ensemble, then the HetComp student,
+the same-size MF trained without a teacher, and optionally the ablations, all on one split
+and evaluated by RecBole's evaluator.
+"""
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
-from recbole.utils import init_logger
+from recbole.utils import init_logger, init_seed
 
 from recbole_hetcomp.model import HetCompEnsemble
 from recbole_hetcomp.results import write_results
 from recbole_hetcomp.store import TrajectoryStore
 from recbole_hetcomp.teachers import evaluate_model, fit_teacher, load_data, make_config
+from recbole_hetcomp.trainer import CheckpointMixin
+from recbole_hetcomp.utils import count_parameters, get_model, get_trainer
 
 logger = logging.getLogger("recbole_hetcomp")
+
+# (row name, config overrides) of the ablations of HetComp.
+ABLATIONS = (
+    ("HetComp w/o DKC (ensemble KD)", {"dkc": False}),
+    ("HetComp w/o AKT", {"akt": False}),
+)
 
 
 def teacher_row(traj):
@@ -22,19 +36,50 @@ def teacher_row(traj):
             "milestone_epochs": meta.get("milestone_epochs")}
 
 
-def run_teachers(dataset, teachers=None, config_files=None, config_dict=None, cmd_args=None,
-                 output=None, rebuild=False):
-    """Train or re-use every teacher, evaluate each and their ensemble; returns (rows, trajectories)."""
+def fit_model(data, workdir, trajectories=None):
+    """Train ``data.config['model']`` under RecBole's protocol; returns (trainer, row).
+
+    HetComp gets the teachers' ``trajectories`` and its own trainer; any other model trains
+    with the trainer RecBole would pick. Checkpoints go to a private directory in ``workdir``.
+    """
+    config, name = data.config, data.config["model"]
+    config["checkpoint_dir"] = tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_cls = get_model(name)
+    kwargs = {"trajectories": trajectories} if name == "HetComp" else {}
+    model = model_cls(config, data.train_dataset, **kwargs).to(config["device"])
+    trainer_cls = get_trainer(config["MODEL_TYPE"], name)
+    if not issubclass(trainer_cls, CheckpointMixin):
+        trainer_cls = type(f"Checkpointed{trainer_cls.__name__}", (CheckpointMixin, trainer_cls), {})
+    trainer = trainer_cls(config, model)
+    start = time.time()
+    _, best_valid = trainer.fit(data.train, data.valid, saved=True, show_progress=config["show_progress"])
+    train_s = time.time() - start
+    test = trainer.evaluate(data.test, load_best_model=True)
+    epochs = (max(trainer.train_loss_dict) + 1) if trainer.train_loss_dict else 0
+    row = {"name": name, "kind": "baseline", "params": count_parameters(model), "test": dict(test),
+           "valid": dict(best_valid or {}), "train_s": train_s, "epochs": epochs,
+           "s_per_epoch": train_s / max(epochs, 1)}
+    if hasattr(trainer, "curriculum_summary"):
+        row["curriculum"] = trainer.curriculum_summary()
+    return trainer, row
+
+
+def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cmd_args=None,
+                 output=None, rebuild=False, student=True, ablations=False):
+    """Teachers, ensemble and (by default) student and MF baseline; returns (rows, table)."""
     base = make_config("HetCompEnsemble", dataset, config_files, config_dict, cmd_args)
     init_logger(base)
     teachers = list(teachers or base["teachers"])
     store = TrajectoryStore(base["trajectory_store"])
     output = Path(output or Path("results") / dataset)
-    base["checkpoint_dir"] = str(output / "checkpoints")
+    workdir = output / "checkpoints"
+    workdir.mkdir(parents=True, exist_ok=True)
+    base["checkpoint_dir"] = str(workdir)
 
     rows, trajectories = [], []
     for i, name in enumerate(teachers, 1):
-        logger.info(f"[{i}/{len(teachers)}] teacher {name}")
+        logger.info(f"[teacher {i}/{len(teachers)}] {name}")
         data = load_data(make_config(name, dataset, config_files, config_dict, cmd_args))
         traj = fit_teacher(data, store, rebuild=rebuild)
         trajectories.append(traj)
@@ -45,11 +90,28 @@ def run_teachers(dataset, teachers=None, config_files=None, config_dict=None, cm
         if traj.meta["split_fingerprint"] != protocol.fingerprint:
             raise RuntimeError(f"teacher {traj.teacher} was trained on another split than the ensemble's "
                                "evaluation; the split settings must not differ between teachers")
-    start = time.time()
     ensemble = HetCompEnsemble(base, protocol.train_dataset, trajectories=trajectories)
     result = evaluate_model(ensemble, protocol)
     rows.append({"name": "Ensemble(" + "+".join(teachers) + ")", "kind": "ensemble",
-                 "params": sum(r["params"] for r in rows), "test": result["test"], "valid": result["valid"],
-                 "train_s": None, "eval_s": time.time() - start})
+                 "params": sum(r["params"] for r in rows), "test": result["test"], "valid": result["valid"]})
+
+    if student:
+        runs = [("HetComp", "student", {})]
+        if ablations:
+            runs += [(label, "ablation", over) for label, over in ABLATIONS]
+        for label, kind, over in runs:
+            logger.info(f"[student] {label}")
+            data = load_data(make_config("HetComp", dataset, config_files, {**(config_dict or {}), **over}, cmd_args))
+            _, row = fit_model(data, workdir, trajectories)
+            row.update(name=label, kind=kind)
+            rows.append(row)
+            if kind == "student":
+                student_dim = data.config["embedding_size"]
+        logger.info(f"[baseline] MF without a teacher (BPR, embedding_size={student_dim})")
+        data = load_data(make_config("BPR", dataset, config_files,
+                                     {**(config_dict or {}), "embedding_size": student_dim}, cmd_args))
+        _, row = fit_model(data, workdir)
+        row.update(name=f"MF w/o KD (BPR, d={student_dim})", kind="baseline")
+        rows.append(row)
     table = write_results(output, dataset, rows)
-    return rows, trajectories, table
+    return rows, table

@@ -31,11 +31,11 @@ FORMAT_VERSION = 1
 ARRAY_FILES = ("top.npy", "obs_items.npy", "obs_indptr.npy")
 
 # Config keys that change where or how verbosely a run happens, never its result.
+# (metric_decimal_place is not one: RecBole rounds metrics before early stopping.)
 _NON_RESULT_KEYS = frozenset({
     "gpu_id", "use_gpu", "device", "state", "data_path", "checkpoint_dir", "show_progress",
     "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
-    "log_wandb", "wandb_project", "worker", "eval_batch_size", "metric_decimal_place",
-    "loss_decimal_place", "single_spec", "local_rank", "world_size", "ip", "port", "nproc",
+    "log_wandb", "wandb_project", "worker", "eval_batch_size", "loss_decimal_place", "single_spec", "local_rank", "world_size", "ip", "port", "nproc",
     "offset", "trajectory_store", "teachers", "teacher_weights", "ensemble_importance",
     "ensemble_tau", "ensemble_rrf_k", "ensemble_power", "rebuild_teachers",
 })
@@ -134,8 +134,13 @@ class TrajectoryStore:
     def exists(self, dataset, teacher, key):
         return (self.path(dataset, teacher, key) / "meta.json").is_file()
 
-    def save(self, dataset, key, traj, model_state=None):
-        """Write ``traj`` atomically; returns the final directory. An existing one is kept."""
+    def save(self, dataset, key, traj, model_state=None, replace=False):
+        """Write ``traj`` atomically; returns the final directory.
+
+        An existing directory is kept (another run finished the same teacher first) unless
+        ``replace`` is true: then it is moved aside and deleted once the new one is in place,
+        so the final name never holds a partial store.
+        """
         final = self.path(dataset, traj.teacher, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
@@ -160,12 +165,18 @@ class TrajectoryStore:
                 json.dump(meta, f, indent=1, sort_keys=True, default=_json_default)
                 f.flush()
                 os.fsync(f.fileno())
+            old = None
+            if replace and final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.rename(final, old)
             try:
                 os.rename(tmp, final)
             except OSError:
                 if not self.exists(dataset, traj.teacher, key):
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)  # another run finished the same teacher first
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
             traj.meta = meta
             return final
         except BaseException:

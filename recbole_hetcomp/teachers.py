@@ -126,7 +126,7 @@ def fit_teacher(data, store, rebuild=False):
         }
         traj = Trajectory(name, points, obs_items, obs_indptr, meta)
         state = {"state_dict": model.state_dict(), "other_parameter": model.other_parameter()}
-        store.save(dataset_name, key, traj, model_state=state)
+        store.save(dataset_name, key, traj, model_state=state, replace=rebuild)
         traj.meta["reused"] = False
         logger.info(f"teacher {name}: test {dict(test_result)}; points at epochs {meta['milestone_epochs']}")
         return traj

@@ -6,8 +6,9 @@ to a :class:`TrajectoryRecorder`, which keeps the batch users' top-N unobserved 
 first evaluations whose validation score reaches each fraction of the best score
 (``trajectory_milestones``); the last point is the converged, best-validation teacher.
 
-Only snapshots that may still become a milestone are held in memory: a new record
-high, and no lower than ``min(milestones) * best so far``.
+Only snapshots that may still become a milestone are held in memory: at least as high
+as every earlier score (the first evaluation reaching any fraction is one), and no lower
+than ``min(milestones) * best so far``.
 """
 
 import torch
@@ -31,15 +32,18 @@ def check_milestones(fractions):
 
 
 def select_milestones(scores, fractions):
-    """Index of the first score reaching each fraction of the best score.
+    """Index of the first score reaching each fraction (< 1) of the best score.
 
-    ``scores`` are validation scores in evaluation order (bigger is better). The
-    index for 1.0 is the first best evaluation, the one RecBole checkpoints.
+    ``scores`` are validation scores in evaluation order (bigger is better). The index
+    for 1.0 is the *last* evaluation scoring the best, because RecBole's early stopping
+    updates its checkpoint on ``value >= best``: that evaluation is the converged teacher.
     """
     if len(scores) == 0:
         raise ValueError("no validation score was recorded: the teacher was never evaluated")
     best = max(scores)
-    return [next(i for i, s in enumerate(scores) if s >= f * best) for f in fractions]
+    last_best = max(i for i, s in enumerate(scores) if s == best)
+    return [last_best if f >= 1.0 else next(i for i, s in enumerate(scores) if s >= f * best)
+            for f in fractions]
 
 
 class TrajectoryRecorder:
@@ -76,7 +80,7 @@ class TrajectoryRecorder:
         best_before = max(self.scores, default=float("-inf"))
         self.epochs.append(int(epoch))
         self.scores.append(float(score))
-        if score > best_before and pending is not None:
+        if score >= best_before and pending is not None:
             self.snapshots[len(self.scores) - 1] = pending
         floor = min(self.fractions) * max(self.scores)
         for idx in [i for i in self.snapshots if self.scores[i] < floor]:
