@@ -1,4 +1,4 @@
-"""recbole-hetcomp command line: teachers with trajectories and their ensemble, RecBole style.
+"""recbole-hetcomp command line: teachers, their ensemble, the HetComp student and the MF baseline.
 
     python run_recbole_hetcomp.py                              # ml-100k, default teachers
     python run_recbole_hetcomp.py -d ml-100k --teachers BPR,EASE --epochs=50
@@ -19,6 +19,8 @@ def parse_args(argv):
     p.add_argument("--teachers", default=None, help="comma-separated teacher models (default: properties/overall.yaml)")
     p.add_argument("--output", default=None, help="directory for results.json / results.md (default: results/<dataset>)")
     p.add_argument("--rebuild_teachers", action="store_true", help="retrain teachers even if stored")
+    p.add_argument("--no_student", action="store_true", help="stop after the teachers and their ensemble")
+    p.add_argument("--ablations", action="store_true", help="also run HetComp without DKC and without AKT")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     args, rest = p.parse_known_args(argv)
     bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
@@ -36,11 +38,12 @@ def split_list(value):
 def main(argv=None):
     args, cmd_args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        from recbole_hetcomp.pipeline import run_teachers
+        from recbole_hetcomp.pipeline import run_pipeline
 
-        _, _, table = run_teachers(args.dataset, teachers=split_list(args.teachers),
-                                   config_files=split_list(args.config_files), cmd_args=cmd_args,
-                                   output=args.output, rebuild=args.rebuild_teachers)
+        _, table = run_pipeline(args.dataset, teachers=split_list(args.teachers),
+                                config_files=split_list(args.config_files), cmd_args=cmd_args,
+                                output=args.output, rebuild=args.rebuild_teachers,
+                                student=not args.no_student, ablations=args.ablations)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
         if args.debug:
             raise

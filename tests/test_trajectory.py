@@ -82,7 +82,8 @@ def test_select_milestones_plateau_and_ties():
     # a decreasing curve: everything at the first evaluation
     assert select_milestones([1.0, 0.5, 0.2], QUARTERS) == [0, 0, 0, 0]
     # an all-zero curve (nothing learned) still gives points
-    assert select_milestones([0.0, 0.0], QUARTERS) == [0, 0, 0, 0]
+    # all zero: every evaluation ties the best, RecBole keeps the last one
+    assert select_milestones([0.0, 0.0], QUARTERS) == [0, 0, 0, 1]
     assert select_milestones([0.7], QUARTERS) == [0, 0, 0, 0]
 
 
