@@ -30,12 +30,20 @@ import torch
 FORMAT_VERSION = 1
 ARRAY_FILES = ("top.npy", "obs_items.npy", "obs_indptr.npy")
 
-# Config keys that change where or how verbosely a run happens, never its result.
+# The student's own keys (properties/model/HetComp.yaml): no teacher reads them, so tuning the
+# student never retrains a teacher.
+STUDENT_ONLY_KEYS = frozenset({
+    "hetcomp_k", "hetcomp_p", "dkc", "akt", "dkc_alpha", "dkc_period", "dkc_start", "dkc_k",
+    "overall_loss_weight", "rank_loss_weight", "score_clamp", "init_std",
+})
+
+# Config keys that change where or how verbosely a run happens, never a teacher's result.
 # (metric_decimal_place is not one: RecBole rounds metrics before early stopping.)
-_NON_RESULT_KEYS = frozenset({
+_NON_RESULT_KEYS = STUDENT_ONLY_KEYS | frozenset({
     "gpu_id", "use_gpu", "device", "state", "data_path", "checkpoint_dir", "show_progress",
     "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
-    "log_wandb", "wandb_project", "worker", "eval_batch_size", "loss_decimal_place", "single_spec", "local_rank", "world_size", "ip", "port", "nproc",
+    "log_wandb", "wandb_project", "worker", "eval_batch_size", "loss_decimal_place",
+    "single_spec", "local_rank", "world_size", "ip", "port", "nproc",
     "offset", "trajectory_store", "teachers", "teacher_weights", "ensemble_importance",
     "ensemble_tau", "ensemble_rrf_k", "ensemble_power", "rebuild_teachers",
 })

@@ -1,0 +1,280 @@
+"""The HetComp student: Curriculum, HetComp model, HetCompTrainer (spec sections 5-7)."""
+
+import math
+
+import pytest
+import torch
+
+from recbole_hetcomp.curriculum import Curriculum, ranking_discrepancy
+from recbole_hetcomp.losses import overall_loss, rank_loss
+from recbole_hetcomp.model import HetComp
+from recbole_hetcomp.store import Trajectory, TrajectoryStore
+from recbole_hetcomp.teachers import fit_teacher, load_data
+from recbole_hetcomp.trainer import HetCompTrainer
+
+E1, E2 = math.exp(-0.1), math.exp(-0.2)
+
+
+def traj(name, top, obs_lists):
+    """A hand-built Trajectory: top int [T, U, N]; obs_lists one ranked list per user."""
+    indptr = [0]
+    for lst in obs_lists:
+        indptr.append(indptr[-1] + len(lst))
+    items = [i for lst in obs_lists for i in lst]
+    return Trajectory(name, torch.tensor(top, dtype=torch.int32), torch.tensor(items, dtype=torch.int32),
+                      torch.tensor(indptr, dtype=torch.int64))
+
+
+@pytest.fixture
+def hand_trajs():
+    # 2 teachers, T=2 points, U=3 (user 0 is RecBole's padding user), N=4, items 1..9
+    a = traj("A", [[[0, 0, 0, 0], [1, 2, 3, 4], [5, 6, 7, 8]],
+                   [[0, 0, 0, 0], [4, 3, 2, 1], [8, 7, 6, 5]]], [[], [7, 8, 9], [1]])
+    b = traj("B", [[[0, 0, 0, 0], [2, 5, 1, 6], [5, 6, 7, 8]],
+                   [[0, 0, 0, 0], [3, 4, 1, 2], [5, 6, 7, 8]]], [[], [8, 9, 7], [1]])
+    return [a, b]
+
+
+def make_curriculum(trajs, **kw):
+    args = dict(k_target=3, p_obs=2, k=3, imp={"kind": "exp", "tau": 10.0}, alpha=1.05, period=10, start=10)
+    args.update(kw)
+    return Curriculum(trajs, 10, **args)
+
+
+def test_curriculum_starts_at_point_zero_except_padding_user(hand_trajs):
+    cur = make_curriculum(hand_trajs)
+    assert cur.v.tolist() == [[1, 0, 0], [1, 0, 0]]
+    assert not cur.done
+
+
+def test_curriculum_schedule(hand_trajs):
+    cur = make_curriculum(hand_trajs)
+    assert [e for e in range(0, 41) if cur.due(e)] == [10, 20, 30, 40]
+    cur.v.fill_(1)
+    assert cur.done and not cur.due(20)
+
+
+def test_curriculum_without_dkc_starts_final(hand_trajs):
+    cur = make_curriculum(hand_trajs, enabled=False)
+    assert cur.done and cur.v.tolist() == [[1, 1, 1], [1, 1, 1]]
+    assert not cur.due(10)
+
+
+def test_targets_are_the_ensemble_of_current_points(hand_trajs):
+    cur = make_curriculum(hand_trajs)
+    # user 1 at point 0: A = [1,2,3,4], B = [2,5,1,6]; exp(-r/10):
+    # 1: 1 + e^-0.2 = 1.8187   2: e^-0.1 + 1 = 1.9048   5: e^-0.1 = 0.9048   3: e^-0.2 = 0.8187
+    assert cur.targets()[1].tolist() == [2, 1, 5]
+    cur.v[:, 1] = 1
+    # point 1: A = [4,3,2,1], B = [3,4,1,2] -> 4 and 3 tie at 1 + e^-0.1; then 2 and 1 tie at e^-0.2 + e^-0.3
+    assert set(cur.targets()[1, :2].tolist()) == {3, 4}
+
+
+def test_observed_are_built_once_from_final_obs_rankings(hand_trajs):
+    cur = make_curriculum(hand_trajs)
+    # user 1: A ranks [7,8,9], B ranks [8,9,7]:
+    # 7: 1 + e^-0.2 = 1.8187   8: e^-0.1 + 1 = 1.9048   9: e^-0.2 + e^-0.1 = 1.7236  -> P=2: [8, 7]
+    assert cur.observed[1].tolist() == [8, 7]
+    # user 2 has a single training item: padded with -1
+    assert cur.observed[2].tolist() == [1, -1]
+    before = cur.observed.clone()
+    cur.v.fill_(1)
+    cur.targets()
+    assert torch.equal(cur.observed, before)
+
+
+def test_curriculum_rejects_lists_shorter_than_k(hand_trajs):
+    with pytest.raises(ValueError, match="trajectory_top_n"):
+        make_curriculum(hand_trajs, k_target=5)
+
+
+def test_curriculum_step_first_call_stores_then_advances(hand_trajs):
+    cur = make_curriculum(hand_trajs)
+    student = torch.tensor([[0, 0, 0], [9, 8, 7], [1, 2, 3]])
+    assert cur.step(student, 10) == 0
+    assert cur.v.tolist() == [[1, 0, 0], [1, 0, 0]]
+    expected_last = ranking_discrepancy(student[1:2], torch.tensor([[4, 3, 2]]), k=3)
+    assert cur.last[0, 1] == pytest.approx(float(expected_last[0]))
+    # the student now equals point 1 of both teachers for user 1: D = 0, ratio +inf -> advance
+    student2 = student.clone()
+    student2[1] = torch.tensor([4, 3, 2])
+    cur2 = make_curriculum(hand_trajs)
+    cur2.step(student, 10)
+    cur2.step(student2, 20)
+    assert cur2.v[0, 1] == 1
+    assert cur2.history[-1]["epoch"] == 20
+    assert cur2.history[-1]["shares"][0] == pytest.approx([1 / 3, 2 / 3])
+
+
+# ---------------------------------------------------------------------------
+# the model, on the synthetic dataset
+
+STUDENT = dict(embedding_size=4, hetcomp_k=20, hetcomp_p=5, dkc_k=10, trajectory_top_n=30)
+
+
+@pytest.fixture(scope="session")
+def teachers(synth_config, fresh_dir, tmp_path_factory):
+    """BPR and EASE teachers on the synthetic data (N=30), trained once per session."""
+    store = TrajectoryStore(tmp_path_factory.mktemp("store"))
+    out = []
+    with fresh_dir("teachers"):
+        for name, extra in (("BPR", {"epochs": 8, "learning_rate": 0.05}), ("EASE", {})):
+            out.append(fit_teacher(load_data(synth_config(name, trajectory_top_n=30, **extra)), store))
+    return out
+
+
+def student_data(synth_config, **over):
+    return load_data(synth_config("HetComp", **{**STUDENT, **over}))
+
+
+def test_train_mask_covers_history_and_padding(synth_config):
+    data = student_data(synth_config)
+    model = HetComp(data.config, data.train_dataset)
+    csr = data.train_dataset.inter_matrix(form="csr")
+    users = torch.tensor([1, 7])
+    mask = model.train_mask(users)
+    for row, u in enumerate(users.tolist()):
+        expected = set(csr.indices[csr.indptr[u]:csr.indptr[u + 1]].tolist()) | {0}
+        assert set(mask[row].nonzero().flatten().tolist()) == expected
+
+
+def test_loss_is_the_weighted_spec_loss_of_the_batch_users(synth_config, teachers):
+    data = student_data(synth_config)
+    model = HetComp(data.config, data.train_dataset, trajectories=teachers)
+    target = torch.randint(1, model.n_items, (model.n_users, 20))
+    observed = torch.randint(1, model.n_items, (model.n_users, 5))
+    inter = next(iter(data.train))
+    users = torch.unique(inter[model.USER_ID])
+    scores = (model.user_embedding(users) @ model.item_embedding.weight.t()).clamp(-40, 40)
+    mask = model.train_mask(users)
+    model.set_targets(target, observed, "overall")
+    want = 0.01 * overall_loss(scores, observed[users], target[users], mask)
+    torch.testing.assert_close(model.calculate_loss(inter), want)
+    model.set_targets(target, observed, "rank")
+    want = 0.005 * rank_loss(scores, observed[users], target[users], mask)
+    torch.testing.assert_close(model.calculate_loss(inter), want)
+    with pytest.raises(ValueError, match="loss_mode"):
+        model.set_targets(target, observed, "listwise")
+
+
+def test_model_without_targets_refuses_to_train(synth_config):
+    data = student_data(synth_config)
+    model = HetComp(data.config, data.train_dataset)
+    with pytest.raises(RuntimeError, match="HetCompTrainer"):
+        model.calculate_loss(next(iter(data.train)))
+    with pytest.raises(ValueError, match="trajectories"):
+        HetCompTrainer(data.config, model)
+
+
+def test_full_sort_predict_and_top_unobserved(synth_config):
+    data = student_data(synth_config)
+    model = HetComp(data.config, data.train_dataset)
+    users = torch.tensor([2, 5])
+    full = model.full_sort_predict({model.USER_ID: users}).view(2, -1)
+    torch.testing.assert_close(full, model.user_embedding.weight[users] @ model.item_embedding.weight.t())
+    top = model.top_unobserved(10)
+    assert top.shape == (model.n_users, 10)
+    mask = model.train_mask(torch.arange(model.n_users))
+    assert not mask.gather(1, top)[1:].any()
+
+
+def test_default_student_is_small(synth_config):
+    cfg = synth_config("HetComp")
+    assert cfg["embedding_size"] == 6 and cfg["hetcomp_k"] == 100 and cfg["hetcomp_p"] == 10
+    assert cfg["overall_loss_weight"] == 0.01 and cfg["rank_loss_weight"] == 0.005
+    assert cfg["train_batch_size"] == 1024 and cfg["eval_step"] == 10 and cfg["stopping_step"] == 5
+    # at most 1/8 of a 64-dimensional MF teacher
+    assert cfg["embedding_size"] * 8 <= 64
+
+
+# ---------------------------------------------------------------------------
+# the trainer
+
+def make_trainer(synth_config, teachers, **over):
+    data = student_data(synth_config, **over)
+    model = HetComp(data.config, data.train_dataset, trajectories=teachers).to(data.config["device"])
+    return data, model, HetCompTrainer(data.config, model)
+
+
+def test_without_dkc_the_final_ensemble_is_distilled_with_the_rank_loss(synth_config, teachers):
+    _, model, trainer = make_trainer(synth_config, teachers, dkc=False)
+    assert trainer.curriculum.done and model.loss_mode == "rank"
+    assert trainer.loss_switch_epoch == 0
+    final = Curriculum(teachers, model.n_items, k_target=20, p_obs=5, k=10, enabled=False,
+                       imp=trainer.curriculum.imp, weights=trainer.curriculum.weights).targets()
+    assert torch.equal(model.target.cpu(), final)
+
+
+def test_without_akt_the_rank_loss_runs_during_the_curriculum(synth_config, teachers):
+    _, model, trainer = make_trainer(synth_config, teachers, akt=False)
+    assert not trainer.curriculum.done and model.loss_mode == "rank"
+
+
+def test_curriculum_finishes_by_epoch_120_even_if_the_student_never_learns(synth_config, teachers):
+    data, model, trainer = make_trainer(synth_config, teachers, learning_rate=0.0, weight_decay=0.0)
+    assert model.loss_mode == "overall"
+    before = model.user_embedding.weight.detach().clone()
+    for epoch in range(0, 121):
+        trainer._train_epoch(data.train, epoch)
+        if epoch < 120:
+            assert model.loss_mode == "overall", epoch
+    assert torch.equal(model.user_embedding.weight, before)
+    # constant distances (ratio exactly 1) hold until th < 1 at epoch 100, then one point per step
+    assert trainer.dkc_done_epoch == 120 and trainer.loss_switch_epoch == 120
+    assert model.loss_mode == "rank"
+    steps = trainer.curriculum_summary()["steps"]
+    assert [s["epoch"] for s in steps] == list(range(10, 121, 10))
+    assert [s["advanced"] for s in steps][:9] == [0] * 9
+    for s in steps:
+        for row in s["shares"]:
+            assert sum(row) == pytest.approx(1.0)
+
+
+def test_short_run_beats_an_untrained_student(synth_config, teachers):
+    from recbole_hetcomp.teachers import evaluate_model
+
+    data, model, trainer = make_trainer(synth_config, teachers, epochs=60, learning_rate=0.01,
+                                        eval_step=10, stopping_step=10)
+    untrained = evaluate_model(model, data, phases=("test",))["test"]
+    trainer.fit(data.train, data.valid, saved=True, show_progress=False)
+    trained = dict(trainer.evaluate(data.test, load_best_model=True))
+    assert trained["recall@10"] > untrained["recall@10"] + 0.1
+    assert trained["ndcg@10"] > untrained["ndcg@10"] + 0.1
+    assert trainer.curriculum_summary()["steps"]
+
+
+def test_tensors_follow_the_configured_device(synth_config, teachers):
+    _, model, trainer = make_trainer(synth_config, teachers)
+    device = trainer.device
+    assert trainer.curriculum.tops.device.type == device.type
+    assert model.target.device.type == device.type and model.history.device.type == device.type
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_one_epoch_on_cuda(synth_config, teachers):
+    data, model, trainer = make_trainer(synth_config, teachers, use_gpu=True)
+    assert trainer.device.type == "cuda"
+    for epoch in range(0, 11):
+        trainer._train_epoch(data.train, epoch)
+    assert trainer.curriculum.v.device.type == "cuda" and model.target.is_cuda
+
+
+def test_student_keys_never_change_a_teachers_store_key(synth_config):
+    import yaml
+
+    from recbole_hetcomp.store import STUDENT_ONLY_KEYS, teacher_key
+    from recbole_hetcomp.utils import properties_dir
+
+    base = load_data(synth_config("BPR"))
+    tuned = load_data(synth_config("BPR", hetcomp_k=50, dkc_alpha=1.1, akt=False))
+    assert teacher_key(base.config, base.fingerprint) == teacher_key(tuned.config, tuned.fingerprint)
+    # every key HetComp.yaml adds is either student-only or one RecBole itself defines
+    import recbole
+
+    from pathlib import Path
+    student = yaml.safe_load(open(properties_dir() / "model" / "HetComp.yaml"))
+    rb = Path(recbole.__file__).parent / "properties"
+    recbole_keys = set(yaml.safe_load(open(rb / "overall.yaml")))
+    for f in (rb / "model").glob("*.yaml"):
+        recbole_keys |= set(yaml.safe_load(open(f)) or {})
+    assert set(student) - STUDENT_ONLY_KEYS <= recbole_keys
