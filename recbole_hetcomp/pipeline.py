@@ -28,6 +28,25 @@ ABLATIONS = (
 )
 
 
+def scoped_args(cmd_args, model, known):
+    """The ``--key=value`` arguments that reach ``model``: the global ones, plus the
+    ``--<Model>.key=value`` ones addressed to it (prefix removed). A scope that names no
+    model of the run is an error, so a typo never passes silently."""
+    out = []
+    for arg in cmd_args or []:
+        key = arg[2:].split("=", 1)[0]
+        if "." not in key:
+            out.append(arg)
+            continue
+        scope, name = key.split(".", 1)
+        if scope not in known:
+            raise ValueError(f"'{arg}' is addressed to '{scope}', which is not a model of this run "
+                             f"({', '.join(known)})")
+        if scope == model:
+            out.append(f"--{name}={arg.split('=', 1)[1]}")
+    return out
+
+
 def teacher_row(traj):
     meta = traj.meta
     return {"name": traj.teacher, "kind": "teacher", "params": meta.get("params", 0),
@@ -68,9 +87,12 @@ def fit_model(data, workdir, trajectories=None):
 def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cmd_args=None,
                  output=None, rebuild=False, student=True, ablations=False):
     """Teachers, ensemble and (by default) student and MF baseline; returns (rows, table)."""
-    base = make_config("HetCompEnsemble", dataset, config_files, config_dict, cmd_args)
+    global_args = [a for a in cmd_args or [] if "." not in a[2:].split("=", 1)[0]]
+    base = make_config("HetCompEnsemble", dataset, config_files, config_dict, global_args)
     init_logger(base)
     teachers = list(teachers or base["teachers"])
+    known = ["HetComp", *teachers]
+    args_for = {m: scoped_args(cmd_args, m, known) for m in known}
     store = TrajectoryStore(base["trajectory_store"])
     output = Path(output or Path("results") / dataset)
     workdir = output / "checkpoints"
@@ -80,7 +102,7 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
     rows, trajectories = [], []
     for i, name in enumerate(teachers, 1):
         logger.info(f"[teacher {i}/{len(teachers)}] {name}")
-        data = load_data(make_config(name, dataset, config_files, config_dict, cmd_args))
+        data = load_data(make_config(name, dataset, config_files, config_dict, args_for[name]))
         traj = fit_teacher(data, store, rebuild=rebuild)
         trajectories.append(traj)
         rows.append(teacher_row(traj))
@@ -101,7 +123,8 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
             runs += [(label, "ablation", over) for label, over in ABLATIONS]
         for label, kind, over in runs:
             logger.info(f"[student] {label}")
-            data = load_data(make_config("HetComp", dataset, config_files, {**(config_dict or {}), **over}, cmd_args))
+            data = load_data(make_config("HetComp", dataset, config_files, {**(config_dict or {}), **over},
+                                         args_for["HetComp"]))
             _, row = fit_model(data, workdir, trajectories)
             row.update(name=label, kind=kind)
             rows.append(row)
@@ -109,7 +132,7 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
                 student_dim = data.config["embedding_size"]
         logger.info(f"[baseline] MF without a teacher (BPR, embedding_size={student_dim})")
         data = load_data(make_config("BPR", dataset, config_files,
-                                     {**(config_dict or {}), "embedding_size": student_dim}, cmd_args))
+                                     {**(config_dict or {}), "embedding_size": student_dim}, global_args))
         _, row = fit_model(data, workdir)
         row.update(name=f"MF w/o KD (BPR, d={student_dim})", kind="baseline")
         rows.append(row)

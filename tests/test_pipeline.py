@@ -64,3 +64,15 @@ def test_cli_rejects_bad_arguments_with_one_line(synth_shared, capsys):
         cli.main(["-d", name, "stray"])
     assert exc.value.code == 2
     assert "--key=value" in capsys.readouterr().err
+
+
+def test_scoped_arguments_reach_only_their_model():
+    from recbole_hetcomp.pipeline import scoped_args
+
+    args = ["--epochs=5", "--HetComp.embedding_size=8", "--BPR.learning_rate=0.01"]
+    known = ["HetComp", "BPR", "EASE"]
+    assert scoped_args(args, "HetComp", known) == ["--epochs=5", "--embedding_size=8"]
+    assert scoped_args(args, "BPR", known) == ["--epochs=5", "--learning_rate=0.01"]
+    assert scoped_args(args, "EASE", known) == ["--epochs=5"]
+    with pytest.raises(ValueError, match="addressed to 'HetCom', which is not a model of this run"):
+        scoped_args(["--HetCom.dkc=False"], "HetComp", known)
