@@ -1,31 +1,45 @@
 """recbole-hetcomp command line: teachers, their ensemble, the HetComp student and the MF baseline.
 
-    python run_recbole_hetcomp.py                              # ml-100k, default teachers
+    python run_recbole_hetcomp.py                                   # ml-100k, default teachers
     python run_recbole_hetcomp.py -d ml-100k --teachers BPR,EASE --epochs=50
-    python run_recbole_hetcomp.py --config_files my.yaml --learning_rate=0.002
+    python run_recbole_hetcomp.py --model LightGCN                   # one RecBole baseline, same split
+    python run_recbole_hetcomp.py --load results/ml-100k/HetComp.pth --export_topk 20 --users 1,2,3
 
-Any ``--key=value`` not listed below goes to RecBole's Config.
+Any ``--key=value`` not listed below goes to RecBole's Config (``--<Model>.key=value`` to one model).
 """
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                epilog="Extra --key=value arguments are handed to RecBole's Config.")
+                                epilog="Extra --key=value arguments are handed to RecBole's Config; "
+                                       "--<Model>.key=value reaches only that model.")
+    p.add_argument("-m", "--model", default="HetComp",
+                   help="HetComp (default: teachers, ensemble, student, baseline) or any RecBole/plugin "
+                        "model to train alone on the same split and protocol")
     p.add_argument("-d", "--dataset", default="ml-100k", help="RecBole dataset name (default: ml-100k, embedded)")
     p.add_argument("--config_files", default=None, help="space- or comma-separated yaml config files")
     p.add_argument("--teachers", default=None, help="comma-separated teacher models (default: properties/overall.yaml)")
-    p.add_argument("--output", default=None, help="directory for results.json / results.md (default: results/<dataset>)")
+    p.add_argument("--output", default=None, help="directory for results and the saved student (default: results/<dataset>)")
     p.add_argument("--rebuild_teachers", action="store_true", help="retrain teachers even if stored")
     p.add_argument("--no_student", action="store_true", help="stop after the teachers and their ensemble")
     p.add_argument("--ablations", action="store_true", help="also run HetComp without DKC and without AKT")
+    p.add_argument("--load", default=None, metavar="MODEL_FILE",
+                   help="a saved model (e.g. results/<dataset>/HetComp.pth) to export recommendations from")
+    p.add_argument("--export_topk", type=int, default=None, metavar="K",
+                   help="with --load: write the top-K unseen items of each user to <output>/topk.csv")
+    p.add_argument("--users", default=None,
+                   help="with --export_topk: comma-separated user ids, or a file with one id per line")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     args, rest = p.parse_known_args(argv)
     bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
     if bad:
         p.error(f"unrecognised argument(s) {' '.join(bad)}: config overrides are written --key=value")
+    if (args.load is None) != (args.export_topk is None):
+        p.error("--load and --export_topk go together: --load MODEL_FILE --export_topk K")
     return args, rest
 
 
@@ -35,15 +49,42 @@ def split_list(value):
     return [v for v in value.replace(",", " ").split() if v]
 
 
+def read_users(value):
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return split_list(value)
+
+
+def export(args):
+    from recbole_hetcomp.inference import export_topk_csv, load_data_and_model
+
+    if not Path(args.load).is_file():
+        raise FileNotFoundError(f"no saved model at {args.load}: train one first (its path is in results.json)")
+    _, model, dataset, *_ = load_data_and_model(args.load)
+    out = Path(args.output or Path(args.load).parent) / "topk.csv"
+    export_topk_csv(out, model, dataset, args.export_topk, read_users(args.users))
+    return f"wrote {out}"
+
+
 def main(argv=None):
     args, cmd_args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        from recbole_hetcomp.pipeline import run_pipeline
+        if args.load:
+            print(export(args))
+            return 0
+        from recbole_hetcomp import pipeline
 
-        _, table = run_pipeline(args.dataset, teachers=split_list(args.teachers),
-                                config_files=split_list(args.config_files), cmd_args=cmd_args,
-                                output=args.output, rebuild=args.rebuild_teachers,
-                                student=not args.no_student, ablations=args.ablations)
+        if args.model.lower() != "hetcomp":
+            _, table = pipeline.run_baseline(args.model, args.dataset, config_files=split_list(args.config_files),
+                                             cmd_args=cmd_args, output=args.output)
+        else:
+            _, table = pipeline.run_pipeline(args.dataset, teachers=split_list(args.teachers),
+                                             config_files=split_list(args.config_files), cmd_args=cmd_args,
+                                             output=args.output, rebuild=args.rebuild_teachers,
+                                             student=not args.no_student, ablations=args.ablations)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
         if args.debug:
             raise

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from recbole.utils import init_logger, init_seed
 
+from recbole_hetcomp.inference import full_ranking_ms_per_1k_users, save_model
 from recbole_hetcomp.model import HetCompEnsemble
 from recbole_hetcomp.results import write_results
 from recbole_hetcomp.store import TrajectoryStore
@@ -52,14 +53,17 @@ def teacher_row(traj):
     return {"name": traj.teacher, "kind": "teacher", "params": meta.get("params", 0),
             "test": meta.get("test", {}), "valid": meta.get("valid", {}),
             "train_s": meta.get("train_s"), "reused": meta.get("reused", False),
+            "infer_ms_per_1k_users": meta.get("infer_ms_per_1k_users"),
             "milestone_epochs": meta.get("milestone_epochs")}
 
 
-def fit_model(data, workdir, trajectories=None):
+def fit_model(data, workdir, trajectories=None, save_to=None):
     """Train ``data.config['model']`` under RecBole's protocol; returns (trainer, row).
 
     HetComp gets the teachers' ``trajectories`` and its own trainer; any other model trains
-    with the trainer RecBole would pick. Checkpoints go to a private directory in ``workdir``.
+    with the trainer RecBole would pick. Checkpoints go to a private directory in ``workdir``;
+    the best one is copied to ``save_to`` if given (reload it with
+    :func:`recbole_hetcomp.inference.load_data_and_model`).
     """
     config, name = data.config, data.config["model"]
     config["checkpoint_dir"] = tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)
@@ -71,14 +75,25 @@ def fit_model(data, workdir, trajectories=None):
     if not issubclass(trainer_cls, CheckpointMixin):
         trainer_cls = type(f"Checkpointed{trainer_cls.__name__}", (CheckpointMixin, trainer_cls), {})
     trainer = trainer_cls(config, model)
+    curve = {"epochs": [], "scores": []}
+
+    def record(epoch, score):
+        curve["epochs"].append(int(epoch))
+        curve["scores"].append(float(score))
+
     start = time.time()
-    _, best_valid = trainer.fit(data.train, data.valid, saved=True, show_progress=config["show_progress"])
+    _, best_valid = trainer.fit(data.train, data.valid, saved=True, show_progress=config["show_progress"],
+                                callback_fn=record)
     train_s = time.time() - start
     test = trainer.evaluate(data.test, load_best_model=True)
     epochs = (max(trainer.train_loss_dict) + 1) if trainer.train_loss_dict else 0
     row = {"name": name, "kind": "baseline", "params": count_parameters(model), "test": dict(test),
            "valid": dict(best_valid or {}), "train_s": train_s, "epochs": epochs,
-           "s_per_epoch": train_s / max(epochs, 1)}
+           "s_per_epoch": train_s / max(epochs, 1), "valid_metric": config["valid_metric"],
+           "valid_curve": curve,
+           "infer_ms_per_1k_users": full_ranking_ms_per_1k_users(trainer, data.train_dataset)}
+    if save_to is not None:
+        row["model_file"] = str(save_model(trainer, save_to))
     if hasattr(trainer, "curriculum_summary"):
         row["curriculum"] = trainer.curriculum_summary()
     return trainer, row
@@ -113,9 +128,12 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
             raise RuntimeError(f"teacher {traj.teacher} was trained on another split than the ensemble's "
                                "evaluation; the split settings must not differ between teachers")
     ensemble = HetCompEnsemble(base, protocol.train_dataset, trajectories=trajectories)
-    result = evaluate_model(ensemble, protocol)
+    result = evaluate_model(ensemble, protocol, timing=True)
+    # At inference the ensemble runs every teacher, then fuses their lists.
+    infer = result["infer_ms_per_1k_users"] + sum(r["infer_ms_per_1k_users"] or 0.0 for r in rows)
     rows.append({"name": "Ensemble(" + "+".join(teachers) + ")", "kind": "ensemble",
-                 "params": sum(r["params"] for r in rows), "test": result["test"], "valid": result["valid"]})
+                 "params": sum(r["params"] for r in rows), "test": result["test"], "valid": result["valid"],
+                 "infer_ms_per_1k_users": infer, "fusion_ms_per_1k_users": result["infer_ms_per_1k_users"]})
 
     if student:
         runs = [("HetComp", "student", {})]
@@ -125,7 +143,8 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
             logger.info(f"[student] {label}")
             data = load_data(make_config("HetComp", dataset, config_files, {**(config_dict or {}), **over},
                                          args_for["HetComp"]))
-            _, row = fit_model(data, workdir, trajectories)
+            save_to = output / "HetComp.pth" if kind == "student" else None
+            _, row = fit_model(data, workdir, trajectories, save_to=save_to)
             row.update(name=label, kind=kind)
             rows.append(row)
             if kind == "student":
@@ -138,3 +157,18 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
         rows.append(row)
     table = write_results(output, dataset, rows)
     return rows, table
+
+
+def run_baseline(model, dataset, config_files=None, config_dict=None, cmd_args=None, output=None):
+    """Train ``model`` alone on the same split and protocol as the pipeline; returns (rows, table)."""
+    config = make_config(model, dataset, config_files, config_dict, cmd_args)
+    init_logger(config)
+    if config["model"] in ("HetComp", "HetCompEnsemble"):
+        raise ValueError(f"--model {model} needs the teachers: run without --model")
+    output = Path(output or Path("results") / dataset)
+    workdir = output / "checkpoints"
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = load_data(config)
+    _, row = fit_model(data, workdir, save_to=output / f"{config['model']}.pth")
+    rows = [row]
+    return rows, write_results(output, dataset, rows, extra={"split_fingerprint": data.fingerprint})

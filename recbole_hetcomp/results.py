@@ -23,7 +23,7 @@ def atomic_write_text(path, text):
 
 
 def markdown_table(rows, columns=METRIC_COLUMNS):
-    head = ["name", "kind", "params", *columns, "train_s"]
+    head = ["name", "kind", "params", *columns, "train_s", "infer ms/1k users"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         test = r.get("test", {})
@@ -31,6 +31,8 @@ def markdown_table(rows, columns=METRIC_COLUMNS):
         cells += [f"{test[c]:.4f}" if c in test else "-" for c in columns]
         train = r.get("train_s")
         cells.append("reused" if r.get("reused") else (f"{train:.1f}" if train is not None else "-"))
+        infer = r.get("infer_ms_per_1k_users")
+        cells.append(f"{infer:.1f}" if infer is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

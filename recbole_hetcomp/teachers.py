@@ -18,6 +18,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_hetcomp.config import Config
+from recbole_hetcomp.inference import full_ranking_ms_per_1k_users
 from recbole_hetcomp.store import Trajectory, split_fingerprint, teacher_key
 from recbole_hetcomp.trajectory import TrajectoryRecorder, check_milestones
 from recbole_hetcomp.trainer import trajectory_trainer
@@ -107,6 +108,7 @@ def fit_teacher(data, store, rebuild=False):
         test_result = trainer.evaluate(data.test, load_best_model=True)
         final_top, obs_items, obs_indptr = trainer.rank_all_users(data.train_dataset, config["trajectory_top_n"])
         points, chosen = trainer.recorder.points(final_top)
+        infer_ms = full_ranking_ms_per_1k_users(trainer, data.train_dataset)
         rec = trainer.recorder
         meta = {
             "split_fingerprint": data.fingerprint,
@@ -119,6 +121,7 @@ def fit_teacher(data, store, rebuild=False):
             "valid": dict(best_valid or {}),
             "test": dict(test_result or {}),
             "params": count_parameters(model),
+            "infer_ms_per_1k_users": infer_ms,
             "train_s": train_s,
             "n_users": data.train_dataset.user_num,
             "n_items": data.train_dataset.item_num,
@@ -134,12 +137,13 @@ def fit_teacher(data, store, rebuild=False):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def evaluate_model(model, data, phases=("valid", "test")):
-    """RecBole's evaluation of an already-built ``model`` on ``data``'s loaders (no training)."""
+def evaluate_model(model, data, phases=("valid", "test"), timing=False):
+    """RecBole's evaluation of an already-built ``model`` on ``data``'s loaders (no training).
+    With ``timing``, also ``infer_ms_per_1k_users`` (full ranking of every user)."""
     from recbole.trainer import Trainer
 
     trainer = Trainer(data.config, model)
-    out = {}
-    for phase in phases:
-        out[phase] = dict(trainer.evaluate(getattr(data, phase), load_best_model=False))
+    out = {phase: dict(trainer.evaluate(getattr(data, phase), load_best_model=False)) for phase in phases}
+    if timing:
+        out["infer_ms_per_1k_users"] = full_ranking_ms_per_1k_users(trainer, data.train_dataset)
     return out

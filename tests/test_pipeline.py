@@ -76,3 +76,61 @@ def test_scoped_arguments_reach_only_their_model():
     assert scoped_args(args, "EASE", known) == ["--epochs=5"]
     with pytest.raises(ValueError, match="addressed to 'HetCom', which is not a model of this run"):
         scoped_args(["--HetCom.dkc=False"], "HetComp", known)
+
+
+def test_rows_time_full_ranking_and_the_ensemble_pays_for_every_teacher(two_runs):
+    first, _, _, _ = two_runs
+    for row in first:
+        assert row["infer_ms_per_1k_users"] > 0, row["name"]
+    teachers = first[:2]
+    ens = first[2]
+    assert ens["infer_ms_per_1k_users"] == pytest.approx(
+        ens["fusion_ms_per_1k_users"] + sum(t["infer_ms_per_1k_users"] for t in teachers))
+    student = first[3]
+    assert student["valid_curve"]["epochs"] and len(student["valid_curve"]["scores"]) == len(student["valid_curve"]["epochs"])
+
+
+def test_saved_student_reloads_and_exports(two_runs, tmp_path):
+    import csv
+
+    from recbole_hetcomp.inference import export_topk_csv, load_data_and_model
+    from recbole_hetcomp.teachers import Data, evaluate_model
+
+    first, _, _, out = two_runs
+    student = first[3]
+    config, model, dataset, train, valid, test = load_data_and_model(student["model_file"])
+    assert type(model).__name__ == "HetComp" and model.trajectories is None
+    again = evaluate_model(model, Data(config, dataset, train, valid, test), phases=("test",))["test"]
+    assert again == student["test"]
+
+    path = export_topk_csv(tmp_path / "topk.csv", model, dataset, 5, users=["u3", "u10"])
+    rows = list(csv.DictReader(open(path)))
+    assert [(r["user_id"], r["rank"]) for r in rows] == [(u, str(k)) for u in ("u3", "u10") for k in range(1, 6)]
+    known = dataset.inter_matrix(form="csr")
+    for r in rows:
+        u = dataset.token2id(dataset.uid_field, r["user_id"])
+        i = dataset.token2id(dataset.iid_field, r["item_id"])
+        assert i not in known.indices[known.indptr[u]:known.indptr[u + 1]]
+    scores = [float(r["score"]) for r in rows[:5]]
+    assert scores == sorted(scores, reverse=True)
+    with pytest.raises(ValueError, match="unknown user id"):
+        export_topk_csv(tmp_path / "bad.csv", model, dataset, 5, users=["nobody"])
+    assert not (tmp_path / "bad.csv").exists()
+
+
+def test_cli_runs_one_baseline_on_the_same_split(synth_shared, tmp_path, two_runs, capsys):
+    import run_recbole_hetcomp as cli
+
+    data_path, name = synth_shared
+    first, _, _, _ = two_runs
+    out = tmp_path / "bpr"
+    code = cli.main(["-d", name, "--model", "BPR", "--output", str(out), f"--data_path={data_path}",
+                     "--epochs=5", "--state=ERROR", "--show_progress=False", "--trajectory_top_n=30"])
+    assert code == 0
+    payload = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in payload["rows"]] == ["BPR"] and (out / "BPR.pth").is_file()
+    # same split and protocol as the pipeline's teacher BPR: identical metrics
+    assert payload["rows"][0]["test"] == first[0]["test"]
+    code = cli.main(["-d", name, "--load", str(out / "BPR.pth"), "--export_topk", "3", "--users", "u1,u2",
+                     "--output", str(out)])
+    assert code == 0 and len((out / "topk.csv").read_text().splitlines()) == 1 + 2 * 3
