@@ -14,6 +14,7 @@ from recbole.utils import init_logger, init_seed
 
 from recbole_hetcomp.inference import full_ranking_ms_per_1k_users, save_model
 from recbole_hetcomp.model import HetCompEnsemble
+from recbole_hetcomp.plots import write_plots
 from recbole_hetcomp.results import write_results
 from recbole_hetcomp.store import TrajectoryStore
 from recbole_hetcomp.teachers import evaluate_model, fit_teacher, load_data, make_config
@@ -155,7 +156,8 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
         _, row = fit_model(data, workdir)
         row.update(name=f"MF w/o KD (BPR, d={student_dim})", kind="baseline")
         rows.append(row)
-    table = write_results(output, dataset, rows)
+    plots = write_plots(output, rows)
+    table = write_results(output, dataset, rows, extra={"split_fingerprint": protocol.fingerprint, "plots": plots})
     return rows, table
 
 

@@ -16,8 +16,12 @@ def two_runs(synth_shared, fresh_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     cfg = {**SMALL, "data_path": str(data_path), "trajectory_store": str(out / "store")}
     with fresh_dir("pipeline"):
-        first, _ = run_pipeline(name, teachers=["BPR", "EASE"], config_dict=cfg, output=out / "r1", ablations=True)
-        second, table = run_pipeline(name, teachers=["BPR", "EASE"], config_dict=cfg, output=out / "r2")
+        # the students train longer than the teachers (a scoped argument) so that DKC runs
+        student_args = ["--HetComp.epochs=25", "--HetComp.eval_step=5"]
+        first, _ = run_pipeline(name, teachers=["BPR", "EASE"], config_dict=cfg, cmd_args=student_args,
+                                output=out / "r1", ablations=True)
+        second, table = run_pipeline(name, teachers=["BPR", "EASE"], config_dict=cfg, cmd_args=student_args,
+                                     output=out / "r2")
     return first, second, table, out
 
 
@@ -34,6 +38,8 @@ def test_rows_cover_teachers_ensemble_student_ablations_and_baseline(two_runs):
     assert first[-1]["params"] == student["params"]
     assert first[2]["params"] == first[0]["params"] + first[1]["params"]
     assert "curriculum" in student and "loss_switch_epoch" in student["curriculum"]
+    assert student["epochs"] == 25 and first[0]["milestone_epochs"][-1] <= 4  # scoped: teachers kept epochs=5
+    assert [s["epoch"] for s in student["curriculum"]["steps"]] == [10, 20]
 
 
 def test_second_run_reuses_the_teachers(two_runs):
@@ -134,3 +140,12 @@ def test_cli_runs_one_baseline_on_the_same_split(synth_shared, tmp_path, two_run
     code = cli.main(["-d", name, "--load", str(out / "BPR.pth"), "--export_topk", "3", "--users", "u1,u2",
                      "--output", str(out)])
     assert code == 0 and len((out / "topk.csv").read_text().splitlines()) == 1 + 2 * 3
+
+
+def test_plots_are_written(two_runs):
+    _, _, _, out = two_runs
+    payload = json.loads((out / "r1" / "results.json").read_text())
+    assert sorted(p.rsplit("/", 1)[1] for p in payload["plots"]) == ["curriculum.png", "validation.png"]
+    for name in ("validation.png", "curriculum.png"):
+        data = (out / "r1" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
