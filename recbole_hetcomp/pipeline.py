@@ -130,8 +130,10 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
                                "evaluation; the split settings must not differ between teachers")
     ensemble = HetCompEnsemble(base, protocol.train_dataset, trajectories=trajectories)
     result = evaluate_model(ensemble, protocol, timing=True)
-    # At inference the ensemble runs every teacher, then fuses their lists.
-    infer = result["infer_ms_per_1k_users"] + sum(r["infer_ms_per_1k_users"] or 0.0 for r in rows)
+    # At inference the ensemble runs every teacher, then fuses their lists (unknown if a
+    # teacher's store predates timing).
+    teacher_ms = [r["infer_ms_per_1k_users"] for r in rows]
+    infer = None if None in teacher_ms else result["infer_ms_per_1k_users"] + sum(teacher_ms)
     rows.append({"name": "Ensemble(" + "+".join(teachers) + ")", "kind": "ensemble",
                  "params": sum(r["params"] for r in rows), "test": result["test"], "valid": result["valid"],
                  "infer_ms_per_1k_users": infer, "fusion_ms_per_1k_users": result["infer_ms_per_1k_users"]})
