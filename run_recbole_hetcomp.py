@@ -22,6 +22,9 @@ def parse_args(argv):
                         "model to train alone on the same split and protocol")
     p.add_argument("-d", "--dataset", default="ml-100k", help="RecBole dataset name (default: ml-100k, embedded)")
     p.add_argument("--config_files", default=None, help="space- or comma-separated yaml config files")
+    p.add_argument("--archive", default=None, metavar="PATH",
+                   help="MovieLens: a local GroupLens zip or ratings file to convert (else found in data_path, "
+                        "or downloaded)")
     p.add_argument("--teachers", default=None, help="comma-separated teacher models (default: properties/overall.yaml)")
     p.add_argument("--output", default=None, help="directory for results and the saved student (default: results/<dataset>)")
     p.add_argument("--rebuild_teachers", action="store_true", help="retrain teachers even if stored")
@@ -71,6 +74,8 @@ def export(args):
 
 def main(argv=None):
     args, cmd_args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.archive:
+        cmd_args = [*cmd_args, f"--dataset_archive={Path(args.archive).resolve()}"]
     try:
         if args.load:
             print(export(args))

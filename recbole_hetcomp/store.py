@@ -46,6 +46,7 @@ _NON_RESULT_KEYS = STUDENT_ONLY_KEYS | frozenset({
     "single_spec", "local_rank", "world_size", "ip", "port", "nproc",
     "offset", "trajectory_store", "teachers", "teacher_weights", "ensemble_importance",
     "ensemble_tau", "ensemble_rrf_k", "ensemble_power", "rebuild_teachers",
+    "dataset_archive", "dataset_download",  # the split's fingerprint covers the data itself
 })
 
 

@@ -7,6 +7,7 @@ This is the library's entry point for the foundation:
 """
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -19,6 +20,7 @@ from recbole.utils import init_seed
 
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.inference import full_ranking_ms_per_1k_users
+from recbole_hetcomp.movielens import ensure_dataset
 from recbole_hetcomp.store import Trajectory, split_fingerprint, teacher_key
 from recbole_hetcomp.trajectory import TrajectoryRecorder, check_milestones
 from recbole_hetcomp.trainer import trajectory_trainer
@@ -50,7 +52,15 @@ class Data:
 
 
 def load_data(config):
-    """Build dataset and split exactly as RecBole's ``run_recbole`` does, seeded the same way."""
+    """Build dataset and split exactly as RecBole's ``run_recbole`` does, seeded the same way.
+
+    A MovieLens dataset whose atomic files are missing is first converted from the official
+    GroupLens archive (``dataset_archive``, a local copy, or a download): see
+    :mod:`recbole_hetcomp.movielens`.
+    """
+    data_root = os.path.dirname(os.path.normpath(config["data_path"]))
+    ensure_dataset(config["dataset"], data_root, archive=config["dataset_archive"],
+                   download=config["dataset_download"] is not False)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)

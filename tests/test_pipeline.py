@@ -149,3 +149,44 @@ def test_plots_are_written(two_runs):
     for name in ("validation.png", "curriculum.png"):
         data = (out / "r1" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_synthetic_grouplens_archive_runs_as_ml_1m(synth_shared, tmp_path):
+    """A small archive in the real ml-1m format goes through conversion and the whole pipeline."""
+    import zipfile
+
+    import run_recbole_hetcomp as cli
+
+    data_path, name = synth_shared
+    lines = (data_path / name / f"{name}.inter").read_text().splitlines()[1:]
+    ratings = []
+    for line in lines:  # u12  i34  4.0  1000123.0  ->  12::34::4::1000123
+        u, i, r, t = line.split("\t")
+        ratings.append(f"{u[1:]}::{i[1:]}::{int(float(r))}::{int(float(t))}")
+    archive = tmp_path / "ml-1m.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("ml-1m/ratings.dat", "\n".join(ratings) + "\n")
+    root = tmp_path / "data"
+    out = tmp_path / "out"
+    code = cli.main(["-d", "ml-1m", "--archive", str(archive), "--teachers", "BPR,EASE", "--output", str(out),
+                     f"--data_path={root}", f"--trajectory_store={tmp_path / 'store'}", "--epochs=5",
+                     "--trajectory_top_n=30", "--HetComp.hetcomp_k=20", "--HetComp.hetcomp_p=5",
+                     "--HetComp.dkc_k=10", "--state=ERROR", "--show_progress=False"])
+    assert code == 0
+    inter = (root / "ml-1m" / "ml-1m.inter").read_text().splitlines()
+    assert inter[0] == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+    assert len(inter) == 1 + len(ratings)
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["dataset"] == "ml-1m"
+    assert [r["kind"] for r in payload["rows"]] == ["teacher", "teacher", "ensemble", "student", "baseline"]
+
+
+def test_missing_movielens_offline_is_one_clear_line(tmp_path, capsys):
+    import run_recbole_hetcomp as cli
+
+    code = cli.main(["-d", "ml-1m", f"--data_path={tmp_path / 'data'}", "--dataset_download=False",
+                     "--teachers", "BPR", "--no_student", "--state=ERROR"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "ml-1m.zip" in err[0] and "--archive" in err[0]
+    assert not (tmp_path / "data" / "ml-1m").exists()
