@@ -11,7 +11,7 @@ from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from recbole_hetcomp.results import atomic_write_text
-from recbole_hetcomp.trainer import load_checkpoint
+from recbole_hetcomp.trainer.base import full_sort_scorer, load_checkpoint
 from recbole_hetcomp.utils import get_model
 
 
@@ -20,25 +20,11 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def trainer_scorer(trainer, dataset):
-    """``users -> scores [B, I]`` through RecBole's own full-ranking path (``_full_sort_batch_eval``),
-    which falls back to ``predict`` for models without ``full_sort_predict`` (e.g. NeuMF)."""
-    if trainer.item_tensor is None:
-        trainer.item_tensor = dataset.get_item_feature().to(trainer.device)
-    trainer.tot_item_num = dataset.item_num
-    uid = dataset.uid_field
-
-    def score(users):
-        return trainer._full_sort_batch_eval((Interaction({uid: users}), None, None, None))[1]
-
-    return score
-
-
 @torch.no_grad()
 def full_ranking_ms_per_1k_users(trainer, dataset, batch_users=256):
     """Wall milliseconds per 1,000 users to score every item for every real user."""
     trainer.model.eval()
-    score = trainer_scorer(trainer, dataset)
+    score = full_sort_scorer(trainer, dataset)
     users = torch.arange(1, dataset.user_num, device=trainer.device)
     score(users[:batch_users])  # warm-up (LightGCN caches its propagation here, as in evaluation)
     _sync(trainer.device)

@@ -1,12 +1,28 @@
 """Behaviour every trainer of ours adds to RecBole's: loading our own checkpoints under torch >= 2.6."""
 
 import torch
+from recbole.data.interaction import Interaction
 
 
 def load_checkpoint(path, device):
     """Load a checkpoint this package wrote. RecBole pickles its Config into checkpoints, which
     torch >= 2.6 refuses by default; these files are our own run's output, so unpickling is safe."""
     return torch.load(path, map_location=device, weights_only=False)
+
+
+def full_sort_scorer(trainer, dataset):
+    """``users -> scores [B, I]`` (column 0 at -inf, nothing else masked) through RecBole's own
+    full-ranking path, ``_full_sort_batch_eval``, which falls back to ``predict`` for models
+    without ``full_sort_predict`` (e.g. NeuMF)."""
+    if trainer.item_tensor is None:
+        trainer.item_tensor = dataset.get_item_feature().to(trainer.device)
+    trainer.tot_item_num = dataset.item_num
+    uid = dataset.uid_field
+
+    def score(users):
+        return trainer._full_sort_batch_eval((Interaction({uid: users}), None, None, None))[1]
+
+    return score
 
 
 class CheckpointMixin:

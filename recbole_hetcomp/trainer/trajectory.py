@@ -11,9 +11,7 @@ import functools
 
 import numpy as np
 import torch
-from recbole.data.interaction import Interaction
-
-from recbole_hetcomp.trainer.base import CheckpointMixin
+from recbole_hetcomp.trainer.base import CheckpointMixin, full_sort_scorer
 
 
 class TrajectoryMixin(CheckpointMixin):
@@ -50,10 +48,7 @@ class TrajectoryMixin(CheckpointMixin):
         indptr = torch.from_numpy(csr.indptr.astype(np.int64))
         indices = torch.from_numpy(csr.indices.astype(np.int64))
         n_users, n_items = train_dataset.user_num, train_dataset.item_num
-        if self.item_tensor is None:
-            self.item_tensor = train_dataset.get_item_feature().to(self.device)
-        self.tot_item_num = n_items
-        uid_field = train_dataset.uid_field
+        score = full_sort_scorer(self, train_dataset)
         top = torch.zeros(n_users, top_n, dtype=torch.int32)
         obs_items = torch.zeros(indices.numel(), dtype=torch.int32)
         step = max(1, self.config["eval_batch_size"] // n_items)
@@ -61,9 +56,7 @@ class TrajectoryMixin(CheckpointMixin):
         try:
             for a in range(1, n_users, step):
                 b = min(a + step, n_users)
-                users = torch.arange(a, b)
-                inter = Interaction({uid_field: users})
-                _, scores, _, _ = self._full_sort_batch_eval((inter, None, None, None))
+                scores = score(torch.arange(a, b))
                 lo, hi = int(indptr[a]), int(indptr[b])
                 rows = torch.repeat_interleave(torch.arange(b - a), indptr[a + 1:b + 1] - indptr[a:b]).to(scores.device)
                 cols = indices[lo:hi].to(scores.device)
