@@ -30,6 +30,25 @@ ABLATIONS = (
 )
 
 
+class Progress:
+    """Logs ``[i/n] stage (elapsed)`` when a stage starts and its duration when it ends."""
+
+    def __init__(self, total):
+        self.total, self.done, self.start = total, 0, time.time()
+
+    def begin(self, label):
+        self.done += 1
+        self.stage_start = time.time()
+        logger.info(f"[{self.done}/{self.total}] {label} ({_clock(time.time() - self.start)} elapsed)")
+
+    def end(self, note=""):
+        logger.info(f"[{self.done}/{self.total}] done in {_clock(time.time() - self.stage_start)}{note}")
+
+
+def _clock(seconds):
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
 def scoped_args(cmd_args, model, known):
     """The ``--key=value`` arguments that reach ``model``: the global ones, plus the
     ``--<Model>.key=value`` ones addressed to it (prefix removed). A scope that names no
@@ -115,14 +134,18 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
     workdir.mkdir(parents=True, exist_ok=True)
     base["checkpoint_dir"] = str(workdir)
 
+    n_students = (1 + (len(ABLATIONS) if ablations else 0) + 1) if student else 0
+    progress = Progress(len(teachers) + 1 + n_students)
     rows, trajectories = [], []
-    for i, name in enumerate(teachers, 1):
-        logger.info(f"[teacher {i}/{len(teachers)}] {name}")
+    for name in teachers:
+        progress.begin(f"teacher {name}")
         data = load_data(make_config(name, dataset, config_files, config_dict, args_for[name]))
         traj = fit_teacher(data, store, rebuild=rebuild)
         trajectories.append(traj)
         rows.append(teacher_row(traj))
+        progress.end(" (re-used from the store)" if traj.meta.get("reused") else "")
 
+    progress.begin("ensemble of " + "+".join(teachers))
     protocol = load_data(base)
     for traj in trajectories:
         if traj.meta["split_fingerprint"] != protocol.fingerprint:
@@ -137,27 +160,30 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
     rows.append({"name": "Ensemble(" + "+".join(teachers) + ")", "kind": "ensemble",
                  "params": sum(r["params"] for r in rows), "test": result["test"], "valid": result["valid"],
                  "infer_ms_per_1k_users": infer, "fusion_ms_per_1k_users": result["infer_ms_per_1k_users"]})
+    progress.end()
 
     if student:
         runs = [("HetComp", "student", {})]
         if ablations:
             runs += [(label, "ablation", over) for label, over in ABLATIONS]
         for label, kind, over in runs:
-            logger.info(f"[student] {label}")
+            progress.begin(label)
             data = load_data(make_config("HetComp", dataset, config_files, {**(config_dict or {}), **over},
                                          args_for["HetComp"]))
             save_to = output / "HetComp.pth" if kind == "student" else None
             _, row = fit_model(data, workdir, trajectories, save_to=save_to)
             row.update(name=label, kind=kind)
             rows.append(row)
+            progress.end()
             if kind == "student":
                 student_dim = data.config["embedding_size"]
-        logger.info(f"[baseline] MF without a teacher (BPR, embedding_size={student_dim})")
+        progress.begin(f"baseline: MF without a teacher (BPR, embedding_size={student_dim})")
         data = load_data(make_config("BPR", dataset, config_files,
                                      {**(config_dict or {}), "embedding_size": student_dim}, global_args))
         _, row = fit_model(data, workdir)
         row.update(name=f"MF w/o KD (BPR, d={student_dim})", kind="baseline")
         rows.append(row)
+        progress.end()
     plots = write_plots(output, rows)
     table = write_results(output, dataset, rows, extra={"split_fingerprint": protocol.fingerprint, "plots": plots})
     return rows, table
