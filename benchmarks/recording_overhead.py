@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from recbole_hetcomp.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import library_versions  # noqa: E402
-from recbole_hetcomp.teachers import load_data, make_config  # noqa: E402
-from recbole_hetcomp.trainer import CheckpointMixin, trajectory_trainer  # noqa: E402
+from recbole_hetcomp.training import checkpointed, load_data, make_config  # noqa: E402
+from recbole_hetcomp.trainer import trajectory_trainer  # noqa: E402
 from recbole_hetcomp.trajectory import TrajectoryRecorder  # noqa: E402
 from recbole_hetcomp.utils import get_model, get_trainer  # noqa: E402
 
@@ -41,7 +41,7 @@ def fit_seconds(data, record, workdir):
         trainer.recorder = TrajectoryRecorder(data.train_dataset.user_num, config["trajectory_top_n"],
                                               config["trajectory_milestones"])
     else:
-        trainer = type(f"Plain{base.__name__}", (CheckpointMixin, base), {})(config, model)
+        trainer = checkpointed(base)(config, model)
     start = time.perf_counter()
     trainer.fit(data.train, data.valid, saved=True, show_progress=False)
     return time.perf_counter() - start

@@ -6,20 +6,17 @@ and evaluated by RecBole's evaluator.
 """
 
 import logging
-import tempfile
 import time
 from pathlib import Path
 
-from recbole.utils import init_logger, init_seed
+from recbole.utils import init_logger
 
-from recbole_hetcomp.inference import full_ranking_ms_per_1k_users, save_model
 from recbole_hetcomp.model import HetCompEnsemble
 from recbole_hetcomp.plots import write_plots
 from recbole_hetcomp.results import write_results
 from recbole_hetcomp.store import TrajectoryStore
-from recbole_hetcomp.teachers import evaluate_model, fit_teacher, load_data, make_config
-from recbole_hetcomp.trainer import CheckpointMixin
-from recbole_hetcomp.utils import count_parameters, get_model, get_trainer
+from recbole_hetcomp.teachers import fit_teacher
+from recbole_hetcomp.training import evaluate_model, load_data, make_config, train_model
 
 logger = logging.getLogger("recbole_hetcomp")
 
@@ -77,48 +74,6 @@ def teacher_row(traj):
             "milestone_epochs": meta.get("milestone_epochs")}
 
 
-def fit_model(data, workdir, trajectories=None, save_to=None):
-    """Train ``data.config['model']`` under RecBole's protocol; returns (trainer, row).
-
-    HetComp gets the teachers' ``trajectories`` and its own trainer; any other model trains
-    with the trainer RecBole would pick. Checkpoints go to a private directory in ``workdir``;
-    the best one is copied to ``save_to`` if given (reload it with
-    :func:`recbole_hetcomp.inference.load_data_and_model`).
-    """
-    config, name = data.config, data.config["model"]
-    config["checkpoint_dir"] = tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_cls = get_model(name)
-    kwargs = {"trajectories": trajectories} if name == "HetComp" else {}
-    model = model_cls(config, data.train_dataset, **kwargs).to(config["device"])
-    trainer_cls = get_trainer(config["MODEL_TYPE"], name)
-    if not issubclass(trainer_cls, CheckpointMixin):
-        trainer_cls = type(f"Checkpointed{trainer_cls.__name__}", (CheckpointMixin, trainer_cls), {})
-    trainer = trainer_cls(config, model)
-    curve = {"epochs": [], "scores": []}
-
-    def record(epoch, score):
-        curve["epochs"].append(int(epoch))
-        curve["scores"].append(float(score))
-
-    start = time.time()
-    _, best_valid = trainer.fit(data.train, data.valid, saved=True, show_progress=config["show_progress"],
-                                callback_fn=record)
-    train_s = time.time() - start
-    test = trainer.evaluate(data.test, load_best_model=True)
-    epochs = (max(trainer.train_loss_dict) + 1) if trainer.train_loss_dict else 0
-    row = {"name": name, "kind": "baseline", "params": count_parameters(model), "test": dict(test),
-           "valid": dict(best_valid or {}), "train_s": train_s, "epochs": epochs,
-           "s_per_epoch": train_s / max(epochs, 1), "valid_metric": config["valid_metric"],
-           "valid_curve": curve,
-           "infer_ms_per_1k_users": full_ranking_ms_per_1k_users(trainer, data.train_dataset)}
-    if save_to is not None:
-        row["model_file"] = str(save_model(trainer, save_to))
-    if hasattr(trainer, "curriculum_summary"):
-        row["curriculum"] = trainer.curriculum_summary()
-    return trainer, row
-
-
 def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cmd_args=None,
                  output=None, rebuild=False, student=True, ablations=False):
     """Teachers, ensemble and (by default) student and MF baseline; returns (rows, table)."""
@@ -171,7 +126,7 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
             data = load_data(make_config("HetComp", dataset, config_files, {**(config_dict or {}), **over},
                                          args_for["HetComp"]))
             save_to = output / "HetComp.pth" if kind == "student" else None
-            _, row = fit_model(data, workdir, trajectories, save_to=save_to)
+            _, row = train_model(data, workdir, model_kwargs={"trajectories": trajectories}, save_to=save_to)
             row.update(name=label, kind=kind)
             rows.append(row)
             progress.end()
@@ -180,7 +135,7 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
         progress.begin(f"baseline: MF without a teacher (BPR, embedding_size={student_dim})")
         data = load_data(make_config("BPR", dataset, config_files,
                                      {**(config_dict or {}), "embedding_size": student_dim}, global_args))
-        _, row = fit_model(data, workdir)
+        _, row = train_model(data, workdir)
         row.update(name=f"MF w/o KD (BPR, d={student_dim})", kind="baseline")
         rows.append(row)
         progress.end()
@@ -199,6 +154,6 @@ def run_baseline(model, dataset, config_files=None, config_dict=None, cmd_args=N
     workdir = output / "checkpoints"
     workdir.mkdir(parents=True, exist_ok=True)
     data = load_data(config)
-    _, row = fit_model(data, workdir, save_to=output / f"{config['model']}.pth")
+    _, row = train_model(data, workdir, save_to=output / f"{config['model']}.pth")
     rows = [row]
     return rows, write_results(output, dataset, rows, extra={"split_fingerprint": data.fingerprint})

@@ -7,7 +7,7 @@ from recbole.utils import init_seed
 from torch.testing import assert_close
 
 from recbole_hetcomp.model import CML
-from recbole_hetcomp.teachers import load_data, make_config
+from recbole_hetcomp.training import load_data, make_config
 from recbole_hetcomp.trainer import CheckpointMixin
 from recbole_hetcomp.utils import get_model, get_trainer
 

@@ -19,7 +19,7 @@ from recbole_hetcomp.ensemble import (
 )
 from recbole_hetcomp.model import HetCompEnsemble
 from recbole_hetcomp.store import Trajectory
-from recbole_hetcomp.teachers import evaluate_model, load_data
+from recbole_hetcomp.training import evaluate_model, load_data
 
 E = math.exp
 

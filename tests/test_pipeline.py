@@ -100,7 +100,7 @@ def test_saved_student_reloads_and_exports(two_runs, tmp_path):
     import csv
 
     from recbole_hetcomp.inference import export_topk_csv, load_data_and_model
-    from recbole_hetcomp.teachers import Data, evaluate_model
+    from recbole_hetcomp.training import Data, evaluate_model
 
     first, _, _, out = two_runs
     student = first[3]

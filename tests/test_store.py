@@ -19,7 +19,8 @@ from recbole_hetcomp.store import (
     split_fingerprint,
     teacher_key,
 )
-from recbole_hetcomp.teachers import fit_teacher, load_data
+from recbole_hetcomp.teachers import fit_teacher
+from recbole_hetcomp.training import load_data
 
 DS, TEACHER, KEY, FP = "toyset", "TeachA", "0123456789abcdef", "fp-abc"
 

@@ -9,7 +9,8 @@ from recbole_hetcomp.curriculum import Curriculum, ranking_discrepancy
 from recbole_hetcomp.losses import overall_loss, rank_loss
 from recbole_hetcomp.model import HetComp
 from recbole_hetcomp.store import Trajectory, TrajectoryStore
-from recbole_hetcomp.teachers import fit_teacher, load_data
+from recbole_hetcomp.teachers import fit_teacher
+from recbole_hetcomp.training import load_data
 from recbole_hetcomp.trainer import HetCompTrainer
 
 E1, E2 = math.exp(-0.1), math.exp(-0.2)
@@ -231,7 +232,7 @@ def test_curriculum_finishes_by_epoch_120_even_if_the_student_never_learns(synth
 
 
 def test_short_run_beats_an_untrained_student(synth_config, teachers):
-    from recbole_hetcomp.teachers import evaluate_model
+    from recbole_hetcomp.training import evaluate_model
 
     data, model, trainer = make_trainer(synth_config, teachers, epochs=60, learning_rate=0.01,
                                         eval_step=10, stopping_step=10)

@@ -15,7 +15,8 @@ from recbole.utils import early_stopping
 
 import recbole_hetcomp.teachers as teachers
 from recbole_hetcomp.store import StoreError, TrajectoryStore, teacher_key
-from recbole_hetcomp.teachers import fit_teacher, load_data
+from recbole_hetcomp.teachers import fit_teacher
+from recbole_hetcomp.training import load_data
 from recbole_hetcomp.trajectory import TrajectoryRecorder, check_milestones, select_milestones
 from recbole_hetcomp.utils import get_model
 

@@ -1,0 +1,121 @@
+"""Training and evaluating any model under RecBole's protocol, on one shared split.
+
+    config = make_config("BPR", "ml-100k")        # our Config (yaml overlay, explicit cmd args)
+    data = load_data(config)                       # dataset, loaders, split fingerprint
+    trainer, row = train_model(data, "checkpoints/")
+"""
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_hetcomp.config import Config
+from recbole_hetcomp.inference import full_ranking_ms_per_1k_users, save_model
+from recbole_hetcomp.movielens import ensure_dataset
+from recbole_hetcomp.store import split_fingerprint
+from recbole_hetcomp.trainer import CheckpointMixin
+from recbole_hetcomp.utils import count_parameters, get_model, get_trainer
+
+
+def make_config(model, dataset, config_files=None, config_dict=None, cmd_args=None):
+    """A :class:`~recbole_hetcomp.config.Config` for ``model`` on ``dataset``."""
+    return Config(model=model, dataset=dataset, config_file_list=config_files or None,
+                  config_dict=config_dict or None, cmd_args=cmd_args)
+
+
+@dataclass
+class Data:
+    """A config with its dataset, the three data loaders and the split's fingerprint."""
+
+    config: object
+    dataset: object
+    train: object
+    valid: object
+    test: object
+    fingerprint: str = field(default="")
+
+    @property
+    def train_dataset(self):
+        return self.train._dataset
+
+
+def load_data(config):
+    """Build dataset and split exactly as RecBole's ``run_recbole`` does, seeded the same way.
+
+    A MovieLens dataset whose atomic files are missing is first converted from the official
+    GroupLens archive (``dataset_archive``, a local copy, or a download): see
+    :mod:`recbole_hetcomp.movielens`.
+    """
+    data_root = os.path.dirname(os.path.normpath(config["data_path"]))
+    ensure_dataset(config["dataset"], data_root, archive=config["dataset_archive"],
+                   download=config["dataset_download"] is not False)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    fingerprint = split_fingerprint(train._dataset, valid._dataset, test._dataset)
+    return Data(config, dataset, train, valid, test, fingerprint)
+
+
+def checkpointed(trainer_cls):
+    """``trainer_cls`` loading its checkpoints with ``weights_only=False`` (ours are trusted)."""
+    if issubclass(trainer_cls, CheckpointMixin):
+        return trainer_cls
+    return type(f"Checkpointed{trainer_cls.__name__}", (CheckpointMixin, trainer_cls), {})
+
+
+def train_model(data, workdir, trainer_cls=None, model_kwargs=None, prepare=None, save_to=None):
+    """Train ``data.config['model']`` as RecBole would; returns (trainer, row).
+
+    ``trainer_cls`` defaults to the trainer :func:`~recbole_hetcomp.utils.get_trainer` picks;
+    ``model_kwargs`` go to the model's constructor (HetComp's ``trajectories``); ``prepare(trainer)``
+    runs just before ``fit``. Checkpoints go to a private directory inside ``workdir``; the best
+    one is copied to ``save_to`` if given (reload it with
+    :func:`recbole_hetcomp.inference.load_data_and_model`). The row holds the test and best
+    validation metrics, parameters, training time, epochs, the validation curve and the
+    full-ranking time per 1,000 users.
+    """
+    config, name = data.config, data.config["model"]
+    config["checkpoint_dir"] = tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(name)(config, data.train_dataset, **(model_kwargs or {})).to(config["device"])
+    trainer = checkpointed(trainer_cls or get_trainer(config["MODEL_TYPE"], name))(config, model)
+    if prepare is not None:
+        prepare(trainer)
+    curve = {"epochs": [], "scores": []}
+
+    def record(epoch, score):
+        curve["epochs"].append(int(epoch))
+        curve["scores"].append(float(score))
+
+    start = time.time()
+    _, best_valid = trainer.fit(data.train, data.valid, saved=True, show_progress=config["show_progress"],
+                                callback_fn=record)
+    train_s = time.time() - start
+    test = trainer.evaluate(data.test, load_best_model=True)
+    epochs = (max(trainer.train_loss_dict) + 1) if trainer.train_loss_dict else 0
+    row = {"name": name, "kind": "baseline", "params": count_parameters(model), "test": dict(test or {}),
+           "valid": dict(best_valid or {}), "train_s": train_s, "epochs": epochs,
+           "s_per_epoch": train_s / max(epochs, 1), "valid_metric": config["valid_metric"],
+           "valid_curve": curve,
+           "infer_ms_per_1k_users": full_ranking_ms_per_1k_users(trainer, data.train_dataset)}
+    if save_to is not None:
+        row["model_file"] = str(save_model(trainer, save_to))
+    if hasattr(trainer, "curriculum_summary"):
+        row["curriculum"] = trainer.curriculum_summary()
+    return trainer, row
+
+
+def evaluate_model(model, data, phases=("valid", "test"), timing=False):
+    """RecBole's evaluation of an already-built ``model`` on ``data``'s loaders (no training).
+    With ``timing``, also ``infer_ms_per_1k_users`` (full ranking of every user)."""
+    from recbole.trainer import Trainer
+
+    trainer = Trainer(data.config, model)
+    out = {phase: dict(trainer.evaluate(getattr(data, phase), load_best_model=False)) for phase in phases}
+    if timing:
+        out["infer_ms_per_1k_users"] = full_ranking_ms_per_1k_users(trainer, data.train_dataset)
+    return out
