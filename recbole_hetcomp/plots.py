@@ -16,6 +16,7 @@ def _save(fig, path):
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; plots are meant to be shared
         os.replace(tmp, path)
     finally:
         plt.close(fig)

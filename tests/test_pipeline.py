@@ -190,3 +190,12 @@ def test_missing_movielens_offline_is_one_clear_line(tmp_path, capsys):
     assert code == 2 and len(err) == 1
     assert "ml-1m.zip" in err[0] and "--archive" in err[0]
     assert not (tmp_path / "data" / "ml-1m").exists()
+
+
+def test_result_files_are_readable_by_others(two_runs):
+    import stat
+
+    _, _, _, out = two_runs
+    for name in ("results.json", "results.md", "validation.png", "curriculum.png"):
+        mode = stat.S_IMODE((out / "r1" / name).stat().st_mode)
+        assert mode & stat.S_IROTH, name
