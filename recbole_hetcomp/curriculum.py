@@ -71,8 +71,8 @@ __all__ = [
     "point_shares",
 ]
 
-#: Upper bound on the number of elements of the [chunk, k, k] membership
-#: tensor built by the discrepancy (bounds peak memory for large U).
+#: Upper bound on the number of elements of the [chunk users, items] position map
+#: built by the discrepancy (bounds peak memory for large U x I).
 MAX_CHUNK_ELEMS = 64 * 1024 * 1024
 
 
@@ -88,30 +88,41 @@ def _acc_dtype(device: torch.device) -> torch.dtype:
 
 
 def _discrepancy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """D for broadcastable lists: student [..., U, k], teacher [..., U, k] -> float32 [..., U].
+    """D for student [U, k] against teacher [..., U, k] -> float32 [..., U].
 
-    The leading dimensions broadcast (the student's list is shared across
-    teachers without being copied); the membership test is chunked over U so
-    the [..., chunk, k, k] bool tensor stays under ``MAX_CHUNK_ELEMS``.
+    The student's list is shared by every leading index (teacher) without being copied.
+    Membership goes through a per-user map item -> position in the student's list (built
+    once per chunk of users, U x I), gathered at the teacher's items: O(U*I + M*U*k) instead
+    of the O(M*U*k^2) pairwise comparison. Items are ids >= 0 and distinct within a list;
+    chunks keep the map under ``MAX_CHUNK_ELEMS`` elements.
     """
     k = student.shape[-1]
     device = teacher.device
-    student = student.to(device)
-    lead = torch.broadcast_shapes(student.shape[:-1], teacher.shape[:-1])
-    n_users = lead[-1]
-    per_user = k * k * max(1, math.prod(lead[:-1]))
-    chunk = max(1, MAX_CHUNK_ELEMS // per_user)
+    student = student.to(device=device, dtype=torch.long).reshape(-1, k)
+    teacher = teacher.to(dtype=torch.long)
+    n_users = student.shape[0]
+    if teacher.shape[-2] != n_users:
+        raise ValueError(f"user counts differ: {n_users} vs {teacher.shape[-2]}")
+    n_items = int(max(int(student.max()), int(teacher.max()))) + 1 if student.numel() else 1
 
     acc = _acc_dtype(device)
     w = _position_weights(k, device, acc)
     total = w.sum()
-    out = torch.empty(lead, dtype=torch.float32, device=device)
+    out = torch.empty(teacher.shape[:-1], dtype=torch.float32, device=device)
+    chunk = max(1, MAX_CHUNK_ELEMS // n_items)
+    small = torch.int16 if k < torch.iinfo(torch.int16).max else torch.long  # the map is the big tensor
+    positions = torch.arange(k, device=device, dtype=small)
     for start in range(0, n_users, chunk):  # loop over chunks only (1 pass unless huge)
-        s = student[..., start : start + chunk, :]
+        s = student[start : start + chunk]
+        c = s.shape[0]
+        where = torch.full((c, n_items), k, dtype=small, device=device)  # k = "not in the list"
+        where.scatter_(1, s, positions.expand(c, k))
         t = teacher[..., start : start + chunk, :]
-        hit = (s.unsqueeze(-1) == t.unsqueeze(-2)).any(-1)  # [..., c, k]: s_t in S
-        miss = (~hit).to(acc)
-        out[..., start : start + chunk] = ((miss * w).sum(-1) / total).to(torch.float32)
+        pos = where[torch.arange(c, device=device).unsqueeze(-1), t].long()  # [..., c, k] student positions
+        hit = torch.zeros(*pos.shape[:-1], k + 1, dtype=torch.bool, device=device)
+        hit.scatter_(-1, pos, True)  # hit[..., t]: s_t is among the teacher's first k items
+        miss = (~hit[..., :k]).to(acc)
+        out[..., start : start + c] = ((miss * w).sum(-1) / total).to(torch.float32)
     return out
 
 
@@ -228,10 +239,11 @@ def dkc_step(
 
     new_v = v + advanced.long()
     new_last = last.clone()
-    xs, us = advanced.nonzero(as_tuple=True)
-    if xs.numel() > 0:
-        pts = teacher_tops[xs, torch.clamp(new_v[xs, us] + 1, max=final), us, :k]
-        new_last[xs, us] = _discrepancy(student[us], pts).to(last.dtype)
+    if bool(advanced.any()):
+        # distances to the new next points, in the same [M, U] layout as ``now`` (one shared
+        # position map per user), kept only where the pair advanced
+        after = _discrepancy(student, gather_points(teacher_tops, torch.clamp(new_v + 1, max=final))[..., :k])
+        new_last = torch.where(advanced, after.to(last.dtype), last)
     return new_v, new_last, advanced
 
 
