@@ -90,7 +90,7 @@ def main(argv=None):
                                              config_files=split_list(args.config_files), cmd_args=cmd_args,
                                              output=args.output, rebuild=args.rebuild_teachers,
                                              student=not args.no_student, ablations=args.ablations)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -6,6 +6,7 @@ and evaluated by RecBole's evaluator.
 """
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +47,20 @@ def _clock(seconds):
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
+def prepare_output(output):
+    """Create ``output`` and check it can be written, before any training is spent."""
+    output = Path(output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "checkpoints").mkdir(exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output):
+            pass
+    except OSError as e:
+        raise ValueError(f"output directory {output} is not writable ({e.strerror or e}): "
+                         "choose another with --output") from None
+    return output
+
+
 def scoped_args(cmd_args, model, known):
     """The ``--key=value`` arguments that reach ``model``: the global ones, plus the
     ``--<Model>.key=value`` ones addressed to it (prefix removed). A scope that names no
@@ -84,9 +99,8 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
     known = ["HetComp", *teachers]
     args_for = {m: scoped_args(cmd_args, m, known) for m in known}
     store = TrajectoryStore(base["trajectory_store"])
-    output = Path(output or Path("results") / dataset)
+    output = prepare_output(output or Path("results") / dataset)
     workdir = output / "checkpoints"
-    workdir.mkdir(parents=True, exist_ok=True)
     base["checkpoint_dir"] = str(workdir)
 
     n_students = (1 + (len(ABLATIONS) if ablations else 0) + 1) if student else 0
@@ -150,9 +164,8 @@ def run_baseline(model, dataset, config_files=None, config_dict=None, cmd_args=N
     init_logger(config)
     if config["model"] in ("HetComp", "HetCompEnsemble"):
         raise ValueError(f"--model {model} needs the teachers: run without --model")
-    output = Path(output or Path("results") / dataset)
+    output = prepare_output(output or Path("results") / dataset)
     workdir = output / "checkpoints"
-    workdir.mkdir(parents=True, exist_ok=True)
     data = load_data(config)
     _, row = train_model(data, workdir, save_to=output / f"{config['model']}.pth")
     rows = [row]

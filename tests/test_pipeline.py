@@ -199,3 +199,18 @@ def test_result_files_are_readable_by_others(two_runs):
     for name in ("results.json", "results.md", "validation.png", "curriculum.png"):
         mode = stat.S_IMODE((out / "r1" / name).stat().st_mode)
         assert mode & stat.S_IROTH, name
+
+
+def test_unwritable_output_fails_before_any_training(synth_shared, tmp_path, capsys, monkeypatch):
+    import run_recbole_hetcomp as cli
+    from recbole_hetcomp import pipeline
+
+    monkeypatch.setattr(pipeline, "fit_teacher", lambda *a, **k: pytest.fail("trained despite a bad --output"))
+    data_path, name = synth_shared
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    code = cli.main(["-d", name, f"--data_path={data_path}", "--teachers", "BPR", "--output",
+                     str(blocker / "out"), "--state=ERROR", "--show_progress=False"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "not writable" in err[0] and "--output" in err[0]
