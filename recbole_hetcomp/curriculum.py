@@ -62,6 +62,8 @@ import math
 
 import torch
 
+from recbole_hetcomp.ensemble import csr_to_padded, ensemble_top
+
 __all__ = [
     "ranking_discrepancy",
     "gather_points",
@@ -272,9 +274,6 @@ class Curriculum:
 
     def __init__(self, trajectories, n_items, *, k_target=100, p_obs=10, weights=None, imp=None,
                  alpha=1.05, period=10, start=10, k=50, enabled=True, device="cpu"):
-        from recbole_hetcomp.ensemble import csr_to_padded, ensemble_top
-
-        self._ensemble_top = ensemble_top
         self.names = [t.teacher for t in trajectories]
         self.tops = torch.stack([t.top for t in trajectories]).to(device=device, dtype=torch.long)
         m, n_points, n_users, n = self.tops.shape
@@ -311,8 +310,8 @@ class Curriculum:
 
     def targets(self):
         """T(u) for every user: long [U, K] from each teacher's current point."""
-        return self._ensemble_top(gather_points(self.tops, self.v), self.n_items, self.k_target,
-                                  self.weights, **self.imp)
+        return ensemble_top(gather_points(self.tops, self.v), self.n_items, self.k_target,
+                            self.weights, **self.imp)
 
     def shares(self):
         return point_shares(self.v, self.n_points)

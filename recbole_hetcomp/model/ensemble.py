@@ -12,6 +12,7 @@ from torch import nn
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 
+from recbole_hetcomp.curriculum import gather_points
 from recbole_hetcomp.ensemble import ensemble_scores, importance_from_config, teacher_weight_vector
 
 
@@ -34,10 +35,7 @@ class HetCompEnsemble(GeneralRecommender):
         if points is None:
             lists = torch.stack([t.top[-1] for t in trajectories])                       # [M, U, N]
         else:
-            tops = torch.stack([t.top for t in trajectories]).long()                    # [M, T, U, N]
-            m_idx = torch.arange(len(trajectories)).unsqueeze(1)
-            u_idx = torch.arange(self.n_users).unsqueeze(0)
-            lists = tops[m_idx, points.long(), u_idx]
+            lists = gather_points(torch.stack([t.top for t in trajectories]), points)   # [M, U, N]
         self.register_buffer("lists", lists.to(torch.long))
         self.fake_loss = nn.Parameter(torch.zeros(1))  # RecBole's trainer needs one parameter
 
