@@ -4,6 +4,8 @@
     python run_recbole_hetcomp.py -d ml-100k --teachers BPR,EASE --epochs=50
     python run_recbole_hetcomp.py --model LightGCN                   # one RecBole baseline, same split
     python run_recbole_hetcomp.py --load results/ml-100k/HetComp.pth --export_topk 20 --users 1,2,3
+    python run_recbole_hetcomp.py --tune --num_samples 4                # Ray Tune search of HetComp (ASHA)
+    python run_recbole_hetcomp.py --model BPR --tune                   # ... or of a baseline, same protocol
 
 Any ``--key=value`` not listed below goes to RecBole's Config (``--<Model>.key=value`` to one model).
 """
@@ -23,7 +25,7 @@ def parse_args(argv):
     p.add_argument("-d", "--dataset", default="ml-100k", help="RecBole dataset name (default: ml-100k, embedded)")
     p.add_argument("--config_files", default=None, help="space- or comma-separated yaml config files")
     p.add_argument("--archive", default=None, metavar="PATH",
-                   help="MovieLens: a local GroupLens zip or ratings file to convert (else found in data_path, "
+                   help="MovieLens: a local GroupLens zip or ratings file to convert; CiteULike-t: its users.dat (else found in data_path, "
                         "or downloaded)")
     p.add_argument("--teachers", default=None, help="comma-separated teacher models (default: properties/overall.yaml)")
     p.add_argument("--output", default=None, help="directory for results and the saved student (default: results/<dataset>)")
@@ -36,11 +38,27 @@ def parse_args(argv):
                    help="with --load: write the top-K unseen items of each user to <output>/topk.csv")
     p.add_argument("--users", default=None,
                    help="with --export_topk: comma-separated user ids, or a file with one id per line")
+    ray = p.add_argument_group("Ray Tune and Ray clusters")
+    ray.add_argument("--tune", action="store_true",
+                     help="search the hyper-parameters of --model (default HetComp) with Ray Tune")
+    ray.add_argument("--search_space", default=None, metavar="FILE",
+                     help="yaml search space (default: properties/hyper/<model>.yaml)")
+    ray.add_argument("--num_samples", type=int, default=8, help="trials to sample (default: 8)")
+    ray.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
+                     help="asha stops bad trials early; fifo runs every trial to the end (default: asha)")
+    ray.add_argument("--ray_address", default=None, metavar="ADDR",
+                     help="join an existing Ray cluster (e.g. auto or ray://host:10001) instead of a local Ray")
+    ray.add_argument("--parallel_teachers", action="store_true",
+                     help="train the teachers as parallel Ray tasks (implied by --ray_address)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     args, rest = p.parse_known_args(argv)
     bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
     if bad:
         p.error(f"unrecognised argument(s) {' '.join(bad)}: config overrides are written --key=value")
+    if args.num_samples < 1:
+        p.error(f"--num_samples must be at least 1, got {args.num_samples}")
+    if args.search_space and not args.tune:
+        p.error("--search_space goes with --tune")
     if (args.load is None) != (args.export_topk is None):
         p.error("--load and --export_topk go together: --load MODEL_FILE --export_topk K")
     return args, rest
@@ -82,14 +100,23 @@ def main(argv=None):
             return 0
         from recbole_hetcomp import pipeline
 
-        if args.model.lower() != "hetcomp":
+        if args.tune:
+            from recbole_hetcomp.tune import run_tune
+
+            _, table = run_tune(args.model, args.dataset, space_file=args.search_space, num_samples=args.num_samples,
+                                scheduler=args.scheduler, ray_address=args.ray_address,
+                                config_files=split_list(args.config_files), cmd_args=cmd_args, output=args.output,
+                                rebuild=args.rebuild_teachers, parallel_teachers=args.parallel_teachers,
+                                teachers=split_list(args.teachers))
+        elif args.model.lower() != "hetcomp":
             _, table = pipeline.run_baseline(args.model, args.dataset, config_files=split_list(args.config_files),
                                              cmd_args=cmd_args, output=args.output)
         else:
             _, table = pipeline.run_pipeline(args.dataset, teachers=split_list(args.teachers),
                                              config_files=split_list(args.config_files), cmd_args=cmd_args,
                                              output=args.output, rebuild=args.rebuild_teachers,
-                                             student=not args.no_student, ablations=args.ablations)
+                                             student=not args.no_student, ablations=args.ablations,
+                                             parallel=args.parallel_teachers, ray_address=args.ray_address)
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         if args.debug:
             raise

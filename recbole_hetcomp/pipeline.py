@@ -5,6 +5,7 @@ the same-size MF trained without a teacher, and optionally the ablations, all on
 and evaluated by RecBole's evaluator.
 """
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -18,6 +19,7 @@ from recbole_hetcomp.results import write_results
 from recbole_hetcomp.store import TrajectoryStore
 from recbole_hetcomp.teachers import fit_teacher
 from recbole_hetcomp.training import evaluate_model, load_data, make_config, train_model
+from recbole_hetcomp.trajectory import check_milestones
 
 logger = logging.getLogger("recbole_hetcomp")
 
@@ -89,37 +91,87 @@ def teacher_row(traj):
             "milestone_epochs": meta.get("milestone_epochs")}
 
 
-def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cmd_args=None,
-                 output=None, rebuild=False, student=True, ablations=False):
-    """Teachers, ensemble and (by default) student and MF baseline; returns (rows, table)."""
-    global_args = [a for a in cmd_args or [] if "." not in a[2:].split("=", 1)[0]]
-    base = make_config("HetCompEnsemble", dataset, config_files, config_dict, global_args)
-    init_logger(base)
-    teachers = list(teachers or base["teachers"])
+def split_global_args(cmd_args):
+    """The ``--key=value`` arguments that are not addressed to one model."""
+    return [a for a in cmd_args or [] if "." not in a[2:].split("=", 1)[0]]
+
+
+def build_teachers(dataset, teachers, config_files=None, config_dict=None, cmd_args=None, rebuild=False,
+                   progress=None, parallel=None):
+    """Train (or re-use from the store) every teacher with its trajectory; returns (rows, trajectories).
+
+    ``parallel``, a :class:`recbole_hetcomp.parallel.RayTeachers`, trains them as Ray tasks
+    instead of one after another; either way they land in the same store.
+    """
+    base = make_config("HetCompEnsemble", dataset, config_files, config_dict, split_global_args(cmd_args))
     known = ["HetComp", *teachers]
     args_for = {m: scoped_args(cmd_args, m, known) for m in known}
     store = TrajectoryStore(base["trajectory_store"])
+    if parallel is not None:
+        trajectories = parallel.fit(dataset, teachers, config_files, config_dict, args_for, store.root, rebuild)
+        return [teacher_row(t) for t in trajectories], trajectories
+    rows, trajectories = [], []
+    for name in teachers:
+        if progress:
+            progress.begin(f"teacher {name}")
+        data = load_data(make_config(name, dataset, config_files, config_dict, args_for[name]))
+        traj = fit_teacher(data, store, rebuild=rebuild)
+        trajectories.append(traj)
+        rows.append(teacher_row(traj))
+        if progress:
+            progress.end(" (re-used from the store)" if traj.meta.get("reused") else "")
+    return rows, trajectories
+
+
+def check_same_split(trajectories, fingerprint, what):
+    for traj in trajectories:
+        if traj.meta["split_fingerprint"] != fingerprint:
+            raise RuntimeError(f"teacher {traj.teacher} was trained on another split than the {what}'s; "
+                               "the split settings (seed, eval_args, dataset filters) must not differ")
+
+
+def student_trajectories(data, trajectories, what="student"):
+    """The teachers' trajectories as ``data.config`` (a student's) asks: checked to come from its
+    split, at its ``trajectory_milestones`` (a subset of the recorded ones, e.g. a tuning trial's)."""
+    check_same_split(trajectories, data.fingerprint, what)
+    fractions = check_milestones(data.config["trajectory_milestones"])
+    return [t if [float(f) for f in t.meta["milestones"]] == fractions else t.at_milestones(fractions)
+            for t in trajectories]
+
+
+def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cmd_args=None,
+                 output=None, rebuild=False, student=True, ablations=False, parallel=False, ray_address=None):
+    """Teachers, ensemble and (by default) student and MF baseline; returns (rows, table).
+
+    With ``parallel`` or a ``ray_address`` the teachers train as Ray tasks (a local Ray sized to
+    the machine, or the cluster at the address)."""
+    global_args = split_global_args(cmd_args)
+    base = make_config("HetCompEnsemble", dataset, config_files, config_dict, global_args)
+    init_logger(base)
+    teachers = list(teachers or base["teachers"])
+    args_for = {"HetComp": scoped_args(cmd_args, "HetComp", ["HetComp", *teachers])}
     output = prepare_output(output or Path("results") / dataset)
     workdir = output / "checkpoints"
     base["checkpoint_dir"] = str(workdir)
 
     n_students = (1 + (len(ABLATIONS) if ablations else 0) + 1) if student else 0
-    progress = Progress(len(teachers) + 1 + n_students)
-    rows, trajectories = [], []
-    for name in teachers:
-        progress.begin(f"teacher {name}")
-        data = load_data(make_config(name, dataset, config_files, config_dict, args_for[name]))
-        traj = fit_teacher(data, store, rebuild=rebuild)
-        trajectories.append(traj)
-        rows.append(teacher_row(traj))
-        progress.end(" (re-used from the store)" if traj.meta.get("reused") else "")
+    ray_teachers, session = None, contextlib.nullcontext()
+    if parallel or ray_address:
+        from recbole_hetcomp.parallel import RayTeachers, ray_session
+
+        ray_teachers, session = RayTeachers(base["teacher_cpus"], base["teacher_gpus"]), ray_session(ray_address)
+    progress = Progress((1 if ray_teachers else len(teachers)) + 1 + n_students)
+    if ray_teachers:
+        progress.begin(f"teachers {'+'.join(teachers)} as Ray tasks")
+    with session:
+        rows, trajectories = build_teachers(dataset, teachers, config_files, config_dict, cmd_args, rebuild,
+                                            progress=progress, parallel=ray_teachers)
+    if ray_teachers:
+        progress.end()
 
     progress.begin("ensemble of " + "+".join(teachers))
     protocol = load_data(base)
-    for traj in trajectories:
-        if traj.meta["split_fingerprint"] != protocol.fingerprint:
-            raise RuntimeError(f"teacher {traj.teacher} was trained on another split than the ensemble's "
-                               "evaluation; the split settings must not differ between teachers")
+    check_same_split(trajectories, protocol.fingerprint, "ensemble evaluation")
     ensemble = HetCompEnsemble(base, protocol.train_dataset, trajectories=trajectories)
     result = evaluate_model(ensemble, protocol, timing=True)
     # At inference the ensemble runs every teacher, then fuses their lists (unknown if a
@@ -140,7 +192,8 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
             data = load_data(make_config("HetComp", dataset, config_files, {**(config_dict or {}), **over},
                                          args_for["HetComp"]))
             save_to = output / "HetComp.pth" if kind == "student" else None
-            _, row = train_model(data, workdir, model_kwargs={"trajectories": trajectories}, save_to=save_to)
+            _, row = train_model(data, workdir, model_kwargs={"trajectories": student_trajectories(data, trajectories)},
+                                 save_to=save_to)
             row.update(name=label, kind=kind)
             rows.append(row)
             progress.end()

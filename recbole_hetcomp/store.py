@@ -21,7 +21,7 @@ import os
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,8 @@ _NON_RESULT_KEYS = STUDENT_ONLY_KEYS | frozenset({
     "offset", "trajectory_store", "teachers", "teacher_weights", "ensemble_importance",
     "ensemble_tau", "ensemble_rrf_k", "ensemble_power", "rebuild_teachers",
     "dataset_archive", "dataset_download",  # the split's fingerprint covers the data itself
+    "tune_cpus_per_trial", "tune_gpus_per_trial", "tune_grace_period", "tune_reduction_factor",
+    "tune_max_failures", "tune_max_concurrent_trials", "teacher_cpus", "teacher_gpus",
 })
 
 
@@ -75,6 +77,22 @@ class Trajectory:
     @property
     def top_n(self):
         return self.top.shape[2]
+
+    def at_milestones(self, fractions):
+        """The same trajectory keeping only the points of ``fractions``, a subset of the recorded
+        milestones. Each point is chosen per fraction (the first evaluation reaching it), so the
+        subset equals what recording with ``fractions`` alone would have kept."""
+        recorded = [float(f) for f in self.meta["milestones"]]
+        missing = [f for f in fractions if float(f) not in recorded]
+        if missing:
+            raise ValueError(f"teacher {self.teacher} was recorded at milestones {recorded}, not {missing}: "
+                             "record the teachers with every milestone to be used")
+        index = [recorded.index(float(f)) for f in fractions]
+        meta = dict(self.meta, milestones=[recorded[i] for i in index])
+        for key in ("milestone_epochs", "milestone_valid_scores"):
+            if key in meta:
+                meta[key] = [self.meta[key][i] for i in index]
+        return replace(self, top=self.top[index], meta=meta)
 
 
 def _json_default(obj):

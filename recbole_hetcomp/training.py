@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
+from recbole_hetcomp import citeulike
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.inference import full_ranking_ms_per_1k_users, save_model
 from recbole_hetcomp.movielens import ensure_dataset
@@ -48,11 +49,16 @@ def load_data(config):
 
     A MovieLens dataset whose atomic files are missing is first converted from the official
     GroupLens archive (``dataset_archive``, a local copy, or a download): see
-    :mod:`recbole_hetcomp.movielens`.
+    :mod:`recbole_hetcomp.movielens`. CiteULike-t is split from its ``users.dat``
+    (``dataset_archive``) with the HetComp paper's protocol, seeded by ``split_seed``: see
+    :mod:`recbole_hetcomp.citeulike`.
     """
     data_root = os.path.dirname(os.path.normpath(config["data_path"]))
-    ensure_dataset(config["dataset"], data_root, archive=config["dataset_archive"],
-                   download=config["dataset_download"] is not False)
+    if config["dataset"] == citeulike.DATASET:
+        citeulike.ensure_citeulike(data_root, source=config["dataset_archive"], split_seed=config["split_seed"])
+    else:
+        ensure_dataset(config["dataset"], data_root, archive=config["dataset_archive"],
+                       download=config["dataset_download"] is not False)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
@@ -67,12 +73,14 @@ def checkpointed(trainer_cls):
     return type(f"Checkpointed{trainer_cls.__name__}", (CheckpointMixin, trainer_cls), {})
 
 
-def train_model(data, workdir, trainer_cls=None, model_kwargs=None, prepare=None, save_to=None):
+def train_model(data, workdir, trainer_cls=None, model_kwargs=None, prepare=None, save_to=None,
+                on_evaluation=None):
     """Train ``data.config['model']`` as RecBole would; returns (trainer, row).
 
     ``trainer_cls`` defaults to the trainer :func:`~recbole_hetcomp.utils.get_trainer` picks;
     ``model_kwargs`` go to the model's constructor (HetComp's ``trajectories``); ``prepare(trainer)``
-    runs just before ``fit``. Checkpoints go to a private directory inside ``workdir``; the best
+    runs just before ``fit``; ``on_evaluation(epoch, score, valid_result)`` after every
+    validation (Ray Tune's progress reports). Checkpoints go to a private directory inside ``workdir``; the best
     one is copied to ``save_to`` if given (reload it with
     :func:`recbole_hetcomp.inference.load_data_and_model`). The row holds the test and best
     validation metrics, parameters, training time, epochs, the validation curve and the
@@ -90,6 +98,8 @@ def train_model(data, workdir, trainer_cls=None, model_kwargs=None, prepare=None
     def record(epoch, score):
         curve["epochs"].append(int(epoch))
         curve["scores"].append(float(score))
+        if on_evaluation is not None:
+            on_evaluation(int(epoch), float(score), trainer.last_valid_result)
 
     start = time.time()
     _, best_valid = trainer.fit(data.train, data.valid, saved=True, show_progress=config["show_progress"],

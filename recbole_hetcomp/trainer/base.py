@@ -26,7 +26,15 @@ def full_sort_scorer(trainer, dataset):
 
 
 class CheckpointMixin:
-    """Overrides ``evaluate`` only to load the best checkpoint with ``weights_only=False``."""
+    """Overrides ``evaluate`` only to load the best checkpoint with ``weights_only=False``, and
+    ``_valid_epoch`` only to keep its full result (``last_valid_result``) for progress reports."""
+
+    last_valid_result = None
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self.last_valid_result = dict(result)
+        return score, result
 
     def load_best_checkpoint(self, model_file=None):
         checkpoint = load_checkpoint(model_file or self.saved_model_file, self.device)

@@ -1,0 +1,159 @@
+"""Accuracy over seeds: every teacher, the ensemble, HetComp, its ablations and the MF baseline.
+
+    python benchmarks/accuracy.py [--datasets ml-100k,citeulike-t] [--seeds 2020,2021,2022]
+                                  [--citeulike PATH] [--threads N] [--only-aggregate]
+
+For each dataset and seed it runs the whole pipeline (``run_pipeline`` with ``--ablations``),
+exactly as ``python run_recbole_hetcomp.py -d <dataset> --ablations --seed=<seed>`` would:
+the seed drives RecBole's split (MovieLens: random 80/10/10 per user), the teachers' and the
+students' training. Each run writes ``benchmarks/.runs/<dataset>/seed-<seed>/results.json``
+with its own trajectory store beside it; a run whose ``results.json`` exists is not redone, so
+the script can be stopped and started again. Then the rows of all finished runs are aggregated
+(mean and sample standard deviation over seeds of test Recall/NDCG@10/20/50) into
+``benchmarks/results/accuracy.{json,md}``, with the targets checked.
+
+CiteULike-t follows the paper's protocol (5-core users, per-user random 60/20/20 split, see
+:mod:`recbole_hetcomp.citeulike`); its split is fixed (``split_seed: 0``) and the seed varies
+training only. ``ml-1m`` is included when its archive is available (``--datasets ml-1m``).
+
+Accuracy does not depend on what else runs on the machine; the training times recorded here do,
+so the timing benchmarks are separate scripts (``training_cost.py``, ``inference_memory.py``).
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from recbole_hetcomp.results import METRIC_COLUMNS, atomic_write_text  # noqa: E402
+from recbole_hetcomp.store import library_versions  # noqa: E402
+
+RUNS = ROOT / "benchmarks" / ".runs"
+RESULTS = ROOT / "benchmarks" / "results"
+CITEULIKE = ROOT.parent / "shared" / "data" / "citeulike-t" / "users.dat"
+
+
+def run_dir(dataset, seed):
+    return RUNS / dataset / f"seed-{seed}"
+
+
+def run_one(dataset, seed, citeulike):
+    from recbole_hetcomp.pipeline import run_pipeline
+
+    out = run_dir(dataset, seed)
+    config = {"seed": seed, "show_progress": False, "trajectory_store": str(RUNS / dataset / "trajectories")}
+    if dataset == "citeulike-t":
+        config["dataset_archive"] = str(citeulike)
+    run_pipeline(dataset, config_dict=config, output=out, ablations=True)
+
+
+def row_key(row):
+    """Rows are matched across seeds by name; the ensemble's name lists its teachers."""
+    return "Ensemble" if row["kind"] == "ensemble" else row["name"]
+
+
+def aggregate(dataset, seeds):
+    runs = {}
+    for seed in seeds:
+        path = run_dir(dataset, seed) / "results.json"
+        if path.exists():
+            runs[seed] = json.loads(path.read_text())["rows"]
+    if not runs:
+        return None
+    names, kinds, params, values = [], {}, {}, {}
+    for rows in runs.values():
+        for r in rows:
+            key = row_key(r)
+            if key not in kinds:
+                names.append(key)
+                kinds[key], params[key] = r["kind"], r.get("params", 0)
+            for m in METRIC_COLUMNS:
+                if m in r.get("test", {}):
+                    values.setdefault(key, {}).setdefault(m, []).append(r["test"][m])
+    table = []
+    for key in names:
+        stats = {}
+        for m, xs in values.get(key, {}).items():
+            stats[m] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+                        "n": len(xs), "values": xs}
+        table.append({"name": key, "kind": kinds[key], "params": params[key], "test": stats})
+    return {"dataset": dataset, "seeds": sorted(runs), "rows": table, "targets": targets(table)}
+
+
+def targets(table):
+    """The issue's accuracy targets on mean test Recall@20."""
+    def mean(name=None, kind=None):
+        for r in table:
+            if (name and r["name"] == name) or (kind and r["kind"] == kind and not name):
+                return r["test"].get("recall@20", {}).get("mean")
+        return None
+
+    student, ensemble = mean("HetComp"), mean(kind="ensemble")
+    teachers = [r["test"]["recall@20"]["mean"] for r in table if r["kind"] == "teacher" and "recall@20" in r["test"]]
+    mf = next((r["test"]["recall@20"]["mean"] for r in table if r["kind"] == "baseline"), None)
+    if None in (student, ensemble, mf) or not teachers:
+        return {}
+    return {
+        "student_vs_ensemble": student / ensemble, "student_within_3pct_of_ensemble": student >= 0.97 * ensemble,
+        "student_vs_best_teacher": student / max(teachers), "student_at_least_best_teacher": student >= max(teachers),
+        "student_vs_mf": student / mf, "student_10pct_above_mf": student >= 1.10 * mf,
+    }
+
+
+def markdown(result, machine):
+    cols = METRIC_COLUMNS
+    lines = [f"## {result['dataset']} (seeds {', '.join(map(str, result['seeds']))}; test metrics, mean ± std)", "",
+             "| name | kind | params | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
+    for r in result["rows"]:
+        cells = [f"{r['test'][c]['mean']:.4f} ± {r['test'][c]['std']:.4f}" if c in r["test"] else "-" for c in cols]
+        lines.append(f"| {r['name']} | {r['kind']} | {r['params']:,} | " + " | ".join(cells) + " |")
+    t = result["targets"]
+    if t:
+        lines += ["", f"- HetComp / ensemble Recall@20: {t['student_vs_ensemble']:.3f} "
+                      f"(target >= 0.97: {'met' if t['student_within_3pct_of_ensemble'] else 'not met'})",
+                  f"- HetComp / best single teacher Recall@20: {t['student_vs_best_teacher']:.3f} "
+                  f"(target >= 1.00: {'met' if t['student_at_least_best_teacher'] else 'not met'})",
+                  f"- HetComp / MF w/o KD Recall@20: {t['student_vs_mf']:.3f} "
+                  f"(target >= 1.10: {'met' if t['student_10pct_above_mf'] else 'not met'})"]
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", default="ml-100k,citeulike-t")
+    p.add_argument("--seeds", default="2020,2021,2022")
+    p.add_argument("--citeulike", default=str(CITEULIKE), help="path of CiteULike-t's users.dat")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--only-aggregate", action="store_true", help="do not run, aggregate finished runs only")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    datasets = [d for d in args.datasets.split(",") if d]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if not args.only_aggregate:
+        for dataset in datasets:
+            for seed in seeds:
+                if not (run_dir(dataset, seed) / "results.json").exists():
+                    print(f"== {dataset} seed {seed}", flush=True)
+                    run_one(dataset, seed, args.citeulike)
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}"
+    results = [r for r in (aggregate(d, seeds) for d in datasets) if r]
+    out = {"benchmark": "accuracy", "date": date.today().isoformat(), "machine": machine,
+           "versions": library_versions(), "results": results}
+    atomic_write_text(RESULTS / "accuracy.json", json.dumps(out, indent=1) + "\n")
+    text = [f"# Accuracy over seeds ({date.today().isoformat()}, {machine})", ""]
+    text += [markdown(r, machine) + "\n" for r in results]
+    atomic_write_text(RESULTS / "accuracy.md", "\n".join(text))
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Ray: starting or joining a cluster, and training the teachers as Ray tasks.
+
+    with ray_session(address=None):                      # local Ray sized to the machine
+        rows, trajs = build_teachers(..., parallel=RayTeachers(cpus=1, gpus=0))
+
+Each teacher is one task declaring its resources (``teacher_cpus``, ``teacher_gpus``); it
+trains exactly as :func:`recbole_hetcomp.teachers.fit_teacher` does in-process and writes its
+trajectory into the same store (atomically: a temporary directory renamed into place), so a
+later sequential run re-uses it and vice versa. On a multi-machine cluster the store and the
+data must be on a filesystem every node sees (paths are made absolute before they are sent).
+
+Ray is imported here only, and only when this module is used.
+"""
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger("recbole_hetcomp")
+
+
+@contextlib.contextmanager
+def ray_session(address=None, num_cpus=None, num_gpus=None):
+    """Join the Ray cluster at ``address``, or start a local one sized to this machine; shut a
+    Ray started here down on exit (one already running in this process is left alone)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        import torch
+
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 num_gpus=torch.cuda.device_count() if num_gpus is None else num_gpus)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def gpus_for(config, wanted):
+    """GPUs a Ray task or trial must reserve: ``wanted``, or one whole GPU when the run uses CUDA
+    (a task with no GPU reserved sees none: Ray hides them)."""
+    wanted = float(wanted or 0)
+    if wanted == 0 and str(config["device"]).startswith("cuda"):
+        return 1.0
+    return wanted
+
+
+def absolute_paths(config):
+    """Config entries that must mean the same on any worker: data, archive and store as absolute paths."""
+    out = {"data_path": os.path.dirname(os.path.abspath(config["data_path"])),
+           "trajectory_store": os.path.abspath(config["trajectory_store"])}
+    if config["dataset_archive"]:
+        out["dataset_archive"] = os.path.abspath(config["dataset_archive"])
+    return out
+
+
+def _fit_teacher_task(name, dataset, config_files, config_dict, cmd_args, rebuild, threads):
+    import torch
+
+    from recbole_hetcomp.store import TrajectoryStore
+    from recbole_hetcomp.teachers import fit_teacher
+    from recbole_hetcomp.training import load_data, make_config
+
+    torch.set_num_threads(max(1, int(threads)))
+    config = make_config(name, dataset, config_files, config_dict, cmd_args)
+    return fit_teacher(load_data(config), TrajectoryStore(config["trajectory_store"]), rebuild=rebuild)
+
+
+class RayTeachers:
+    """Trains teachers as Ray tasks with ``cpus`` CPUs and ``gpus`` GPUs each (call inside a
+    :func:`ray_session`)."""
+
+    def __init__(self, cpus=1, gpus=0):
+        self.cpus, self.gpus = max(1, int(cpus)), float(gpus or 0)
+
+    def fit(self, dataset, teachers, config_files, config_dict, args_for, store_root, rebuild):
+        import ray
+
+        from recbole_hetcomp.training import make_config
+
+        files = [str(Path(f).resolve()) for f in config_files or []]
+        tasks = []
+        for name in teachers:
+            config = make_config(name, dataset, files, config_dict, args_for[name])
+            fixed = {**(config_dict or {}), **absolute_paths(config), "trajectory_store": str(Path(store_root).resolve())}
+            remote = ray.remote(num_cpus=self.cpus, num_gpus=gpus_for(config, self.gpus))(_fit_teacher_task)
+            tasks.append(remote.remote(name, dataset, files, fixed, args_for[name], rebuild, self.cpus))
+            logger.info(f"teacher {name}: submitted as a Ray task ({self.cpus} CPU, {gpus_for(config, self.gpus)} GPU)")
+        try:
+            return ray.get(tasks)
+        except ray.exceptions.RayTaskError as e:
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            raise RuntimeError(f"a teacher's Ray task failed: {type(cause).__name__}: {cause}") from None

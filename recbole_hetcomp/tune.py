@@ -1,0 +1,255 @@
+"""Ray Tune searches over HetComp or any RecBole baseline, on the pipeline's split and protocol.
+
+    python run_recbole_hetcomp.py --tune                          # HetComp, properties/hyper/hetcomp.yaml
+    python run_recbole_hetcomp.py --model BPR --tune --num_samples 8 --scheduler fifo
+
+:func:`run_tune` (HetComp) first trains or re-uses every teacher, once, recording them at the
+union of the milestone sets the space can choose, then starts the search. Each trial is
+:func:`trial`: it trains the model with :func:`recbole_hetcomp.training.train_model` in its own
+directory and reports the validation metrics after every evaluation (``valid_<metric>``, so
+ASHA can stop it early), then once more at the end with the best validation and the test
+metrics (``test_<metric>``), which are reported but never used for selection. The best trial is
+the one with the highest best validation score. A crashed trial is retried
+(``tune_max_failures``) and, if it keeps failing, reported as failed; the others go on.
+
+Writes into ``<output>/tune/``: ``trials.md`` and ``tune_results.json`` (every trial: status,
+attempts, evaluations, parameters, best validation, test metrics), ``best_config.yaml`` and
+Ray's own experiment directory (``ray/``; each trial's logs, checkpoints and saved model).
+"""
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import yaml
+
+from recbole_hetcomp.results import METRIC_COLUMNS, atomic_write_text
+from recbole_hetcomp.search_space import choices_of, default_space_file, load_search_space, to_tune
+from recbole_hetcomp.trajectory import check_milestones
+
+logger = logging.getLogger("recbole_hetcomp")
+
+# Keys that change the split or the teachers: searching them would break the shared teachers.
+TEACHER_SIDE_KEYS = frozenset({"seed", "eval_args", "split_seed", "benchmark_filename", "trajectory_top_n",
+                               "teachers", "trajectory_store", "dataset", "data_path"})
+
+
+def metric_key(valid_metric):
+    return f"valid_{valid_metric.lower()}"
+
+
+def trial(params, *, model, dataset, config_files, config_dict, cmd_args, trajectories=None, threads=1):
+    """One Ray Tune trial: train ``model`` with ``params`` over the fixed config; report as it goes."""
+    import torch
+    from ray.air import session
+
+    from recbole_hetcomp.pipeline import student_trajectories
+    from recbole_hetcomp.training import load_data, make_config, train_model
+
+    torch.set_num_threads(max(1, int(threads)))
+    here = Path.cwd()  # Ray runs each trial in its own directory
+    with open(here / "attempts.log", "a") as f:  # a retried trial runs again in the same directory
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    config = make_config(model, dataset, config_files, {**config_dict, **params, "show_progress": False},
+                         cmd_args)
+    data = load_data(config)
+    kwargs = {}
+    if trajectories is not None:
+        kwargs["model_kwargs"] = {"trajectories": student_trajectories(data, trajectories, "trial")}
+    key = metric_key(config["valid_metric"])
+    best = {"score": -math.inf}
+
+    def report(epoch, score, result):
+        best["score"] = max(best["score"], score)
+        session.report({"epoch": epoch, key: score, "best_valid": best["score"],
+                        **{f"valid_{k}": v for k, v in (result or {}).items()}})
+
+    (here / "checkpoints").mkdir(exist_ok=True)
+    _, row = train_model(data, here / "checkpoints", save_to=here / "model.pth", on_evaluation=report, **kwargs)
+    valid = row["valid"]
+    session.report({"epoch": row["epochs"] - 1, key: valid.get(config["valid_metric"].lower(), best["score"]),
+                    "best_valid": max(best["score"], valid.get(config["valid_metric"].lower(), -math.inf)),
+                    **{f"valid_{k}": v for k, v in valid.items()},
+                    **{f"test_{k}": v for k, v in row["test"].items()},
+                    "finished": True, "epochs": row["epochs"], "train_s": row["train_s"],
+                    "params": row["params"], "model_file": row.get("model_file")})
+
+
+def _milestone_union(space, base_milestones):
+    values = choices_of(space, "trajectory_milestones")
+    if "trajectory_milestones" in space and values is None:
+        raise ValueError("trajectory_milestones can be searched only with {choice: [...]} or {grid: [...]} "
+                         "of milestone lists")
+    if values is None:
+        return None
+    union = set()
+    for v in values:
+        union.update(check_milestones(v))
+    union = sorted(union)
+    return None if union == check_milestones(base_milestones) else union
+
+
+def _scheduler(name, config, max_t):
+    if name == "fifo":
+        return None
+    if name != "asha":
+        raise ValueError(f"unknown scheduler '{name}': use asha or fifo")
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=int(config["tune_grace_period"]),
+                         reduction_factor=int(config["tune_reduction_factor"]))
+
+
+def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", ray_address=None,
+             config_files=None, config_dict=None, cmd_args=None, output=None, rebuild=False,
+             parallel_teachers=False, teachers=None):
+    """Search ``model``'s hyper-parameters with Ray Tune; returns (summary dict, markdown table)."""
+    from recbole.utils import init_logger
+
+    from recbole_hetcomp.parallel import RayTeachers, absolute_paths, gpus_for, ray_session
+    from recbole_hetcomp.pipeline import build_teachers, prepare_output, scoped_args, split_global_args
+    from recbole_hetcomp.training import make_config
+
+    global_args = split_global_args(cmd_args)
+    is_hetcomp = model.lower() == "hetcomp"
+    base = make_config("HetComp" if is_hetcomp else model, dataset, config_files, config_dict, global_args)
+    init_logger(base)
+    name = base["model"]
+    if name == "HetCompEnsemble":
+        raise ValueError("HetCompEnsemble has nothing to train: tune HetComp or a baseline")
+    if not space_file and not default_space_file(name).is_file():
+        raise ValueError(f"no search space for {name} in properties/hyper/: write one (see "
+                         f"{default_space_file('HetComp')}) and pass it with --search_space FILE")
+    space_file = Path(space_file) if space_file else default_space_file(name)
+    space = load_search_space(space_file, known_keys=set(base.final_config_dict))
+    fixed_on_cli = {a[2:].split("=", 1)[0] for a in global_args} & set(space)
+    if fixed_on_cli:
+        raise ValueError(f"{', '.join(sorted(fixed_on_cli))} is both searched and fixed on the command line: "
+                         "remove it from one of them")
+    if is_hetcomp and set(space) & TEACHER_SIDE_KEYS:
+        raise ValueError(f"{', '.join(sorted(set(space) & TEACHER_SIDE_KEYS))} changes the split or the teachers, "
+                         "which every trial shares: fix it with --key=value instead of searching it")
+    output = prepare_output(output or Path("results") / dataset) / "tune"
+    output.mkdir(exist_ok=True)
+    files = [str(Path(f).resolve()) for f in config_files or []]
+    fixed = {**(config_dict or {}), **absolute_paths(base)}
+    epochs = max(choices_of(space, "epochs") or [base["epochs"]])
+    max_t = epochs // max(1, int(base["eval_step"])) + 2  # every evaluation and the final report
+
+    start = time.time()
+    with ray_session(ray_address):
+        trajectories = None
+        if is_hetcomp:
+            teachers = list(teachers or base["teachers"])
+            union = _milestone_union(space, base["trajectory_milestones"])
+            teacher_dict = {**fixed, **({"trajectory_milestones": union} if union else {})}
+            parallel = RayTeachers(base["teacher_cpus"], base["teacher_gpus"]) if (parallel_teachers or ray_address) else None
+            logger.info(f"tune: teachers {'+'.join(teachers)} first (trained once, shared by every trial)")
+            _, trajectories = build_teachers(dataset, teachers, files, teacher_dict, cmd_args, rebuild, parallel=parallel)
+            cmd_args = scoped_args(cmd_args, "HetComp", ["HetComp", *teachers])
+        teachers_s = time.time() - start
+        summary = _search(name, dataset, files, fixed, cmd_args if is_hetcomp else global_args, trajectories,
+                          space, num_samples, scheduler, base, max_t, output, gpus_for)
+    summary.update(teachers_s=round(teachers_s, 1), search_s=round(time.time() - start - teachers_s, 1),
+                   space_file=str(space_file), dataset=dataset)
+    table = write_tune_results(output, summary)
+    return summary, table
+
+
+def _search(name, dataset, files, fixed, cmd_args, trajectories, space, num_samples, scheduler, base, max_t,
+            output, gpus_for):
+    from ray import air, tune
+
+    cpus = max(1, int(base["tune_cpus_per_trial"]))
+    trainable = tune.with_parameters(trial, model=name, dataset=dataset, config_files=files, config_dict=fixed,
+                                     cmd_args=cmd_args, trajectories=trajectories, threads=cpus)
+    trainable = tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus_for(base, base["tune_gpus_per_trial"])})
+    key = metric_key(base["valid_metric"])
+    tuner = tune.Tuner(
+        trainable, param_space=to_tune(space),
+        tune_config=tune.TuneConfig(metric=key, mode="max", num_samples=num_samples,
+                                    scheduler=_scheduler(scheduler, base, max_t),
+                                    max_concurrent_trials=int(base["tune_max_concurrent_trials"]) or None),
+        run_config=air.RunConfig(name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(output / "ray"),
+                                 failure_config=air.FailureConfig(max_failures=int(base["tune_max_failures"])),
+                                 verbose=1))
+    grid = tuner.fit()
+    trials = [_trial_row(r, key, space) for r in grid]
+    trials.sort(key=lambda t: -t["best_valid"] if t["best_valid"] is not None else math.inf)
+    best = trials[0] if trials and trials[0]["best_valid"] is not None else None
+    return {"model": name, "scheduler": scheduler, "num_samples": num_samples, "metric": key,
+            "experiment_dir": grid.experiment_path, "best": best, "trials": trials}
+
+
+def _trial_row(result, key, space):
+    df = result.metrics_dataframe
+    reports = 0 if df is None else len(df)
+    metrics = result.metrics or {}
+    scores = [] if df is None or key not in df else [float(x) for x in df[key].dropna()]
+    finished = bool(metrics.get("finished"))
+    attempts_file = Path(result.log_dir) / "attempts.log" if result.log_dir else None
+    attempts = len(attempts_file.read_text().splitlines()) if attempts_file and attempts_file.exists() else 0
+    if result.error is not None:
+        status = f"failed: {type(result.error).__name__}: {str(result.error).strip().splitlines()[-1][:160]}"
+    elif finished:
+        status = "finished"
+    else:
+        status = f"stopped early at epoch {metrics.get('epoch', '?')}"
+    trial_id = metrics.get("trial_id") or (Path(result.log_dir).name if result.log_dir else "?")
+    return {"trial": trial_id, "status": status, "attempts": attempts,
+            "evaluations": reports - (1 if finished else 0),
+            "params": {k: result.config.get(k) for k in space},
+            "best_valid": max(scores) if scores else None,
+            "test": {m: metrics[f"test_{m}"] for m in METRIC_COLUMNS if f"test_{m}" in metrics},
+            "epochs": metrics.get("epochs"), "train_s": metrics.get("train_s"), "model_file": metrics.get("model_file"),
+            "trial_dir": result.log_dir and str(result.log_dir)}
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trials_table(summary):
+    keys = list(summary["trials"][0]["params"]) if summary["trials"] else []
+    head = ["trial", "status", "attempts", "evaluations", *keys, summary["metric"] + " (best)",
+            "test recall@20", "test ndcg@20"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in summary["trials"]:
+        cells = [t["trial"], t["status"], str(t["attempts"]), str(t["evaluations"]),
+                 *[_cell(t["params"][k]) for k in keys],
+                 f"{t['best_valid']:.4f}" if t["best_valid"] is not None else "-",
+                 *[f"{t['test'][m]:.4f}" if m in t["test"] else "-" for m in ("recall@20", "ndcg@20")]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reproduce_command(summary):
+    """The command line training the best trial's config (HetComp: scoped to the student)."""
+    model, dataset = summary["model"], summary["dataset"]
+    prefix = "HetComp." if model == "HetComp" else ""
+    args = [f"--{prefix}{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, list) else v}"
+            for k, v in summary["best"]["params"].items()]
+    head = "python run_recbole_hetcomp.py" + ("" if model == "HetComp" else f" --model {model}")
+    return " ".join([head, "-d", dataset, *args])
+
+
+def write_tune_results(output, summary):
+    table = trials_table(summary)
+    best = summary["best"]
+    lines = [f"# Ray Tune search: {summary['model']} on {summary['dataset']}", "",
+             f"{len(summary['trials'])} trials, scheduler {summary['scheduler']}, selection by the best "
+             f"{summary['metric']} (validation); test metrics are reported, never used to select.",
+             f"Teachers: {summary.get('teachers_s', 0):.0f} s; search: {summary.get('search_s', 0):.0f} s.", "", table]
+    if best:
+        lines += ["", f"Best trial {best['trial']}: {summary['metric']} {best['best_valid']:.4f}; "
+                      f"test {', '.join(f'{k} {v:.4f}' for k, v in best['test'].items()) or 'not reached'}",
+                  "", "Best config (best_config.yaml):", "", "```yaml", yaml.safe_dump(best["params"]).strip(), "```",
+                  "", "The same run from the command line:", "", "```", reproduce_command(summary), "```"]
+        atomic_write_text(output / "best_config.yaml", yaml.safe_dump(best["params"]))
+    atomic_write_text(output / "trials.md", "\n".join(lines) + "\n")
+    atomic_write_text(output / "tune_results.json", json.dumps(summary, indent=1, default=str) + "\n")
+    return "\n".join(lines)
