@@ -114,17 +114,21 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
 
     global_args = split_global_args(cmd_args)
     is_hetcomp = model.lower() == "hetcomp"
-    base = make_config("HetComp" if is_hetcomp else model, dataset, config_files, config_dict, global_args)
-    init_logger(base)
-    name = base["model"]
+    first = make_config("HetComp" if is_hetcomp else model, dataset, config_files, config_dict, global_args)
+    name = first["model"]
     if name == "HetCompEnsemble":
         raise ValueError("HetCompEnsemble has nothing to train: tune HetComp or a baseline")
+    teachers = list(teachers or first["teachers"]) if is_hetcomp else []
+    # the trial's own arguments: global ones and --<Model>.key=value addressed to it
+    trial_args = scoped_args(cmd_args, name, [name, *teachers])
+    base = make_config(name, dataset, config_files, config_dict, trial_args)
+    init_logger(base)
     if not space_file and not default_space_file(name).is_file():
         raise ValueError(f"no search space for {name} in properties/hyper/: write one (see "
                          f"{default_space_file('HetComp')}) and pass it with --search_space FILE")
     space_file = Path(space_file) if space_file else default_space_file(name)
     space = load_search_space(space_file, known_keys=set(base.final_config_dict))
-    fixed_on_cli = {a[2:].split("=", 1)[0] for a in global_args} & set(space)
+    fixed_on_cli = {a[2:].split("=", 1)[0] for a in trial_args} & set(space)
     if fixed_on_cli:
         raise ValueError(f"{', '.join(sorted(fixed_on_cli))} is both searched and fixed on the command line: "
                          "remove it from one of them")
@@ -142,15 +146,13 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     with ray_session(ray_address):
         trajectories = None
         if is_hetcomp:
-            teachers = list(teachers or base["teachers"])
             union = _milestone_union(space, base["trajectory_milestones"])
             teacher_dict = {**fixed, **({"trajectory_milestones": union} if union else {})}
             parallel = RayTeachers(base["teacher_cpus"], base["teacher_gpus"]) if (parallel_teachers or ray_address) else None
             logger.info(f"tune: teachers {'+'.join(teachers)} first (trained once, shared by every trial)")
             _, trajectories = build_teachers(dataset, teachers, files, teacher_dict, cmd_args, rebuild, parallel=parallel)
-            cmd_args = scoped_args(cmd_args, "HetComp", ["HetComp", *teachers])
         teachers_s = time.time() - start
-        summary = _search(name, dataset, files, fixed, cmd_args if is_hetcomp else global_args, trajectories,
+        summary = _search(name, dataset, files, fixed, trial_args, trajectories,
                           space, num_samples, scheduler, base, max_t, output, gpus_for)
     summary.update(teachers_s=round(teachers_s, 1), search_s=round(time.time() - start - teachers_s, 1),
                    space_file=str(space_file), dataset=dataset)
