@@ -233,8 +233,8 @@ def reproduce_command(summary):
     """The command line training the best trial's config (HetComp: scoped to the student)."""
     model, dataset = summary["model"], summary["dataset"]
     prefix = "HetComp." if model == "HetComp" else ""
-    args = [f"--{prefix}{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, list) else v}"
-            for k, v in summary["best"]["params"].items()]
+    args = [f"'--{prefix}{k}={json.dumps(v, separators=(',', ':'))}'" if isinstance(v, list) else f"--{prefix}{k}={v}"
+            for k, v in summary["best"]["params"].items()]  # lists quoted: [..] is a shell pattern
     head = "python run_recbole_hetcomp.py" + ("" if model == "HetComp" else f" --model {model}")
     return " ".join([head, "-d", dataset, *args])
 
