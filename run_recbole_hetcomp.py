@@ -11,14 +11,23 @@ Any ``--key=value`` not listed below goes to RecBole's Config (``--<Model>.key=v
 """
 
 import argparse
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error printed as one line (the usage itself is in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                epilog="Extra --key=value arguments are handed to RecBole's Config; "
-                                       "--<Model>.key=value reaches only that model.")
+    p = OneLineParser(description=__doc__.split("\n")[0],
+                      epilog="Extra --key=value arguments are handed to RecBole's Config; "
+                             "--<Model>.key=value reaches only that model.")
     p.add_argument("-m", "--model", default="HetComp",
                    help="HetComp (default: teachers, ensemble, student, baseline) or any RecBole/plugin "
                         "model to train alone on the same split and protocol")
@@ -90,10 +99,41 @@ def export(args):
     return f"wrote {out}"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interruption so that temporary files are cleaned up the same way."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def one_line(error):
+    """An exception's message on one line (a KeyError's without its quotes)."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(str(text).split()) or type(error).__name__
+
+
+def interrupted_message():
+    """What an interrupted run has kept: the teachers of its plan that are complete in the store."""
+    from recbole_hetcomp import validation
+
+    plan = validation.last_plan
+    if plan is None or not plan.teachers:
+        return "interrupted; run the same command again (teachers already in the store are re-used)"
+    stored = plan.stored()
+    names = f" ({', '.join(stored)})" if stored else ""
+    verb = "is" if len(stored) == 1 else "are"
+    return (f"interrupted: {len(stored)} of {len(plan.teachers)} teachers {verb} stored{names}; "
+            "run the same command again to resume")
+
+
 def main(argv=None):
     args, cmd_args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.archive:
         cmd_args = [*cmd_args, f"--dataset_archive={Path(args.archive).resolve()}"]
+    from recbole_hetcomp import validation
+
+    validation.last_plan = None  # interrupted_message() reports this run's plan only
     try:
         if args.load:
             print(export(args))
@@ -117,14 +157,31 @@ def main(argv=None):
                                              output=args.output, rebuild=args.rebuild_teachers,
                                              student=not args.no_student, ablations=args.ablations,
                                              parallel=args.parallel_teachers, ray_address=args.ray_address)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: temporary files are gone, stores are complete
+        if args.debug:
+            raise
+        print(interrupted_message(), file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug rather than bad input: still one line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {one_line(e)} (run again with --debug for the traceback, "
+              "and report it)", file=sys.stderr)
+        return 1
     print(table)
     return 0
 
 
 if __name__ == "__main__":
+    if "--debug" not in sys.argv:
+        # RecBole's calls into pandas and torch warn about their own future changes: not the user's concern.
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category, module=r"(recbole|torch|pandas|numpy)(\.|$)")
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     sys.exit(main())

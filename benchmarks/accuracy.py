@@ -51,14 +51,14 @@ def run_dir(dataset, seed):
     return RUNS / dataset / f"seed-{seed}"
 
 
-def run_one(dataset, seed, citeulike):
+def run_one(dataset, seed, citeulike, ablations=True):
     from recbole_hetcomp.pipeline import run_pipeline
 
     out = run_dir(dataset, seed)
     config = {"seed": seed, "show_progress": False, "trajectory_store": str(RUNS / dataset / "trajectories")}
     if dataset == "citeulike-t":
         config["dataset_archive"] = str(citeulike)
-    run_pipeline(dataset, teachers=TEACHERS.get(dataset), config_dict=config, output=out, ablations=True)
+    run_pipeline(dataset, teachers=TEACHERS.get(dataset), config_dict=config, output=out, ablations=ablations)
 
 
 def row_key(row):
@@ -143,6 +143,7 @@ def main():
     p.add_argument("--citeulike", default=str(CITEULIKE), help="path of CiteULike-t's users.dat")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--only-aggregate", action="store_true", help="do not run, aggregate finished runs only")
+    p.add_argument("--no-ablations", action="store_true", help="skip HetComp w/o DKC and w/o AKT (saves 2 student runs)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,7 +154,7 @@ def main():
             for seed in seeds:
                 if not (run_dir(dataset, seed) / "results.json").exists():
                     print(f"== {dataset} seed {seed}", flush=True)
-                    run_one(dataset, seed, args.citeulike)
+                    run_one(dataset, seed, args.citeulike, ablations=not args.no_ablations)
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}"
     # every dataset with a finished run, not only those of this call
     everything = sorted(p.name for p in RUNS.iterdir() if p.is_dir()) if RUNS.is_dir() else []

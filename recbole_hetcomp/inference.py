@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 import shutil
 import time
 
@@ -38,8 +39,15 @@ def full_ranking_ms_per_1k_users(trainer, dataset, batch_users=256):
 def save_model(trainer, path):
     """Copy ``trainer``'s best checkpoint to ``path`` (temporary file, then rename)."""
     tmp = f"{path}.tmp"
-    shutil.copyfile(trainer.saved_model_file, tmp)
-    shutil.move(tmp, path)
+    try:
+        shutil.copyfile(trainer.saved_model_file, tmp)
+        shutil.move(tmp, path)
+    except BaseException:  # an error or Ctrl-C: no half-copied file left beside the model
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
     return path
 
 

@@ -20,6 +20,7 @@ from recbole_hetcomp.store import TrajectoryStore
 from recbole_hetcomp.teachers import fit_teacher
 from recbole_hetcomp.training import evaluate_model, load_data, make_config, train_model
 from recbole_hetcomp.trajectory import check_milestones
+from recbole_hetcomp.validation import check_keys, check_output, check_pipeline
 
 logger = logging.getLogger("recbole_hetcomp")
 
@@ -65,21 +66,23 @@ def prepare_output(output):
 
 def scoped_args(cmd_args, model, known):
     """The ``--key=value`` arguments that reach ``model``: the global ones, plus the
-    ``--<Model>.key=value`` ones addressed to it (prefix removed). A scope that names no
-    model of the run is an error, so a typo never passes silently."""
-    out = []
+    ``--<Model>.key=value`` ones addressed to it (prefix removed); a scoped key overrides the
+    same global one (``--epochs=5 --LightGCN.epochs=40``). A scope that names no model of the
+    run is an error, so a typo never passes silently."""
+    plain, scoped = [], []
     for arg in cmd_args or []:
         key = arg[2:].split("=", 1)[0]
         if "." not in key:
-            out.append(arg)
+            plain.append(arg)
             continue
         scope, name = key.split(".", 1)
-        if scope not in known:
+        if scope.lower() not in {k.lower() for k in known}:  # model names are case-insensitive
             raise ValueError(f"'{arg}' is addressed to '{scope}', which is not a model of this run "
                              f"({', '.join(known)})")
-        if scope == model:
-            out.append(f"--{name}={arg.split('=', 1)[1]}")
-    return out
+        if scope.lower() == model.lower():
+            scoped.append(f"--{name}={arg.split('=', 1)[1]}")
+    mine = {a[2:].split("=", 1)[0] for a in scoped}
+    return [a for a in plain if a[2:].split("=", 1)[0] not in mine] + scoped
 
 
 def teacher_row(traj):
@@ -150,7 +153,10 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
     init_logger(base)
     teachers = list(teachers or base["teachers"])
     args_for = {"HetComp": scoped_args(cmd_args, "HetComp", ["HetComp", *teachers])}
-    output = prepare_output(output or Path("results") / dataset)
+    output = output or Path("results") / dataset
+    check_pipeline(dataset, teachers, config_files, config_dict, cmd_args, student=student, output=output,
+                   rebuild=rebuild)
+    output = prepare_output(output)  # only now is anything written
     workdir = output / "checkpoints"
     base["checkpoint_dir"] = str(workdir)
 
@@ -217,9 +223,12 @@ def run_baseline(model, dataset, config_files=None, config_dict=None, cmd_args=N
     init_logger(config)
     if config["model"] in ("HetComp", "HetCompEnsemble"):
         raise ValueError(f"--model {model} needs the teachers: run without --model")
-    output = prepare_output(output or Path("results") / dataset)
-    workdir = output / "checkpoints"
+    output = output or Path("results") / dataset
+    check_output(output)
+    check_keys({config["model"]: config}, config_files, cmd_args)
     data = load_data(config)
+    output = prepare_output(output)
+    workdir = output / "checkpoints"
     _, row = train_model(data, workdir, save_to=output / f"{config['model']}.pth")
     rows = [row]
     return rows, write_results(output, dataset, rows, extra={"split_fingerprint": data.fingerprint})

@@ -11,14 +11,24 @@ Layout: ``<root>/<dataset>/<teacher>-<key>/`` holding
 
 Size is O(T x U x N + training interactions), never O(U x I). A directory appears
 only complete: it is written under a temporary name beside its final one and renamed.
+Temporary directories (``.<teacher>-<key>.<owner>-*`` while saving, ``.train-<teacher>-<owner>-*``
+while a teacher trains, ``.<teacher>-<key>.old-<owner>`` while replacing) carry their owner,
+``pid<PID>-h<HOST>`` (HOST hashes the host name and PID namespace). A run that is killed
+leaves them behind; :meth:`TrajectoryStore.clean_stale` removes those whose owner is on this
+host and no longer running, and never touches one of a live process, of another host or
+without an owner (remove those by hand once no run uses the store).
 ``key`` hashes the teacher's whole result-relevant configuration together with the
 fingerprint of the data split, so a different dataset, split or setting never matches.
 """
 
+import functools
+import glob
 import hashlib
 import json
+import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -26,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+logger = logging.getLogger("recbole_hetcomp")
 
 FORMAT_VERSION = 1
 ARRAY_FILES = ("top.npy", "obs_items.npy", "obs_indptr.npy")
@@ -149,11 +161,74 @@ def _sha256(path):
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def _host_id():
+    """8 hex digits naming this host and PID namespace (containers sharing a disk differ)."""
+    ident = platform.node()
+    try:
+        ident += os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pass
+    return hashlib.sha256(ident.encode()).hexdigest()[:8]
+
+
+def owner_tag():
+    """``pid<PID>-h<HOST>``: put in a temporary directory's name, it says who may still use it."""
+    return f"pid{os.getpid()}-h{_host_id()}"
+
+
+_OWNER = re.compile(r"pid(\d+)-h([0-9a-f]{8})")
+
+
+def _running(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's live process
+        return True
+    return True
+
+
+def stale_owner(name):
+    """True when the temporary directory ``name`` belongs to a process of this host that has ended."""
+    match = _OWNER.search(name)
+    return bool(match) and match.group(2) == _host_id() and not _running(int(match.group(1)))
+
+
 class TrajectoryStore:
     """Directory-per-teacher store of :class:`Trajectory` objects."""
 
     def __init__(self, root):
         self.root = Path(root)
+
+    def temp_dir(self, dataset, prefix):
+        """A new private directory ``<root>/<dataset>/<prefix><owner>-<random>``."""
+        folder = self.root / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=folder))
+
+    def remove_own_temp(self, dataset, prefix):
+        """Remove this process's temporary directories ``<prefix><owner>-*`` however far their
+        creation got (an interruption can land inside ``mkdtemp``)."""
+        for entry in (self.root / dataset).glob(f"{glob.escape(prefix)}{owner_tag()}-*"):
+            shutil.rmtree(entry, ignore_errors=True)
+
+    def clean_stale(self, dataset):
+        """Remove the temporary directories that killed runs left in ``<root>/<dataset>`` (see the
+        module docstring for which); returns their paths."""
+        folder = self.root / dataset
+        removed = []
+        if not folder.is_dir():
+            return removed
+        for entry in folder.iterdir():
+            if entry.name.startswith(".") and entry.is_dir() and stale_owner(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+                logger.info(f"removed {entry}, left by an interrupted run")
+        return removed
 
     def path(self, dataset, teacher, key):
         return self.root / dataset / f"{teacher}-{key}"
@@ -169,10 +244,10 @@ class TrajectoryStore:
         so the final name never holds a partial store.
         """
         final = self.path(dataset, traj.teacher, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        os.chmod(tmp, 0o755)
+        prefix, old = f".{final.name}.", None
         try:
+            tmp = self.temp_dir(dataset, prefix)
+            os.chmod(tmp, 0o755)
             arrays = {
                 "top.npy": traj.top.to(torch.int32).cpu().numpy(),
                 "obs_items.npy": traj.obs_items.to(torch.int32).cpu().numpy(),
@@ -193,8 +268,10 @@ class TrajectoryStore:
                 f.flush()
                 os.fsync(f.fileno())
             old = None
-            if replace and final.exists():
-                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            # A final directory without meta.json was never written by save() (which renames
+            # complete directories only): someone broke it; it is replaced like a rebuild.
+            if final.exists() and (replace or not (final / "meta.json").is_file()):
+                old = final.with_name(f".{final.name}.old-{owner_tag()}")
                 os.rename(final, old)
             try:
                 os.rename(tmp, final)
@@ -206,8 +283,16 @@ class TrajectoryStore:
                 shutil.rmtree(old, ignore_errors=True)
             traj.meta = meta
             return final
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:  # an error or an interruption (Ctrl-C) at any point
+            if old is not None and old.exists():
+                if final.exists():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    try:
+                        os.rename(old, final)  # an interrupted replacement keeps the previous store
+                    except OSError:
+                        pass
+            self.remove_own_temp(dataset, prefix)
             raise
 
     def load(self, dataset, teacher, key, fingerprint=None):

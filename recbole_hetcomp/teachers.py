@@ -5,9 +5,6 @@
 """
 
 import logging
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -34,7 +31,8 @@ def _check_teacher(config, train_dataset):
     room = train_dataset.item_num - 1 - max_train
     if not isinstance(top_n, int) or top_n < 1 or top_n > room:
         raise ValueError(f"trajectory_top_n={top_n} must be an integer in [1, {room}] on this dataset "
-                         f"({train_dataset.item_num - 1} items, a user with {max_train} training items)")
+                         f"({train_dataset.item_num - 1} items, a user with {max_train} training items): "
+                         f"set --trajectory_top_n to at most {room}")
 
 
 def fit_teacher(data, store, rebuild=False):
@@ -54,9 +52,10 @@ def fit_teacher(data, store, rebuild=False):
         logger.info(f"teacher {name}: re-using trajectory {store.path(dataset_name, name, key)}")
         return traj
 
-    (store.root / dataset_name).mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".train-{name}-", dir=store.root / dataset_name))
+    store.clean_stale(dataset_name)  # what killed runs left behind (never a live process's)
+    prefix = f".train-{name}-"
     try:
+        workdir = store.temp_dir(dataset_name, prefix)
         recorder = TrajectoryRecorder(data.train_dataset.user_num, config["trajectory_top_n"],
                                       config["trajectory_milestones"])
         trainer, row = train_model(data, workdir, trajectory_trainer(get_trainer(config["MODEL_TYPE"], name)),
@@ -83,7 +82,7 @@ def fit_teacher(data, store, rebuild=False):
         traj.meta["reused"] = False
         logger.info(f"teacher {name}: test {row['test']}; points at epochs {meta['milestone_epochs']}")
         return traj
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    finally:  # also after Ctrl-C, wherever it lands (even inside mkdtemp)
+        store.remove_own_temp(dataset_name, prefix)
 
 

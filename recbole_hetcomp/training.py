@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
-from recbole_hetcomp import citeulike
+from recbole_hetcomp import citeulike, validation
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.inference import full_ranking_ms_per_1k_users, save_model
 from recbole_hetcomp.movielens import ensure_dataset
@@ -59,11 +59,14 @@ def load_data(config):
     else:
         ensure_dataset(config["dataset"], data_root, archive=config["dataset_archive"],
                        download=config["dataset_download"] is not False)
+    validation.check_atomic_files(config)  # one clear line for a missing, empty or garbled .inter
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
     fingerprint = split_fingerprint(train._dataset, valid._dataset, test._dataset)
-    return Data(config, dataset, train, valid, test, fingerprint)
+    data = Data(config, dataset, train, valid, test, fingerprint)
+    validation.check_split(data)  # no validation or test interactions at all is an error
+    return data
 
 
 def checkpointed(trainer_cls):

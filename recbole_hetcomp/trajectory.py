@@ -14,20 +14,23 @@ than ``min(milestones) * best so far``.
 import torch
 
 
+_EXAMPLE = "write e.g. --trajectory_milestones=[0.25,0.5,0.75,1.0]"
+
+
 def check_milestones(fractions):
     """Validate ``trajectory_milestones``; returns them as a list of floats."""
     try:
         values = [float(f) for f in fractions]
     except (TypeError, ValueError):
-        raise ValueError(f"trajectory_milestones must be a list of numbers, got {fractions!r}") from None
+        raise ValueError(f"trajectory_milestones must be a list of numbers, got {fractions!r}; {_EXAMPLE}") from None
     if not values:
-        raise ValueError("trajectory_milestones is empty: give e.g. [0.25, 0.5, 0.75, 1.0]")
+        raise ValueError(f"trajectory_milestones is empty; {_EXAMPLE}")
     if any(not 0.0 < f <= 1.0 for f in values):
-        raise ValueError(f"trajectory_milestones {values} must lie in (0, 1]")
+        raise ValueError(f"trajectory_milestones {values} must lie in (0, 1]; {_EXAMPLE}")
     if any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"trajectory_milestones {values} must be strictly increasing")
+        raise ValueError(f"trajectory_milestones {values} must be strictly increasing; {_EXAMPLE}")
     if values[-1] != 1.0:
-        raise ValueError(f"trajectory_milestones {values} must end with 1.0 (the converged teacher)")
+        raise ValueError(f"trajectory_milestones {values} must end with 1.0 (the converged teacher); {_EXAMPLE}")
     return values
 
 

@@ -111,6 +111,7 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     from recbole_hetcomp.parallel import RayTeachers, absolute_paths, gpus_for, ray_session
     from recbole_hetcomp.pipeline import build_teachers, prepare_output, scoped_args, split_global_args
     from recbole_hetcomp.training import make_config
+    from recbole_hetcomp.validation import check_keys, check_output, check_pipeline
 
     global_args = split_global_args(cmd_args)
     is_hetcomp = model.lower() == "hetcomp"
@@ -135,7 +136,16 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     if is_hetcomp and set(space) & TEACHER_SIDE_KEYS:
         raise ValueError(f"{', '.join(sorted(set(space) & TEACHER_SIDE_KEYS))} changes the split or the teachers, "
                          "which every trial shares: fix it with --key=value instead of searching it")
-    output = prepare_output(output or Path("results") / dataset) / "tune"
+    output = output or Path("results") / dataset
+    union = _milestone_union(space, base["trajectory_milestones"]) if is_hetcomp else None
+    teacher_over = {"trajectory_milestones": union} if union else {}
+    if is_hetcomp:  # names, keys, N and K, stored teachers: all checked before anything is written
+        check_pipeline(dataset, teachers, config_files, {**(config_dict or {}), **teacher_over}, cmd_args,
+                       student=True, output=output, rebuild=rebuild)
+    else:
+        check_output(output)
+        check_keys({name: base}, config_files, cmd_args)
+    output = prepare_output(output) / "tune"
     output.mkdir(exist_ok=True)
     files = [str(Path(f).resolve()) for f in config_files or []]
     fixed = {**(config_dict or {}), **absolute_paths(base)}
@@ -146,8 +156,7 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     with ray_session(ray_address):
         trajectories = None
         if is_hetcomp:
-            union = _milestone_union(space, base["trajectory_milestones"])
-            teacher_dict = {**fixed, **({"trajectory_milestones": union} if union else {})}
+            teacher_dict = {**fixed, **teacher_over}
             parallel = RayTeachers(base["teacher_cpus"], base["teacher_gpus"]) if (parallel_teachers or ray_address) else None
             logger.info(f"tune: teachers {'+'.join(teachers)} first (trained once, shared by every trial)")
             _, trajectories = build_teachers(dataset, teachers, files, teacher_dict, cmd_args, rebuild, parallel=parallel)

@@ -1,0 +1,252 @@
+"""Regenerate docs/errors.md: every bad input tried on the command line and the exact line it prints.
+
+    python docs/make_errors.py            # about a minute; writes docs/errors.md
+
+Each case runs ``run_recbole_hetcomp.py`` in a fresh process, in the scratch directory
+/tmp/hetcomp-errors (recreated), on the small synthetic dataset of the tests and broken
+copies of it, with RecBole's default logging. The table keeps the exit status and stderr as
+printed (its last line; earlier lines, such as a warning, are noted).
+"""
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import write_synth  # noqa: E402
+
+W = Path("/tmp/hetcomp-errors")
+CLI = [sys.executable, str(REPO / "run_recbole_hetcomp.py")]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+SYNTH = ["-d", "synth", "--data_path=data/"]
+SMALL = ["--epochs=2", "--trajectory_top_n=30", "--hetcomp_k=20", "--hetcomp_p=5", "--dkc_k=10"]
+
+
+def write(path, text):
+    path = W / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def fixtures():
+    shutil.rmtree(W, ignore_errors=True)
+    W.mkdir(parents=True)
+    write_synth(W / "data")
+    good = (W / "data" / "synth" / "synth.inter").read_text().splitlines()
+    header, rows = good[0], good[1:]
+    write("data/empty/empty.inter", "")
+    write("data/headeronly/headeronly.inter", header + "\n")
+    write("data/commas/commas.inter", "\n".join(line.replace("\t", ",") for line in good) + "\n")
+    write("data/shortline/shortline.inter", "\n".join([header, *rows[:30], "u5\ti3", *rows[30:]]) + "\n")
+    write("data/badfloat/badfloat.inter", "\n".join([header, *rows[:30], "u5\ti3\t4.0\tyesterday", *rows[30:]]) + "\n")
+    write("data/noitem/noitem.inter", "\n".join([header.replace("item_id", "movie_id"), *rows]) + "\n")
+    (W / "data" / "nointer").mkdir()
+    write("data/single/single.inter", "\n".join([header] + [f"u{u}\ti{u % 50}\t1.0\t{u}.0" for u in range(60)]) + "\n")
+    sparse = [header]
+    for u in range(60):
+        for k in range(2 if u % 2 else 15):
+            sparse.append(f"u{u}\ti{(u * 7 + k * 11) % 80}\t1.0\t{u * 100 + k}.0")
+    write("data/sparse/sparse.inter", "\n".join(sparse) + "\n")
+    ratings = []
+    for line in rows:
+        u, i, r, t = line.split("\t")
+        ratings.append(f"{u[1:]}::{i[1:]}::{int(float(r))}::{int(float(t))}")
+    with zipfile.ZipFile(W / "ml-1m.zip", "w") as z:
+        z.writestr("ml-1m/ratings.dat", "\n".join(ratings) + "\n")
+    blob = (W / "ml-1m.zip").read_bytes()
+    (W / "truncated.zip").write_bytes(blob[: len(blob) // 2])
+    write("tabs.dat", "\n".join(r.replace("::", "\t") for r in ratings) + "\n")
+    write("ids.dat", "\n".join(["u1::m2::3::978300760", *ratings]) + "\n")
+    write("blank.dat", "")
+    write("broken.yaml", "epochs: [1, 2\nlearning_rate: 0.1\n")
+    write("typo.yaml", "epochs: 2\nlerning_rate: 0.1\n")
+    write("list.yaml", "- epochs\n- 2\n")
+    write("a_file", "not a directory")
+
+
+def run(args, **kw):
+    return subprocess.run([*CLI, *args], cwd=W, capture_output=True, text=True, env=ENV, timeout=300, **kw)
+
+
+CASES = [
+    # (what is wrong, arguments)
+    ("unknown --model", [*SYNTH, "--model", "BRP"]),
+    ("unknown teacher", [*SYNTH, "--teachers", "BPR,LigthGCN"]),
+    ("teacher that is not a general recommender", [*SYNTH, "--teachers", "BPR,SASRec"]),
+    ("the student as a teacher", [*SYNTH, "--teachers", "BPR,HetComp"]),
+    ("a teacher listed twice", [*SYNTH, "--teachers", "BPR,bpr"]),
+    ("K (hetcomp_k) larger than the catalogue", [*SYNTH, "--teachers", "BPR", "--trajectory_top_n=30",
+                                                "--hetcomp_k=500"]),
+    ("K larger than N (trajectory_top_n)", [*SYNTH, "--teachers", "BPR", "--trajectory_top_n=30", "--hetcomp_k=40"]),
+    ("dkc_k larger than N", [*SYNTH, "--teachers", "BPR", "--trajectory_top_n=30", "--hetcomp_k=20", "--dkc_k=50"]),
+    ("K not a number", [*SYNTH, "--teachers", "BPR", "--trajectory_top_n=30", "--hetcomp_k=many"]),
+    ("N larger than the catalogue", [*SYNTH, "--teachers", "BPR", "--trajectory_top_n=500"]),
+    ("milestones not increasing", [*SYNTH, "--teachers", "BPR", "--trajectory_milestones=[0.5,0.25,1.0]"]),
+    ("milestones outside (0, 1]", [*SYNTH, "--teachers", "BPR", "--trajectory_milestones=[0.5,1.5]"]),
+    ("milestones not ending at 1.0", [*SYNTH, "--teachers", "BPR", "--trajectory_milestones=[0.25,0.5]"]),
+    ("milestones not a list", [*SYNTH, "--teachers", "BPR", "--trajectory_milestones=abc"]),
+    ("unknown --key=value", [*SYNTH, "--teachers", "BPR", "--lerning_rate=0.1"]),
+    ("unknown --Model.key=value", [*SYNTH, "--teachers", "BPR,LightGCN", "--LightGCN.n_layer=2"]),
+    ("unknown key, baseline run", [*SYNTH, "--model", "BPR", "--embeding_size=4"]),
+    ("--Model.key=value for no model of the run", [*SYNTH, "--teachers", "BPR", "--HetCom.dkc=False"]),
+    ("a key given twice", [*SYNTH, "--teachers", "BPR", "--epochs=2", "--epochs=3"]),
+    ("stray argument", [*SYNTH, "BPR"]),
+    ("yaml that does not parse", [*SYNTH, "--teachers", "BPR", "--config_files", "broken.yaml"]),
+    ("yaml file missing", [*SYNTH, "--teachers", "BPR", "--config_files", "nope.yaml"]),
+    ("yaml that is not key: value", [*SYNTH, "--teachers", "BPR", "--config_files", "list.yaml"]),
+    ("yaml with an unknown key", [*SYNTH, "--teachers", "BPR", "--config_files", "typo.yaml"]),
+    ("dataset folder missing", ["-d", "nosuch", "--data_path=data/", "--teachers", "BPR"]),
+    (".inter file missing", ["-d", "nointer", "--data_path=data/", "--teachers", "BPR"]),
+    ("empty .inter", ["-d", "empty", "--data_path=data/", "--teachers", "BPR"]),
+    (".inter with a header only", ["-d", "headeronly", "--data_path=data/", "--teachers", "BPR"]),
+    (".inter with commas, not tabs", ["-d", "commas", "--data_path=data/", "--teachers", "BPR"]),
+    (".inter line with a missing field", ["-d", "shortline", "--data_path=data/", "--teachers", "BPR"]),
+    (".inter float column with text (loaded)", ["-d", "badfloat", "--data_path=data/", "--teachers", "BPR",
+                                               '--load_col={"inter": ["user_id", "item_id", "timestamp"]}']),
+    (".inter without the item column", ["-d", "noitem", "--data_path=data/", "--teachers", "BPR"]),
+    ("no user has validation items", ["-d", "single", "--data_path=data/", "--teachers", "BPR"]),
+    ("some users lack validation items (a warning; the run goes on)",
+     ["-d", "sparse", "--data_path=data/", "--teachers", "BPR", "--no_student", "--epochs=1",
+      "--trajectory_top_n=30"]),
+    ("MovieLens: truncated zip", ["-d", "ml-1m", "--data_path=data/", "--archive", "truncated.zip", "--teachers", "BPR"]),
+    ("MovieLens: tab-separated ratings.dat", ["-d", "ml-1m", "--data_path=data/", "--archive", "tabs.dat",
+                                             "--teachers", "BPR"]),
+    ("MovieLens: non-numeric user id", ["-d", "ml-1m", "--data_path=data/", "--archive", "ids.dat", "--teachers", "BPR"]),
+    ("MovieLens: empty ratings file", ["-d", "ml-1m", "--data_path=data/", "--archive", "blank.dat", "--teachers", "BPR"]),
+    ("MovieLens: --archive does not exist", ["-d", "ml-1m", "--data_path=data/", "--archive", "nope.zip",
+                                            "--teachers", "BPR"]),
+    ("MovieLens: nothing local, no download", ["-d", "ml-1m", "--data_path=data/", "--dataset_download=False",
+                                              "--teachers", "BPR"]),
+    ("output directory not writable", [*SYNTH, "--teachers", "BPR", "--output", "a_file/out"]),
+    ("--export_topk without --load", [*SYNTH, "--export_topk", "5"]),
+    ("--load of a missing model file", ["--load", "results/synth/HetComp.pth", "--export_topk", "5"]),
+]
+
+HEADER = """# Errors: what a bad input prints
+
+Every row is a real run of `python run_recbole_hetcomp.py` with the arguments shown, in a
+scratch directory holding the synthetic dataset of the tests (`data/synth/`, 60 users,
+80 items) and broken copies of it; regenerate the table with `python docs/make_errors.py`.
+RecBole's logging is left at its default (INFO). The last column is what the run printed on
+stderr: its last line (a note counts any lines before it, such as RecBole's INFO lines or
+our conversion message). Exit status 2 means bad input, 130 an interruption by Ctrl-C and
+143 by SIGTERM; no case prints a traceback (`--debug` shows it). Every check runs before
+the output directory is created and before any teacher trains, so a failed run leaves
+no results, no store directory and no partial `.inter` behind.
+
+"""
+
+FOOTER = """
+Store rows: the store of one BPR teacher is built with the command shown, damaged, and the
+same command run again; each row ends with the exit status of the same command with
+`--rebuild_teachers`, which retrains the teacher and replaces the store.
+Interruption rows: BPR is stored and LightGCN is training when the signal arrives (the
+earlier lines are RecBole's INFO log of the run); the same command run again re-uses BPR and
+retrains LightGCN. A SIGKILL prints nothing and leaves LightGCN's temporary directory, which
+the next run removes (README, "Errors and interrupted runs").
+"""
+
+STORE = [*SYNTH, "--teachers", "BPR", "--no_student", *SMALL]
+
+
+def _edit_meta(folder, **changes):
+    meta = json.loads((folder / "meta.json").read_text())
+    meta.update(changes)
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = [
+    ("store: truncated top.npy", lambda d: _truncate(d / "top.npy")),
+    ("store: one byte of top.npy changed", lambda d: _flip(d / "top.npy")),
+    ("store: obs_items.npy missing", lambda d: (d / "obs_items.npy").unlink()),
+    ("store: truncated meta.json", lambda d: _truncate(d / "meta.json")),
+    ("store: built on another split", lambda d: _edit_meta(d, split_fingerprint="0" * 64)),
+    ("store: of another dataset", lambda d: _edit_meta(d, dataset="ml-1m")),
+    ("store: older format version", lambda d: _edit_meta(d, format_version=0)),
+]
+
+
+def cell(text):
+    return "`" + text.replace("|", "\\|") + "`" if text else ""
+
+
+def row(what, args, proc, note=""):
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    warned = [line for line in lines if " WARNING " in line]
+    if proc.returncode == 0 and warned:  # a run that goes on: show its warning
+        lines = lines[: lines.index(warned[0]) + 1]
+    last = lines[-1] if lines else ""
+    if len(lines) > 1:
+        note = (note + " " if note else "") + f"(after {len(lines) - 1} earlier line{'s' if len(lines) > 2 else ''})"
+    if "Traceback" in proc.stderr:
+        note += " TRACEBACK"
+    return f"| {what} | {cell(shlex.join(args))} | {proc.returncode} | {cell(last)} {note} |"
+
+
+def interrupt(sig):
+    """Start BPR then LightGCN; send ``sig`` while LightGCN trains; return (args, process result)."""
+    store = W / "istore"
+    shutil.rmtree(store, ignore_errors=True)
+    args = [*SYNTH, "--teachers", "BPR,LightGCN", "--trajectory_store=istore", "--output", "iout", "--epochs=3",
+            "--LightGCN.epochs=300", "--LightGCN.stopping_step=1000", "--trajectory_top_n=30", "--hetcomp_k=20",
+            "--hetcomp_p=5", "--dkc_k=10", "--show_progress=False"]
+    with open(W / "stderr.txt", "w") as err:
+        proc = subprocess.Popen([*CLI, *args], cwd=W, stdout=subprocess.DEVNULL, stderr=err, env=ENV,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    while proc.poll() is None:
+        if list(store.glob("*/BPR-*/meta.json")) and list(store.glob("*/.train-LightGCN-*")):
+            proc.send_signal(sig)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    return args, subprocess.CompletedProcess(proc.args, proc.returncode, "", (W / "stderr.txt").read_text())
+
+
+def main():
+    fixtures()
+    table = ["| bad input | command (`python run_recbole_hetcomp.py` ...) | exit | stderr |", "|---|---|---|---|"]
+    for what, args in CASES:
+        table.append(row(what, args, run(args)))
+        print(table[-1], flush=True)
+        shutil.rmtree(W / "data" / "ml-1m", ignore_errors=True)
+    assert run(STORE).returncode == 0
+    (folder,) = (W / "trajectories" / "synth").glob("BPR-*")
+    pristine = W / "pristine"
+    shutil.copytree(folder, pristine)
+    for what, spoil in DAMAGE:
+        shutil.rmtree(folder)
+        shutil.copytree(pristine, folder)
+        spoil(folder)
+        table.append(row(what, STORE, run(STORE)))
+        rebuilt = run([*STORE, "--rebuild_teachers"])
+        table[-1] = table[-1][:-2] + f"; with `--rebuild_teachers`: exit {rebuilt.returncode} |"
+        print(table[-1], flush=True)
+    for what, sig in (("Ctrl-C (SIGINT) while the second teacher trains", signal.SIGINT),
+                      ("SIGTERM while the second teacher trains", signal.SIGTERM)):
+        args, proc = interrupt(sig)
+        table.append(row(what, args, proc))
+        print(table[-1], flush=True)
+    Path(__file__).with_name("errors.md").write_text(HEADER + "\n".join(table) + "\n" + FOOTER)
+
+
+if __name__ == "__main__":
+    main()
