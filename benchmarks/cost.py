@@ -12,7 +12,7 @@ retrained after ``benchmarks/accuracy.py``). Measured side by side in one run:
 * **Inference**: full-ranking milliseconds per 1,000 users of the student against the ensemble
   (every teacher reloaded from the store and timed now, plus the rank fusion), and parameters.
 * **Memory**: the store's arrays per teacher against the dense U x I float32 score matrices the
-  released code keeps per point (T of them); peak RSS (``ru_maxrss``) of a child process that
+  released code keeps per point (T of them); peak RSS (VmHWM) of a child process that
   trains HetComp for ``--epochs`` epochs against one that trains BPR the same way.
 
 Writes ``benchmarks/results/cost.{json,md}``.
@@ -108,12 +108,21 @@ def child_rss(args, model):
 
 
 def child(args):
-    names, trajectories, _ = teachers_and_data(args.dataset, args.store)
+    kwargs = None
+    if args.child == "HetComp":  # only the student loads the teachers' trajectories
+        kwargs = {"trajectories": teachers_and_data(args.dataset, args.store)[1]}
     data = student_data(args.dataset, args.child, 6, args.store)
-    kwargs = {"trajectories": trajectories} if args.child == "HetComp" else None
     seconds = timed_fit(data, args.epochs, kwargs)
-    print(json.dumps({"model": args.child, "seconds": seconds,
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"model": args.child, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}))
+
+
+def peak_rss_mib():
+    """This process's peak resident set (VmHWM). Not ``ru_maxrss``: Linux carries that across
+    ``exec`` from the parent, so a child started by a big parent would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():
