@@ -44,6 +44,7 @@ def trial(params, *, model, dataset, config_files, config_dict, cmd_args, trajec
     """One Ray Tune trial: train ``model`` with ``params`` over the fixed config; report as it goes."""
     import torch
     from ray.air import session
+    from recbole.utils import init_logger
 
     from recbole_hetcomp.pipeline import student_trajectories
     from recbole_hetcomp.training import load_data, make_config, train_model
@@ -54,6 +55,7 @@ def trial(params, *, model, dataset, config_files, config_dict, cmd_args, trajec
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     config = make_config(model, dataset, config_files, {**config_dict, **params, "show_progress": False},
                          cmd_args)
+    init_logger(config)  # RecBole's log file goes to the trial's directory (./log)
     data = load_data(config)
     kwargs = {}
     if trajectories is not None:

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +163,7 @@ def test_hetcomp_search_reports_every_evaluation_and_picks_the_best(local_ray, s
     # each trial has its own directory and saved model
     assert len({t["trial_dir"] for t in trials}) == 3
     assert all(t["model_file"] and t["model_file"].startswith(t["trial_dir"]) for t in trials)
+    assert all(list(Path(t["trial_dir"]).glob("log/**/*.log")) for t in trials)  # RecBole's log, per trial
     assert yaml.safe_load((out / "best_config.yaml").read_text()) == best["params"]
     assert "| trial | status | attempts |" in (out / "trials.md").read_text()
     assert "python run_recbole_hetcomp.py -d synth --HetComp.learning_rate=" in capsys.readouterr().out
