@@ -59,6 +59,11 @@ def run_one(dataset, seed, citeulike, ablations=True):
     if dataset == "citeulike-t":
         config["dataset_archive"] = str(citeulike)
     run_pipeline(dataset, teachers=TEACHERS.get(dataset), config_dict=config, output=out, ablations=ablations)
+    atomic_write_text(out / "run.json", json.dumps({"date": date.today().isoformat(), "machine": machine()}) + "\n")
+
+
+def machine():
+    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}"
 
 
 def row_key(row):
@@ -95,7 +100,10 @@ def aggregate(dataset):
             stats[m] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
                         "n": len(xs), "values": xs}
         table.append({"name": key, "kind": kinds[key], "params": params[key], "test": stats})
-    return {"dataset": dataset, "seeds": sorted(runs), "rows": table, "targets": targets(table)}
+    where = sorted({(r["date"], r["machine"]) for r in (json.loads(p.read_text()) for p in
+                    (RUNS / dataset).glob("seed-*/run.json"))})
+    return {"dataset": dataset, "seeds": sorted(runs), "rows": table, "targets": targets(table),
+            "runs_on": [f"{d}, {m}" for d, m in where]}
 
 
 def targets(table):
@@ -118,9 +126,10 @@ def targets(table):
     }
 
 
-def markdown(result, machine):
+def markdown(result):
     cols = METRIC_COLUMNS
     lines = [f"## {result['dataset']} (seeds {', '.join(map(str, result['seeds']))}; test metrics, mean ± std)", "",
+             f"Runs: {'; '.join(result.get('runs_on') or ['unrecorded'])}.", "",
              "| name | kind | params | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in result["rows"]:
         cells = [f"{r['test'][c]['mean']:.4f} ± {r['test'][c]['std']:.4f}" if c in r["test"] else "-" for c in cols]
@@ -155,15 +164,15 @@ def main():
                 if not (run_dir(dataset, seed) / "results.json").exists():
                     print(f"== {dataset} seed {seed}", flush=True)
                     run_one(dataset, seed, args.citeulike, ablations=not args.no_ablations)
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}"
     # every dataset with a finished run, not only those of this call
     everything = sorted(p.name for p in RUNS.iterdir() if p.is_dir()) if RUNS.is_dir() else []
     results = [r for r in (aggregate(d) for d in everything) if r]
-    out = {"benchmark": "accuracy", "date": date.today().isoformat(), "machine": machine,
+    out = {"benchmark": "accuracy", "aggregated": date.today().isoformat(),
            "versions": library_versions(), "results": results}
     atomic_write_text(RESULTS / "accuracy.json", json.dumps(out, indent=1) + "\n")
-    text = [f"# Accuracy over seeds ({date.today().isoformat()}, {machine})", ""]
-    text += [markdown(r, machine) + "\n" for r in results]
+    text = ["# Accuracy over seeds", "", "Each (dataset, seed) is one `run_pipeline(..., ablations=True)`; "
+            "see benchmarks/README.md.", ""]
+    text += [markdown(r) + "\n" for r in results]
     atomic_write_text(RESULTS / "accuracy.md", "\n".join(text))
     print("\n".join(text))
 
