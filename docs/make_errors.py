@@ -8,7 +8,6 @@ copies of it, with RecBole's default logging. The table keeps the exit status an
 printed (its last line; earlier lines, such as a warning, are noted).
 """
 
-import json
 import os
 import shlex
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import write_synth  # noqa: E402
+from conftest import STORE_DAMAGE, write_synth  # noqa: E402
 
 W = Path("/tmp/hetcomp-errors")
 CLI = [sys.executable, str(REPO / "run_recbole_hetcomp.py")]
@@ -157,32 +156,15 @@ the next run removes (README, "Errors and interrupted runs").
 STORE = [*SYNTH, "--teachers", "BPR", "--no_student", *SMALL]
 
 
-def _edit_meta(folder, **changes):
-    meta = json.loads((folder / "meta.json").read_text())
-    meta.update(changes)
-    (folder / "meta.json").write_text(json.dumps(meta))
-
-
-def _truncate(path):
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def _flip(path):
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-DAMAGE = [
-    ("store: truncated top.npy", lambda d: _truncate(d / "top.npy")),
-    ("store: one byte of top.npy changed", lambda d: _flip(d / "top.npy")),
-    ("store: obs_items.npy missing", lambda d: (d / "obs_items.npy").unlink()),
-    ("store: truncated meta.json", lambda d: _truncate(d / "meta.json")),
-    ("store: built on another split", lambda d: _edit_meta(d, split_fingerprint="0" * 64)),
-    ("store: of another dataset", lambda d: _edit_meta(d, dataset="ml-1m")),
-    ("store: older format version", lambda d: _edit_meta(d, format_version=0)),
-]
+DAMAGE = [(label, STORE_DAMAGE[name]) for label, name in [
+    ("store: truncated top.npy", "truncated top.npy"),
+    ("store: one byte of top.npy changed", "tampered top.npy"),
+    ("store: obs_items.npy missing", "missing obs_items.npy"),
+    ("store: truncated meta.json", "truncated meta.json"),
+    ("store: built on another split", "another split"),
+    ("store: of another dataset", "another dataset"),
+    ("store: older format version", "old format version"),
+]]
 
 
 def cell(text):

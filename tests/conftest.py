@@ -6,6 +6,7 @@ that train or evaluate enter a directory of their own with the ``fresh_dir`` fix
 """
 
 import contextlib
+import json
 import os
 
 import numpy as np
@@ -52,6 +53,38 @@ def write_synth(data_path, name=SYNTH, n_users=SYNTH_USERS, n_items=SYNTH_ITEMS,
     with open(os.path.join(folder, f"{name}.inter"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return data_path, name
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_meta(**changes):
+    def edit(folder):
+        meta = json.loads((folder / "meta.json").read_text())
+        meta.update(changes)
+        (folder / "meta.json").write_text(json.dumps(meta))
+    return edit
+
+
+#: Ways to damage a stored teacher's directory (name -> function of the directory), shared by
+#: tests/test_reliability.py and docs/make_errors.py.
+STORE_DAMAGE = {
+    "truncated top.npy": lambda d: _truncate(d / "top.npy"),
+    "tampered top.npy": lambda d: _flip_last_byte(d / "top.npy"),
+    "missing obs_items.npy": lambda d: (d / "obs_items.npy").unlink(),
+    "truncated meta.json": lambda d: _truncate(d / "meta.json"),
+    "another split": _edit_meta(split_fingerprint="0" * 64),
+    "another dataset": _edit_meta(dataset="ml-1m"),
+    "old format version": _edit_meta(format_version=0),
+}
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import run_recbole_hetcomp as cli
-from conftest import write_synth
+from conftest import STORE_DAMAGE, write_synth
 from recbole_hetcomp.store import TrajectoryStore, owner_tag, stale_owner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,34 +275,15 @@ def stored_bpr(synth_shared, tmp_path_factory):
     return argv, root / "store", teacher_dir
 
 
-def _truncate(path):
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def _flip_byte(path):
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def _edit_meta(**changes):
-    def edit(folder):
-        meta = json.loads((folder / "meta.json").read_text())
-        meta.update(changes)
-        (folder / "meta.json").write_text(json.dumps(meta))
-    return edit
-
-
-DAMAGE = {
-    "truncated top.npy": (lambda d: _truncate(d / "top.npy"), "top.npy is damaged (checksum mismatch)"),
-    "tampered top.npy": (lambda d: _flip_byte(d / "top.npy"), "top.npy is damaged (checksum mismatch)"),
-    "missing obs_items.npy": (lambda d: (d / "obs_items.npy").unlink(), "obs_items.npy is missing"),
-    "truncated meta.json": (lambda d: _truncate(d / "meta.json"), "meta.json is unreadable"),
-    "another split": (_edit_meta(split_fingerprint="0" * 64), "was built on another data split"),
-    "another dataset": (_edit_meta(dataset="ml-1m"), "belongs to dataset 'ml-1m', not 'synth'"),
-    "old format version": (_edit_meta(format_version=0), "has format version 0, this code reads version 1"),
-}
+DAMAGE = {name: (STORE_DAMAGE[name], message) for name, message in {
+    "truncated top.npy": "top.npy is damaged (checksum mismatch)",
+    "tampered top.npy": "top.npy is damaged (checksum mismatch)",
+    "missing obs_items.npy": "obs_items.npy is missing",
+    "truncated meta.json": "meta.json is unreadable",
+    "another split": "was built on another data split",
+    "another dataset": "belongs to dataset 'ml-1m', not 'synth'",
+    "old format version": "has format version 0, this code reads version 1",
+}.items()}
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
@@ -332,7 +313,7 @@ def test_a_damaged_store_is_named_before_any_other_teacher_trains(stored_bpr, tm
     argv, store_root, teacher_dir = stored_bpr
     store = tmp_path / "store"
     shutil.copytree(store_root, store)
-    _flip_byte(store / teacher_dir.parent.name / teacher_dir.name / "top.npy")
+    STORE_DAMAGE["tampered top.npy"](store / teacher_dir.parent.name / teacher_dir.name)
     monkeypatch.setattr(teachers, "train_model", lambda *a, **k: pytest.fail("EASE trained before the check"))
     argv = [a if a != "BPR" else "EASE,BPR" for a in argv]  # EASE is not stored: it would train first
     code = cli.main([*argv, f"--trajectory_store={store}", "--output", str(tmp_path / "out")])
