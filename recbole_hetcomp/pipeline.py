@@ -154,8 +154,8 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
     teachers = list(teachers or base["teachers"])
     args_for = {"HetComp": scoped_args(cmd_args, "HetComp", ["HetComp", *teachers])}
     output = output or Path("results") / dataset
-    check_pipeline(dataset, teachers, config_files, config_dict, cmd_args, student=student, output=output,
-                   rebuild=rebuild)
+    plan = check_pipeline(dataset, teachers, config_files, config_dict, cmd_args, student=student, output=output,
+                          rebuild=rebuild)
     output = prepare_output(output)  # only now is anything written
     workdir = output / "checkpoints"
     base["checkpoint_dir"] = str(workdir)
@@ -176,7 +176,7 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
         progress.end()
 
     progress.begin("ensemble of " + "+".join(teachers))
-    protocol = load_data(base)
+    protocol = plan.protocol  # the split the check loaded from the same configuration
     check_same_split(trajectories, protocol.fingerprint, "ensemble evaluation")
     ensemble = HetCompEnsemble(base, protocol.train_dataset, trajectories=trajectories)
     result = evaluate_model(ensemble, protocol, timing=True)

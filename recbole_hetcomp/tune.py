@@ -110,7 +110,7 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     """Search ``model``'s hyper-parameters with Ray Tune; returns (summary dict, markdown table)."""
     from recbole.utils import init_logger
 
-    from recbole_hetcomp.parallel import RayTeachers, absolute_paths, gpus_for, ray_session
+    from recbole_hetcomp.parallel import RayTeachers, absolute_paths, ray_session
     from recbole_hetcomp.pipeline import build_teachers, prepare_output, scoped_args, split_global_args
     from recbole_hetcomp.training import make_config
     from recbole_hetcomp.validation import check_keys, check_output, check_pipeline
@@ -164,7 +164,7 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
             _, trajectories = build_teachers(dataset, teachers, files, teacher_dict, cmd_args, rebuild, parallel=parallel)
         teachers_s = time.time() - start
         summary = _search(name, dataset, files, fixed, trial_args, trajectories,
-                          space, num_samples, scheduler, base, max_t, output, gpus_for)
+                          space, num_samples, scheduler, base, max_t, output)
     summary.update(teachers_s=round(teachers_s, 1), search_s=round(time.time() - start - teachers_s, 1),
                    space_file=str(space_file), dataset=dataset)
     table = write_tune_results(output, summary)
@@ -172,8 +172,10 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
 
 
 def _search(name, dataset, files, fixed, cmd_args, trajectories, space, num_samples, scheduler, base, max_t,
-            output, gpus_for):
+            output):
     from ray import air, tune
+
+    from recbole_hetcomp.parallel import gpus_for
 
     cpus = max(1, int(base["tune_cpus_per_trial"]))
     trainable = tune.with_parameters(trial, model=name, dataset=dataset, config_files=files, config_dict=fixed,

@@ -73,6 +73,7 @@ class Plan:
     dataset: str
     teachers: list
     store_paths: dict = field(default_factory=dict)  # teacher -> Path of its finished store directory
+    protocol: object = None  # the ensemble's Data (split and loaders), loaded by the check: reuse it
 
     def stored(self):
         """Teachers whose trajectory is complete in the store now, in run order."""
@@ -460,5 +461,5 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
         if not rebuild and store.exists(dataset, configs[name]["model"], keys[name]):
             store.load(dataset, configs[name]["model"], keys[name], protocol.fingerprint)  # StoreError names it
     last_plan = Plan(dataset, [configs[n]["model"] for n in teachers],
-                     {configs[n]["model"]: p for n, p in paths.items()})
+                     {configs[n]["model"]: p for n, p in paths.items()}, protocol)
     return last_plan
