@@ -279,3 +279,19 @@ def test_student_keys_never_change_a_teachers_store_key(synth_config):
     for f in (rb / "model").glob("*.yaml"):
         recbole_keys |= set(yaml.safe_load(open(f)) or {})
     assert set(student) - STUDENT_ONLY_KEYS <= recbole_keys
+
+
+def test_clamp_is_skipped_only_when_it_is_the_identity(synth_config):
+    data = student_data(synth_config)
+    model = HetComp(data.config, data.train_dataset)  # score_clamp 40
+    inside = torch.tensor([[-40.0, 3.0, 40.0]])
+    assert model.clamped(inside) is inside
+    for raw in ([[-41.0, 3.0, 40.0]], [[0.0, 55.0, -2.0]]):
+        s1 = torch.tensor(raw, requires_grad=True)
+        s2 = torch.tensor(raw, requires_grad=True)
+        out = model.clamped(s1)
+        torch.testing.assert_close(out, s2.clamp(-40, 40))
+        (out * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+        (s2.clamp(-40, 40) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+        torch.testing.assert_close(s1.grad, s2.grad)
+        assert (s1.grad == 0).sum() == 1  # the clamped score gets no gradient
