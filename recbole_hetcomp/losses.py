@@ -100,18 +100,16 @@ def _check_inputs(scores, observed, top, train_mask):
     return observed, top, train
 
 
-def _excluded(train: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """Bool [B, I]: True where the item is a training item or occurs in the row of ``items``.
+def _kept(train: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, I]: 1 where the item is unobserved and not in the row of ``items``, else 0.
 
-    Padding (< 0) is routed to an extra dummy column that is dropped, so it never marks a
-    real item.
+    uint8, not bool: multiplying float scores by a uint8 mask is about twice as fast on CPU
+    as ``masked_fill_`` or a bool product. Padding (< 0) leaves its row unchanged (``amin``
+    with 1).
     """
-    b, n_items = train.shape
-    buf = torch.empty(b, n_items + 1, dtype=torch.bool, device=train.device)
-    buf[:, :n_items] = train
-    idx = torch.where(items >= 0, items, torch.full_like(items, n_items))
-    buf.scatter_(1, idx, True)
-    return buf[:, :n_items]
+    kept = 1 - train.view(torch.uint8)
+    kept.scatter_reduce_(1, items.clamp(min=0), (items < 0).to(torch.uint8), reduce="amin")
+    return kept
 
 
 def _extra_tail_items(rest: torch.Tensor, head: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
@@ -165,19 +163,19 @@ def _rank_terms(p, tenth_len, extra):
 
 
 class _ListsOverTail(torch.autograd.Function):
-    """loss(a) = f(a[L], Z) with Z = sum_j [not excluded_j] * exp(a_j), fused by hand.
+    """loss(a) = f(a[L], Z) with Z = sum_j kept_j * exp(a_j), fused by hand.
 
     Only the tail mass Z touches all I items; ``f`` acts on the [B, n] list scores. Forward
     computes ``exp(a)`` masked in place, Z, ``f``, and the gradients of ``f`` with respect to
     the list scores and Z (autograd on [B, n] tensors); backward is then one [B, I] product,
-    ``dZ * exp(a) * [not excluded]``, with the list gradients added at the list positions.
+    ``dZ * exp(a) * kept``, with the list gradients added at the list positions.
     Autograd's own chain (exp, where, sum, a gather per list, each with its backward) makes
     about twice as many passes over [B, I], which dominated a HetComp epoch.
     """
 
     @staticmethod
-    def forward(ctx, scores, items, excluded, fn):
-        tail = torch.exp(scores).masked_fill_(excluded, 0.0)
+    def forward(ctx, scores, items, kept, fn):
+        tail = torch.exp(scores).mul_(kept)
         z = tail.sum(1)
         valid = items >= 0
         index = items.clamp(min=0)
@@ -225,7 +223,7 @@ def overall_loss(
     """
     observed, top, train = _check_inputs(scores, observed, top, train_mask)
     items = torch.cat([observed, top], dim=1)
-    return _ListsOverTail.apply(scores, items, _excluded(train, top), _overall_terms)  # R = Unobs \ T
+    return _ListsOverTail.apply(scores, items, _kept(train, top), _overall_terms)  # R = Unobs \ T
 
 
 def rank_loss(
@@ -257,4 +255,4 @@ def rank_loss(
     extra = _extra_tail_items(half[:, tenth.shape[1]:], tenth, train)  # T[K//10:K//2] in Unobs \ T[:K//10]
     fn = _rank_terms(observed.shape[1], tenth.shape[1], extra)
     items = torch.cat([observed, half], dim=1)
-    return _ListsOverTail.apply(scores, items, _excluded(train, half), fn)  # R = Unobs \ T[:K//2]
+    return _ListsOverTail.apply(scores, items, _kept(train, half), fn)  # R = Unobs \ T[:K//2]

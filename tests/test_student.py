@@ -248,7 +248,7 @@ def test_tensors_follow_the_configured_device(synth_config, teachers):
     _, model, trainer = make_trainer(synth_config, teachers)
     device = trainer.device
     assert trainer.curriculum.tops.device.type == device.type
-    assert model.target.device.type == device.type and model.history.device.type == device.type
+    assert model.target.device.type == device.type and model.history_items.device.type == device.type
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

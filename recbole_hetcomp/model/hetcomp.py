@@ -32,8 +32,9 @@ class HetComp(GeneralRecommender):
         self.loss_weights = {"overall": float(config["overall_loss_weight"]),
                              "rank": float(config["rank_loss_weight"])}
         self.trajectories = trajectories
-        history, _, _ = dataset.history_item_matrix()
-        self.register_buffer("history", history.long(), persistent=False)
+        csr = dataset.inter_matrix(form="csr")  # training interactions, one row per user
+        self.register_buffer("history_indptr", torch.from_numpy(csr.indptr).long(), persistent=False)
+        self.register_buffer("history_items", torch.from_numpy(csr.indices).long(), persistent=False)
         self.register_buffer("target", torch.empty(0, dtype=torch.long), persistent=False)
         self.register_buffer("observed", torch.empty(0, dtype=torch.long), persistent=False)
         self.loss_mode = "overall"
@@ -42,14 +43,23 @@ class HetComp(GeneralRecommender):
         """Set T(u) (long [U, K]), Pobs(u) (long [U, P]) and the loss ('overall' or 'rank')."""
         if loss_mode not in self.loss_weights:
             raise ValueError(f"loss_mode must be 'overall' or 'rank', got {loss_mode!r}")
-        self.target = target.to(self.history.device)
-        self.observed = observed.to(self.history.device)
+        self.target = target.to(self.history_items.device)
+        self.observed = observed.to(self.history_items.device)
         self.loss_mode = loss_mode
 
     def train_mask(self, users):
-        """bool [B, I]: the users' training items, plus RecBole's padding item 0."""
+        """bool [B, I]: the users' training items, plus RecBole's padding item 0.
+
+        Built from the training matrix's CSR rows, so the work is the batch's interactions,
+        not B times the longest history.
+        """
+        start = self.history_indptr[users]
+        count = self.history_indptr[users + 1] - start
+        rows = torch.repeat_interleave(torch.arange(users.numel(), device=users.device), count)
+        shift = torch.repeat_interleave(start - (torch.cumsum(count, 0) - count), count)
+        items = self.history_items[torch.arange(rows.numel(), device=users.device) + shift]
         mask = torch.zeros(users.numel(), self.n_items, dtype=torch.bool, device=users.device)
-        mask.scatter_(1, self.history[users], True)
+        mask[rows, items] = True
         mask[:, 0] = True
         return mask
 
@@ -88,9 +98,9 @@ class HetComp(GeneralRecommender):
     @torch.no_grad()
     def top_unobserved(self, k, chunk_users=1024):
         """Every user's top-k items outside their training items: long [U, k]."""
-        out = torch.zeros(self.n_users, k, dtype=torch.long, device=self.history.device)
+        out = torch.zeros(self.n_users, k, dtype=torch.long, device=self.history_items.device)
         for a in range(0, self.n_users, chunk_users):
-            users = torch.arange(a, min(a + chunk_users, self.n_users), device=self.history.device)
+            users = torch.arange(a, min(a + chunk_users, self.n_users), device=self.history_items.device)
             scores = self.forward(users).masked_fill(self.train_mask(users), float("-inf"))
             out[users] = torch.topk(scores, k, dim=1).indices
         return out
