@@ -73,9 +73,9 @@ __all__ = [
     "point_shares",
 ]
 
-#: Upper bound on the number of elements of the [chunk users, items] position map
+#: Upper bound on the number of 64-bit words of the [chunk users, teachers, items / 64] bit sets
 #: built by the discrepancy (bounds peak memory for large U x I).
-MAX_CHUNK_ELEMS = 64 * 1024 * 1024
+MAX_CHUNK_ELEMS = 16 * 1024 * 1024
 
 
 def _position_weights(k: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -90,45 +90,50 @@ def _acc_dtype(device: torch.device) -> torch.dtype:
 
 
 def _discrepancy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """D for student [U, k] against teacher [..., U, k] -> float32 [..., U].
-
-    The student's list is shared by every leading index (teacher) without being copied.
-    Membership goes through a per-user map item -> position in the student's list (built
-    once per chunk of users, U x I), gathered at the teacher's items: O(U*I + M*U*k) instead
-    of the O(M*U*k^2) pairwise comparison. Items are ids >= 0 and distinct within a list;
-    chunks keep the map under ``MAX_CHUNK_ELEMS`` elements.
-    """
+    """D for student [U, k] against teacher [..., U, k] -> float32 [..., U]."""
     k = student.shape[-1]
-    device = teacher.device
-    student = student.to(device=device, dtype=torch.long).reshape(-1, k)
-    teacher = teacher.to(dtype=torch.long)
-    n_users = student.shape[0]
+    n_users = student.reshape(-1, k).shape[0]
     if teacher.shape[-2] != n_users:
         raise ValueError(f"user counts differ: {n_users} vs {teacher.shape[-2]}")
-    n_items = int(max(int(student.max()), int(teacher.max()))) + 1 if student.numel() else 1
+    lead = teacher.shape[:-2]
+    users_first = teacher.reshape(-1, n_users, k).movedim(1, 0)
+    return _discrepancy_users_first(student, users_first).t().reshape(*lead, n_users)
+
+
+def _discrepancy_users_first(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """D for student [U, k] against L lists per user, teacher [U, L, k] -> float32 [U, L].
+
+    Membership goes through bit sets: each teacher list becomes a row of 64-bit words (item i
+    is bit ``i & 63`` of word ``i >> 6``; the items of a list are distinct, so adding their
+    bits is OR-ing them), then each student item reads its bit in the words of every teacher
+    list of the same user. Work and memory are O(U*L*(k + I/64)), about half the time of a
+    per-user item -> position map and a sixth of its memory; shifts and masks only (integer
+    division is slow on CPU). Items are ids >= 0 and distinct within a list; chunks of users
+    keep the bit sets under ``MAX_CHUNK_ELEMS`` words.
+    """
+    device = teacher.device
+    n_users, lead, k = teacher.shape
+    student = student.to(device=device, dtype=torch.long).reshape(n_users, k)
+    teacher = teacher.to(dtype=torch.long)
+    n_items = int(teacher.max()) + 1 if teacher.numel() else 1  # student items beyond are misses
 
     acc = _acc_dtype(device)
     w = _position_weights(k, device, acc)
     total = w.sum()
-    out = torch.empty(teacher.shape[:-1], dtype=torch.float32, device=device)
-    lead = math.prod(teacher.shape[:-2])
-    chunk = max(1, MAX_CHUNK_ELEMS // n_items)
-    small = torch.int16 if k < torch.iinfo(torch.int16).max else torch.long  # the map is the big tensor
-    positions = torch.arange(k, device=device, dtype=small)
+    out = torch.empty(n_users, lead, dtype=torch.float32, device=device)
+    n_words = (n_items >> 6) + 1
+    one = torch.ones((), dtype=torch.long, device=device)
+    chunk = max(1, MAX_CHUNK_ELEMS // (lead * n_words))
     for start in range(0, n_users, chunk):  # loop over chunks only (1 pass unless huge)
-        s = student[start : start + chunk]
-        c = s.shape[0]
-        where = torch.full((c, n_items), k, dtype=small, device=device)  # k = "not in the list"
-        where.scatter_(1, s, positions.expand(c, k))
-        # users first ([c, lead * k]) so one torch.gather along the items reads the map
-        # (several times faster than advanced indexing with broadcast index tensors)
-        t = teacher[..., start : start + chunk, :].movedim(-2, 0).reshape(c, -1)
-        pos = torch.gather(where, 1, t).view(c, lead, k).long()  # student positions, k = absent
-        hit = torch.zeros(c, lead, k + 1, dtype=torch.bool, device=device)
-        hit.scatter_(-1, pos, True)  # hit[u, x, t]: s_t is among the teacher's first k items
-        miss = (~hit[..., :k]).to(acc)
-        d = ((miss @ w) / total).to(torch.float32)  # [c, lead]
-        out[..., start : start + c] = d.t().reshape(*teacher.shape[:-2], c)
+        t = teacher[start : start + chunk]
+        c = t.shape[0]
+        words = torch.zeros(c, lead, n_words + 1, dtype=torch.long, device=device)
+        words.scatter_add_(2, t >> 6, one << (t & 63))
+        s = student[start : start + chunk].unsqueeze(1)  # [c, 1, k]
+        word = torch.clamp(s >> 6, max=n_words)  # the last word is empty: items no teacher has
+        hit = (words.gather(2, word.expand(c, lead, k)) >> (s & 63)) & 1
+        miss = (1 - hit).to(acc)
+        out[start : start + c] = ((miss @ w) / total).to(torch.float32)
     return out
 
 
@@ -171,7 +176,14 @@ def gather_points(
         users: optional long [U'] index of the users to restrict to
             (default: all U users, in order).
     """
-    m, _, n_users, _ = teacher_tops.shape
+    m = teacher_tops.shape[0]
+    rows = _point_rows(teacher_tops, v, users)  # [M, U']
+    return _select_rows(teacher_tops, rows.reshape(-1)).view(m, rows.shape[1], -1)
+
+
+def _point_rows(teacher_tops, v, users=None):
+    """rows[x, j]: the row of (teacher x, point v[x, users[j]], user users[j]) in [M*T*U, N]."""
+    m, n_points, n_users, _ = teacher_tops.shape
     device = teacher_tops.device
     v = v.to(device=device, dtype=torch.long)
     if users is None:
@@ -180,7 +192,14 @@ def gather_points(
         user_idx = users.to(device=device, dtype=torch.long)
         v = v[:, user_idx]
     teacher_idx = torch.arange(m, device=device).unsqueeze(1)
-    return teacher_tops[teacher_idx, v, user_idx.unsqueeze(0)]
+    return (teacher_idx * n_points + v) * n_users + user_idx.unsqueeze(0)
+
+
+def _select_rows(teacher_tops, rows):
+    """teacher_tops viewed as rows [M*T*U, N] (a view, also for ``tops[..., :k]``), the given
+    rows -> [len(rows), N]: one ``index_select``, about twice as fast as advanced indexing
+    over four dimensions."""
+    return teacher_tops.reshape(-1, teacher_tops.shape[-1]).index_select(0, rows)
 
 
 def dkc_threshold(epoch: int, alpha: float = 1.05, p: int = 10) -> float:
@@ -230,10 +249,16 @@ def dkc_step(
     final = n_points - 1
     active = v < final
 
-    nxt = torch.clamp(v + 1, max=final)
     heads = teacher_tops[..., :k]  # a view: gather only the first k items of each list
-    now = _discrepancy(student, gather_points(heads, nxt))  # [M, U]
-    now = now.to(last.dtype)
+
+    def distances(points):
+        """D(student, point ``points[x, u]`` of teacher x) -> [M, U], with the lists gathered
+        users first ([U, M, k]), the layout the bit sets want."""
+        rows = _point_rows(heads, points).t().reshape(-1)
+        lists = _select_rows(heads, rows).view(n_users, m, k)
+        return _discrepancy_users_first(student, lists).t().to(last.dtype)
+
+    now = distances(torch.clamp(v + 1, max=final))
 
     if first:
         new_last = torch.where(active, now, last)
@@ -249,8 +274,8 @@ def dkc_step(
     if bool(advanced.any()):
         # distances to the new next points, in the same [M, U] layout as ``now`` (one shared
         # position map per user), kept only where the pair advanced
-        after = _discrepancy(student, gather_points(heads, torch.clamp(new_v + 1, max=final)))
-        new_last = torch.where(advanced, after.to(last.dtype), last)
+        after = distances(torch.clamp(new_v + 1, max=final))
+        new_last = torch.where(advanced, after, last)
     return new_v, new_last, advanced
 
 

@@ -103,7 +103,7 @@ def test_default_k50_and_chunking(monkeypatch):
     full = ranking_discrepancy(s, t)  # k = 50, one chunk
     assert full.shape == (u,) and full[0].item() == 0.0
     assert ((full >= 0) & (full <= 1)).all()
-    monkeypatch.setattr(cur, "MAX_CHUNK_ELEMS", 50 * 50 * 4)  # 4 users per chunk
+    monkeypatch.setattr(cur, "MAX_CHUNK_ELEMS", 4 * 4)  # 4 words per user (items < 256): 4 users per chunk
     chunked = ranking_discrepancy(s, t)
     assert torch.equal(full, chunked)
 
@@ -346,3 +346,17 @@ def test_constant_distance_still_terminates():
     assert (history[110] == 2).all()
     assert (history[120] == 3).all()
     assert point_shares(v, t_points).tolist() == [[0.0, 0.0, 0.0, 1.0]] * m
+
+
+def test_bit_set_edges_sign_bit_word_boundaries_and_items_beyond_the_teachers():
+    # items 63 and 127 are the sign bit of their 64-bit word; 64 starts a new word; 500 is
+    # beyond every teacher item (its word does not exist in the teacher's bit set)
+    s = torch.tensor([[63, 127, 1, 64, 500]])
+    t = torch.tensor([[64, 0, 127, 63, 2]])
+    w = [(2.0 ** math.exp(-i / 10.0) - 1.0) / math.log2(i + 2.0) for i in range(5)]
+    expected = (w[2] + w[4]) / sum(w)  # misses: 1 (position 2) and 500 (position 4)
+    assert ranking_discrepancy(s, t, k=5).item() == pytest.approx(expected, rel=1e-6)
+    # every one of the 64 bits of a word, and the next word
+    full = torch.arange(128).unsqueeze(0)
+    assert ranking_discrepancy(full, full.flip(1), k=128).item() == 0.0
+    assert ranking_discrepancy(full[:, :64], full[:, 64:], k=64).item() == 1.0
