@@ -22,6 +22,7 @@ so the timing benchmarks are separate scripts (``training_cost.py``, ``inference
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -70,7 +71,8 @@ def run_one(dataset, seed, citeulike, ablations=True):
 
 
 def machine():
-    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, " \
+           f"{'cuda' if torch.cuda.is_available() else 'cpu'}"
 
 
 def row_key(row):
