@@ -97,10 +97,10 @@ def _discrepancy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"user counts differ: {n_users} vs {teacher.shape[-2]}")
     lead = teacher.shape[:-2]
     users_first = teacher.reshape(-1, n_users, k).movedim(1, 0)
-    return _discrepancy_users_first(student, users_first).t().reshape(*lead, n_users)
+    return _discrepancy_users_first(student, users_first, distinct=False).t().reshape(*lead, n_users)
 
 
-def _discrepancy_users_first(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def _discrepancy_users_first(student: torch.Tensor, teacher: torch.Tensor, distinct: bool = True) -> torch.Tensor:
     """D for student [U, k] against L lists per user, teacher [U, L, k] -> float32 [U, L].
 
     Membership goes through bit sets: each teacher list becomes a row of 64-bit words (item i
@@ -108,8 +108,10 @@ def _discrepancy_users_first(student: torch.Tensor, teacher: torch.Tensor) -> to
     bits is OR-ing them), then each student item reads its bit in the words of every teacher
     list of the same user. Work and memory are O(U*L*(k + I/64)), about half the time of a
     per-user item -> position map and a sixth of its memory; shifts and masks only (integer
-    division is slow on CPU). Items are ids >= 0 and distinct within a list; chunks of users
-    keep the bit sets under ``MAX_CHUNK_ELEMS`` words.
+    division is slow on CPU). Items are ids >= 0. A repeated item would carry into the next
+    bit: with ``distinct=False`` repeats are found (one sort per list) and add 0; the DKC
+    step passes top-k lists, distinct by construction, and skips that. Chunks of users keep
+    the bit sets under ``MAX_CHUNK_ELEMS`` words.
     """
     device = teacher.device
     n_users, lead, k = teacher.shape
@@ -123,12 +125,18 @@ def _discrepancy_users_first(student: torch.Tensor, teacher: torch.Tensor) -> to
     out = torch.empty(n_users, lead, dtype=torch.float32, device=device)
     n_words = (n_items >> 6) + 1
     one = torch.ones((), dtype=torch.long, device=device)
-    chunk = max(1, MAX_CHUNK_ELEMS // (lead * n_words))
+    chunk = max(1, MAX_CHUNK_ELEMS // max(1, lead * n_words))
     for start in range(0, n_users, chunk):  # loop over chunks only (1 pass unless huge)
         t = teacher[start : start + chunk]
         c = t.shape[0]
         words = torch.zeros(c, lead, n_words + 1, dtype=torch.long, device=device)
-        words.scatter_add_(2, t >> 6, one << (t & 63))
+        bits = one << (t & 63)
+        if not distinct:  # every repeat of an item but one adds 0
+            ordered, order = t.sort(-1)
+            repeat = torch.zeros_like(t, dtype=torch.bool)
+            repeat.scatter_(-1, order[..., 1:], ordered[..., 1:] == ordered[..., :-1])
+            bits = torch.where(repeat, 0, bits)
+        words.scatter_add_(2, t >> 6, bits)
         s = student[start : start + chunk].unsqueeze(1)  # [c, 1, k]
         word = torch.clamp(s >> 6, max=n_words)  # the last word is empty: items no teacher has
         hit = (words.gather(2, word.expand(c, lead, k)) >> (s & 63)) & 1
@@ -176,9 +184,13 @@ def gather_points(
         users: optional long [U'] index of the users to restrict to
             (default: all U users, in order).
     """
-    m = teacher_tops.shape[0]
+    m, n_points, n_users, n = teacher_tops.shape
+    if v.numel() and (int(v.min()) < 0 or int(v.max()) >= n_points):
+        raise ValueError(f"point indices v must be in [0, {n_points - 1}]")
+    if users is not None and users.numel() and (int(users.min()) < 0 or int(users.max()) >= n_users):
+        raise ValueError(f"users must be in [0, {n_users - 1}]")
     rows = _point_rows(teacher_tops, v, users)  # [M, U']
-    return _select_rows(teacher_tops, rows.reshape(-1)).view(m, rows.shape[1], -1)
+    return _select_rows(teacher_tops, rows.reshape(-1)).view(m, rows.shape[1], n)
 
 
 def _point_rows(teacher_tops, v, users=None):

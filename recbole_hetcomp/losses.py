@@ -50,6 +50,7 @@ Conventions
   ``T[:K//2]`` and ``T[:K//10]`` are taken by column, so a padded row simply
   has fewer real items in them.
 * Every logarithm is ``log(clamp(x, min=1e-5))``.
+* First-order gradients only (the backward is written by hand; a double backward raises).
 * Both losses return the unweighted SUM over the batch's users as a 0-dim
   tensor (no mean).
 * ``scores`` are expected to be clamped to ``[-40, 40]`` by the caller;
@@ -68,6 +69,7 @@ Conventions
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["LOG_CLAMP_MIN", "overall_loss", "rank_loss"]
 
@@ -175,31 +177,42 @@ class _ListsOverTail(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores, items, kept, fn):
-        tail = torch.exp(scores).mul_(kept)
-        z = tail.sum(1)
-        valid = items >= 0
-        index = items.clamp(min=0)
-        a_list = scores.detach().gather(1, index)
-        if not ctx.needs_input_grad[0]:
-            return fn(a_list, valid, z)
+        tail, index, a_list, z = _tail_and_lists(scores.detach(), items, kept)
         with torch.enable_grad():
             a_list.requires_grad_(True)
-            z_in = z.detach().requires_grad_(True)
-            loss = fn(a_list, valid, z_in)
-            g_list, g_z = torch.autograd.grad(loss, [a_list, z_in], allow_unused=True)
-        if g_list is None:
-            g_list = torch.zeros_like(a_list)
-        if g_z is None:
-            g_z = torch.zeros_like(z)
+            z.requires_grad_(True)
+            loss = fn(a_list, items >= 0, z)
+            if loss.requires_grad:
+                g_list, g_z = torch.autograd.grad(loss, [a_list, z], allow_unused=True)
+            else:  # every term is empty (no Pobs, K <= 1): the loss is a constant 0
+                g_list = g_z = None
+        g_list = torch.zeros_like(a_list) if g_list is None else g_list
+        g_z = torch.zeros_like(z) if g_z is None else g_z
         ctx.save_for_backward(tail, index, g_list, g_z)
         return loss.detach()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         tail, index, g_list, g_z = ctx.saved_tensors
         grad = tail * (g_z * grad_out).unsqueeze(1)
         grad.scatter_add_(1, index, g_list * grad_out)
         return grad, None, None, None
+
+
+def _tail_and_lists(scores, items, kept):
+    """exp(a) * kept [B, I], the list index, the list scores a[L] and Z = the tail's row sums."""
+    tail = torch.exp(scores).mul_(kept)
+    index = items.clamp(min=0)
+    return tail, index, scores.gather(1, index), tail.sum(1)
+
+
+def _lists_over_tail(scores, items, kept, fn):
+    """``fn(a[L], valid, Z)``, through :class:`_ListsOverTail` when a gradient is wanted."""
+    if torch.is_grad_enabled() and scores.requires_grad:
+        return _ListsOverTail.apply(scores, items, kept, fn)
+    _, _, a_list, z = _tail_and_lists(scores, items, kept)
+    return fn(a_list, items >= 0, z)
 
 
 def overall_loss(
@@ -223,7 +236,7 @@ def overall_loss(
     """
     observed, top, train = _check_inputs(scores, observed, top, train_mask)
     items = torch.cat([observed, top], dim=1)
-    return _ListsOverTail.apply(scores, items, _kept(train, top), _overall_terms)  # R = Unobs \ T
+    return _lists_over_tail(scores, items, _kept(train, top), _overall_terms)  # R = Unobs \ T
 
 
 def rank_loss(
@@ -255,4 +268,4 @@ def rank_loss(
     extra = _extra_tail_items(half[:, tenth.shape[1]:], tenth, train)  # T[K//10:K//2] in Unobs \ T[:K//10]
     fn = _rank_terms(observed.shape[1], tenth.shape[1], extra)
     items = torch.cat([observed, half], dim=1)
-    return _ListsOverTail.apply(scores, items, _kept(train, half), fn)  # R = Unobs \ T[:K//2]
+    return _lists_over_tail(scores, items, _kept(train, half), fn)  # R = Unobs \ T[:K//2]

@@ -360,3 +360,27 @@ def test_bit_set_edges_sign_bit_word_boundaries_and_items_beyond_the_teachers():
     full = torch.arange(128).unsqueeze(0)
     assert ranking_discrepancy(full, full.flip(1), k=128).item() == 0.0
     assert ranking_discrepancy(full[:, :64], full[:, 64:], k=64).item() == 1.0
+
+
+def test_repeated_teacher_items_count_once():
+    # the old position map tolerated repeats; the bit sets must too (1 + 1 would carry into 2)
+    w = [(2.0 ** math.exp(-i / 10.0) - 1.0) / math.log2(i + 2.0) for i in range(3)]
+    d = ranking_discrepancy(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1, 5]]), k=3)
+    assert d.item() == pytest.approx((w[1] + w[2]) / sum(w), rel=1e-6)
+    many = torch.tensor([[63] * 50 + [0] * 10])  # bit 63 (the sign bit) fifty times
+    student = torch.tensor([[63, 0] + list(range(100, 158))])
+    w60 = [(2.0 ** math.exp(-i / 10.0) - 1.0) / math.log2(i + 2.0) for i in range(60)]
+    assert ranking_discrepancy(student, many, k=60).item() == pytest.approx(
+        sum(w60[2:]) / sum(w60), rel=1e-6)
+
+
+def test_gather_points_checks_and_empty_users():
+    tops = torch.arange(2 * 3 * 4 * 5).view(2, 3, 4, 5)
+    v = torch.tensor([[0, 1, 2, 0], [2, 2, 1, 0]])
+    assert gather_points(tops, v, torch.tensor([], dtype=torch.long)).shape == (2, 0, 5)
+    torch.testing.assert_close(gather_points(tops, v, torch.tensor([3, 1])),
+                               torch.stack([tops[0, [0, 1], [3, 1]], tops[1, [0, 2], [3, 1]]]))
+    with pytest.raises(ValueError, match="users"):
+        gather_points(tops, v, torch.tensor([-1]))
+    with pytest.raises(ValueError, match="point"):
+        gather_points(tops, v + 1)

@@ -373,3 +373,30 @@ def test_gradient_scales_with_the_upstream_gradient(fn):
     s2 = scores.clone().requires_grad_(True)
     (0.01 * fn(s2, observed, top, mask)).backward()
     torch.testing.assert_close(s2.grad, 0.01 * s1.grad)
+
+
+def test_no_pobs_and_k1_is_a_constant_zero_with_zero_gradient():
+    # P = 0 and K = 1: T[:K//2] and T[:K//10] are empty, so every rank-loss term is empty
+    scores = torch.randn(2, 6, requires_grad=True)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    loss = rank_loss(scores, torch.empty(2, 0, dtype=torch.long), torch.tensor([[3], [4]]), mask)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(scores.grad, torch.zeros(2, 6))
+
+
+@pytest.mark.parametrize("fn", [overall_loss, rank_loss])
+def test_no_grad_with_a_leaf_that_requires_grad(fn):
+    scores, observed, top, mask = _random_case(9)
+    leaf = scores.clone().requires_grad_(True)
+    with torch.no_grad():
+        out = fn(leaf, observed, top, mask)
+    assert not out.requires_grad
+    assert out.item() == fn(scores, observed, top, mask).item()
+
+
+def test_double_backward_is_refused_loudly():
+    scores, observed, top, mask = _random_case(10)
+    leaf = scores.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(overall_loss(leaf, observed, top, mask), leaf, create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()
