@@ -68,10 +68,12 @@ Conventions
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["LOG_CLAMP_MIN", "overall_loss", "rank_loss"]
+__all__ = ["LOG_CLAMP_MIN", "factorised_loss", "overall_loss", "rank_loss"]
 
 #: Lower clamp applied to the argument of every logarithm in the losses.
 LOG_CLAMP_MIN = 1e-5
@@ -81,10 +83,8 @@ def _safe_log(x: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.clamp(x, min=LOG_CLAMP_MIN))
 
 
-def _check_inputs(scores, observed, top, train_mask):
-    if scores.dim() != 2:
-        raise ValueError(f"scores must be [B, I], got shape {tuple(scores.shape)}")
-    b, n_items = scores.shape
+def _check_inputs(shape, device, observed, top, train_mask):
+    b, n_items = shape
     if observed.dim() != 2 or observed.shape[0] != b:
         raise ValueError(f"observed must be [B, P] with B={b}, got {tuple(observed.shape)}")
     if top.dim() != 2 or top.shape[0] != b:
@@ -93,7 +93,6 @@ def _check_inputs(scores, observed, top, train_mask):
         raise ValueError(
             f"train_mask must be [B, I]={b, n_items}, got {tuple(train_mask.shape)}"
         )
-    device = scores.device
     observed = observed.to(device=device, dtype=torch.long)
     top = top.to(device=device, dtype=torch.long)
     train = train_mask.to(device=device)
@@ -102,16 +101,21 @@ def _check_inputs(scores, observed, top, train_mask):
     return observed, top, train
 
 
-def _kept(train: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, I]: 1 where the item is unobserved and not in the row of ``items``, else 0.
+def _check_scores(scores):
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, I], got shape {tuple(scores.shape)}")
+    return tuple(scores.shape), scores.device
 
-    uint8, not bool: multiplying float scores by a uint8 mask is about twice as fast on CPU
-    as ``masked_fill_`` or a bool product. Padding (< 0) leaves its row unchanged (``amin``
-    with 1).
+
+def _outside_tail(train: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """bool [B, I]: true where the item is observed or in the row of ``items`` (not in the tail).
+
+    A bool mask for ``masked_fill_``: a float product with a uint8 mask converts the mask to a
+    [B, I] float first. Padding (< 0) leaves its row unchanged (``amax`` with 0).
     """
-    kept = 1 - train.view(torch.uint8)
-    kept.scatter_reduce_(1, items.clamp(min=0), (items < 0).to(torch.uint8), reduce="amin")
-    return kept
+    outside = train.clone()
+    outside.view(torch.uint8).scatter_reduce_(1, items.clamp(min=0), (items >= 0).to(torch.uint8), reduce="amax")
+    return outside
 
 
 def _extra_tail_items(rest: torch.Tensor, head: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
@@ -164,55 +168,141 @@ def _rank_terms(p, tenth_len, extra):
     return terms
 
 
+def _lists_and_tail_(ws, items, outside, fn, clamp=None, grads=True):
+    """The loss and its gradients' parts, computed in place on the raw scores ``ws`` [B, I].
+
+    ``ws`` belongs to the caller and is overwritten with the tail: ``exp(a)``, 0 where ``outside``; ``a`` the
+    scores clamped to [-clamp, clamp] (``clamp`` None: as they are). Returns (loss, tail,
+    index, dloss/da[L], dloss/dZ, clamped): ``clamped`` says whether any score was moved (its
+    tail entry then still carries the forward's exp(a), to be zeroed in backward: see
+    :func:`_unclamped_grad_`). Without ``grads`` only the loss is computed (the gradients'
+    parts are None).
+    """
+    index = items.clamp(min=0)
+    a_list = ws.gather(1, index)
+    clamped = False
+    if clamp is not None:
+        low, high = torch.aminmax(ws)
+        clamped = bool(low < -clamp or high > clamp)
+        if clamped:
+            ws.clamp_(-clamp, clamp)
+    tail = ws.exp_().masked_fill_(outside, 0)
+    z = tail.sum(1)
+    with torch.set_grad_enabled(grads):
+        if grads:
+            a_list.requires_grad_(True)
+            z.requires_grad_(True)
+        a = a_list.clamp(-clamp, clamp) if clamped else a_list
+        loss = fn(a, items >= 0, z)
+        if not grads:
+            return loss, tail, index, None, None, clamped
+        if loss.requires_grad:
+            g_list, g_z = torch.autograd.grad(loss, [a_list, z], allow_unused=True)
+        else:  # every term is empty (no Pobs, K <= 1): the loss is a constant 0
+            g_list = g_z = None
+    g_list = torch.zeros_like(a_list) if g_list is None else g_list
+    g_z = torch.zeros_like(z) if g_z is None else g_z
+    return loss.detach(), tail, index, g_list, g_z, clamped
+
+
+def _unclamped_grad_(grad, raw, clamp):
+    """Zero ``grad`` in place where the raw score is outside [-clamp, clamp], as the gradient
+    of ``torch.clamp`` does (a score exactly at the bound keeps its gradient).
+
+    One fused pass (``hardtanh_backward``, which keeps the gradient strictly inside its
+    bounds, given the next representable values beyond +-clamp) instead of comparisons,
+    a logical or and a masked fill, each slower than the whole rest of the tail's work.
+    """
+    bound = torch.nextafter(torch.tensor(clamp, dtype=raw.dtype), torch.tensor(math.inf, dtype=raw.dtype)).item()
+    return torch.ops.aten.hardtanh_backward.grad_input(grad, raw, -bound, bound, grad_input=grad)
+
+
+def _tail_grad_(tail, index, g_list, g_z, grad_out, unclamp=None):
+    """dloss/da [B, I], written over ``tail``: the tail's share (passed through ``unclamp``, which
+    zeroes clamped scores' gradients in place, if given) plus the list items' gradients (whose
+    clamp is in ``g_list`` already)."""
+    grad = tail.mul_((g_z * grad_out).unsqueeze(1))
+    if unclamp is not None:
+        unclamp(grad)
+    return grad.scatter_add_(1, index, g_list * grad_out)
+
+
 class _ListsOverTail(torch.autograd.Function):
-    """loss(a) = f(a[L], Z) with Z = sum_j kept_j * exp(a_j), fused by hand.
+    """loss(a) = f(a[L], Z) with Z = sum of exp(a_j) over the tail (items not ``outside``), fused by hand.
 
     Only the tail mass Z touches all I items; ``f`` acts on the [B, n] list scores. Forward
     computes ``exp(a)`` masked in place, Z, ``f``, and the gradients of ``f`` with respect to
     the list scores and Z (autograd on [B, n] tensors); backward is then one [B, I] product,
-    ``dZ * exp(a) * kept``, with the list gradients added at the list positions.
+    ``dZ * exp(a)`` over the tail, with the list gradients added at the list positions.
     Autograd's own chain (exp, where, sum, a gather per list, each with its backward) makes
     about twice as many passes over [B, I], which dominated a HetComp epoch.
     """
 
     @staticmethod
-    def forward(ctx, scores, items, kept, fn):
-        tail, index, a_list, z = _tail_and_lists(scores.detach(), items, kept)
-        with torch.enable_grad():
-            a_list.requires_grad_(True)
-            z.requires_grad_(True)
-            loss = fn(a_list, items >= 0, z)
-            if loss.requires_grad:
-                g_list, g_z = torch.autograd.grad(loss, [a_list, z], allow_unused=True)
-            else:  # every term is empty (no Pobs, K <= 1): the loss is a constant 0
-                g_list = g_z = None
-        g_list = torch.zeros_like(a_list) if g_list is None else g_list
-        g_z = torch.zeros_like(z) if g_z is None else g_z
+    def forward(ctx, scores, items, outside, fn):
+        loss, tail, index, g_list, g_z, _ = _lists_and_tail_(scores.detach().clone(), items, outside, fn)
         ctx.save_for_backward(tail, index, g_list, g_z)
-        return loss.detach()
+        return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        tail, index, g_list, g_z = ctx.saved_tensors
-        grad = tail * (g_z * grad_out).unsqueeze(1)
-        grad.scatter_add_(1, index, g_list * grad_out)
-        return grad, None, None, None
+        return _tail_grad_(*ctx.saved_tensors, grad_out), None, None, None
 
 
-def _tail_and_lists(scores, items, kept):
-    """exp(a) * kept [B, I], the list index, the list scores a[L] and Z = the tail's row sums."""
-    tail = torch.exp(scores).mul_(kept)
-    index = items.clamp(min=0)
-    return tail, index, scores.gather(1, index), tail.sum(1)
+class _FactorisedListsOverTail(torch.autograd.Function):
+    """The same loss for scores ``a = U @ V.T`` given as factors, clamped inside.
+
+    The [B, I] scores are written into ``workspace`` (reused batch after batch) and every
+    [B, I] step works in place there: fresh [B, I] tensors cost more in page faults than
+    their arithmetic (about 20 ms each at B=750, I=22,383 on a 2-core CPU). When the clamp
+    moved a score, backward recomputes the raw scores (one small matmul) into the second half
+    of the workspace to zero their gradients. Backward overwrites the saved tail with the
+    scores' gradient, so a second backward through the same graph, or a second forward into
+    the same workspace before the first one's backward, raises (autograd's version check)
+    instead of giving wrong gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, users, item_table, items, outside, fn, clamp, workspace):
+        shape = (users.shape[0], item_table.shape[0])
+        ws = torch.mm(users.detach(), item_table.detach().t(), out=_workspace_view(workspace, *shape))
+        loss, tail, index, g_list, g_z, clamped = _lists_and_tail_(ws, items, outside, fn, clamp)
+        ctx.clamp = clamp if clamped else None
+        ctx.workspace = workspace
+        ctx.save_for_backward(tail, index, g_list, g_z, users, item_table)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        tail, index, g_list, g_z, users, item_table = ctx.saved_tensors
+
+        def unclamp(grad):
+            raw = torch.mm(users, item_table.t(), out=_workspace_view(ctx.workspace, *grad.shape, part=1))
+            _unclamped_grad_(grad, raw, ctx.clamp)
+
+        grad = _tail_grad_(tail, index, g_list, g_z, grad_out, unclamp if ctx.clamp is not None else None)
+        # (U^T G)^T, not G^T U: the same product, about 3x faster on CPU for a wide G
+        return grad @ item_table, (users.t() @ grad).t(), None, None, None, None, None
 
 
-def _lists_over_tail(scores, items, kept, fn):
+def _workspace_view(workspace, b, n_items, part=0):
+    """[b, n_items] view of ``workspace``'s first (``part`` 0) or second (1) b * n_items floats;
+    None (allocate) without a workspace or for a second part it does not hold."""
+    n = b * n_items
+    if workspace is None or (part == 1 and workspace.numel() < 2 * n):
+        return None
+    if workspace.numel() < n:
+        raise ValueError(f"workspace holds {workspace.numel()} floats, needs {n} ([{b}, {n_items}])")
+    return workspace.view(-1)[part * n: (part + 1) * n].view(b, n_items)
+
+
+def _lists_over_tail(scores, items, outside, fn):
     """``fn(a[L], valid, Z)``, through :class:`_ListsOverTail` when a gradient is wanted."""
     if torch.is_grad_enabled() and scores.requires_grad:
-        return _ListsOverTail.apply(scores, items, kept, fn)
-    _, _, a_list, z = _tail_and_lists(scores, items, kept)
-    return fn(a_list, items >= 0, z)
+        return _ListsOverTail.apply(scores, items, outside, fn)
+    return _lists_and_tail_(scores.detach().clone(), items, outside, fn, grads=False)[0]
 
 
 def overall_loss(
@@ -234,9 +324,8 @@ def overall_loss(
     Returns:
         0-dim tensor: the sum over the batch's users (logs clamped at 1e-5).
     """
-    observed, top, train = _check_inputs(scores, observed, top, train_mask)
-    items = torch.cat([observed, top], dim=1)
-    return _lists_over_tail(scores, items, _kept(train, top), _overall_terms)  # R = Unobs \ T
+    parts = _overall_parts(*_check_inputs(*_check_scores(scores), observed, top, train_mask))
+    return _lists_over_tail(scores, *parts)
 
 
 def rank_loss(
@@ -262,10 +351,59 @@ def rank_loss(
     Returns:
         0-dim tensor: the sum over the batch's users (logs clamped at 1e-5).
     """
-    observed, top, train = _check_inputs(scores, observed, top, train_mask)
+    parts = _rank_parts(*_check_inputs(*_check_scores(scores), observed, top, train_mask))
+    return _lists_over_tail(scores, *parts)
+
+
+def _overall_parts(observed, top, train):
+    """(list items, mask of what is outside the tail, list terms) of the overall loss: lists Pobs and T, R = Unobs \\ T."""
+    return torch.cat([observed, top], dim=1), _outside_tail(train, top), _overall_terms
+
+
+def _rank_parts(observed, top, train):
+    """(list items, mask of what is outside the tail, list terms) of the rank loss: lists Pobs and T[:K//2], tail
+    R = Unobs \\ T[:K//2] (T[:K//10]'s tail adds T[K//10:K//2] back)."""
     k = top.shape[1]
     half, tenth = top[:, : k // 2], top[:, : k // 10]
     extra = _extra_tail_items(half[:, tenth.shape[1]:], tenth, train)  # T[K//10:K//2] in Unobs \ T[:K//10]
     fn = _rank_terms(observed.shape[1], tenth.shape[1], extra)
-    items = torch.cat([observed, half], dim=1)
-    return _lists_over_tail(scores, items, _kept(train, half), fn)  # R = Unobs \ T[:K//2]
+    return torch.cat([observed, half], dim=1), _outside_tail(train, half), fn
+
+
+_PARTS = {"overall": _overall_parts, "rank": _rank_parts}
+
+
+def factorised_loss(
+    mode: str,
+    users: torch.Tensor,
+    item_table: torch.Tensor,
+    observed: torch.Tensor,
+    top: torch.Tensor,
+    train_mask: torch.Tensor,
+    *,
+    clamp: float | None = None,
+    workspace: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``overall_loss`` or ``rank_loss`` (``mode``) of the scores ``users @ item_table.T``,
+    clamped to [-clamp, clamp] first when ``clamp`` is given.
+
+    Same values and gradients as ``overall_loss(scores.clamp(-clamp, clamp), ...)``, with
+    gradients for the two factors; the [B, I] scores never exist as an autograd tensor.
+    ``workspace``, a float tensor of at least B * I elements on the factors' device, holds the
+    scores and then their gradient, so a training loop allocates no [B, I] float tensor
+    batch after batch (what the HetComp student does); with 2 * B * I elements the backward
+    of a batch whose scores were clamped allocates none either. One graph per workspace at a time:
+    run its backward before the next forward into the same workspace.
+    """
+    if mode not in _PARTS:
+        raise ValueError(f"mode must be 'overall' or 'rank', got {mode!r}")
+    if users.dim() != 2 or item_table.dim() != 2 or users.shape[1] != item_table.shape[1]:
+        raise ValueError(f"users [B, d] and item_table [I, d] must share d, got {tuple(users.shape)} "
+                         f"and {tuple(item_table.shape)}")
+    shape = (users.shape[0], item_table.shape[0])
+    items, outside, fn = _PARTS[mode](*_check_inputs(shape, users.device, observed, top, train_mask))
+    clamp = None if clamp is None else float(clamp)
+    if torch.is_grad_enabled() and (users.requires_grad or item_table.requires_grad):
+        return _FactorisedListsOverTail.apply(users, item_table, items, outside, fn, clamp, workspace)
+    ws = torch.mm(users, item_table.t(), out=_workspace_view(workspace, *shape))
+    return _lists_and_tail_(ws, items, outside, fn, clamp, grads=False)[0]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from recbole_hetcomp.losses import overall_loss, rank_loss
+from recbole_hetcomp.losses import factorised_loss, overall_loss, rank_loss
 
 E = math.exp
 L = math.log
@@ -400,3 +400,76 @@ def test_double_backward_is_refused_loudly():
     (g,) = torch.autograd.grad(overall_loss(leaf, observed, top, mask), leaf, create_graph=True)
     with pytest.raises(RuntimeError):
         g.sum().backward()
+
+
+# ---------------------------------------------------------------------------
+# factorised_loss: the student's path (scores = U @ V.T, clamped inside, in a workspace)
+# ---------------------------------------------------------------------------
+def _factor_case(seed, b=3, n_items=40, d=4, p=4, k=12, scale=4.0, dtype=torch.float64):
+    _, observed, top, mask = _random_case(seed, b, n_items, p, k)
+    gen = torch.Generator().manual_seed(100 + seed)
+    users = (torch.randn(b, d, generator=gen, dtype=dtype) * scale).requires_grad_(True)
+    table = (torch.randn(n_items, d, generator=gen, dtype=dtype) * scale).requires_grad_(True)
+    return users, table, observed, top, mask
+
+
+@pytest.mark.parametrize("mode,fn", [("overall", overall_loss), ("rank", rank_loss)])
+@pytest.mark.parametrize("clamp", [None, 40.0, 10.0])
+@pytest.mark.parametrize("workspace_size", [None, 1, 2])  # in units of B * I (2: raw scores too)
+def test_factorised_loss_is_the_loss_of_the_clamped_product(mode, fn, clamp, workspace_size):
+    users, table, observed, top, mask = _factor_case(0 if clamp != 10.0 else 1)
+    raw = users @ table.t()
+    if clamp == 10.0:  # scores clamped on both sides, list items among them
+        assert raw.max() > 10 and raw.min() < -10
+    scores = raw if clamp is None else raw.clamp(-clamp, clamp)
+    want = fn(scores, observed, top, mask)
+    want_grads = torch.autograd.grad(want, [users, table])
+    n = users.shape[0] * table.shape[0]
+    workspace = None if workspace_size is None else torch.full((workspace_size * n + 5,), float("nan"), dtype=users.dtype)
+    got = factorised_loss(mode, users, table, observed, top, mask, clamp=clamp, workspace=workspace)
+    got_grads = torch.autograd.grad(got, [users, table])
+    torch.testing.assert_close(got, want)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w)
+    with torch.no_grad():
+        torch.testing.assert_close(factorised_loss(mode, users, table, observed, top, mask, clamp=clamp), want)
+
+
+def test_factorised_loss_scores_at_the_bound_keep_their_gradient():
+    # d = 1, user factor 1: the scores are the item factors. As with torch.clamp, a score
+    # exactly at +-c keeps its gradient; one beyond it gets none (in the tail and in a list).
+    users = torch.ones(1, 1, dtype=torch.float64, requires_grad=True)
+    table = torch.tensor([[0.0], [5.0], [-5.0], [6.0], [-6.0], [1.0], [2.0]], dtype=torch.float64,
+                         requires_grad=True)
+    observed, top = _t([[0]]), _t([[3, 1]])
+    mask = _mask(7, [{0}])
+    got = factorised_loss("overall", users, table, observed, top, mask, clamp=5.0)
+    (g_table,) = torch.autograd.grad(got, [table])
+    assert g_table[1, 0] != 0 and g_table[2, 0] != 0  # exactly at +-5
+    assert g_table[3, 0] == 0 and g_table[4, 0] == 0  # beyond: clamped (item 3 is in T)
+    want = overall_loss((users @ table.t()).clamp(-5, 5), observed, top, mask)
+    torch.testing.assert_close(got, want)
+
+
+def test_factorised_loss_refuses_a_reused_workspace_before_backward():
+    users, table, observed, top, mask = _factor_case(2)
+    workspace = torch.empty(users.shape[0] * table.shape[0], dtype=users.dtype)
+    first = factorised_loss("rank", users, table, observed, top, mask, clamp=40.0, workspace=workspace)
+    second = factorised_loss("rank", users, table, observed, top, mask, clamp=40.0, workspace=workspace)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        first.backward()
+    second.backward(retain_graph=True)  # the latest graph is intact
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        second.backward()  # its backward overwrote the saved tail
+
+
+def test_factorised_loss_rejects_bad_arguments():
+    users, table, observed, top, mask = _factor_case(3)
+    with pytest.raises(ValueError, match="mode must be 'overall' or 'rank'"):
+        factorised_loss("listwise", users, table, observed, top, mask)
+    with pytest.raises(ValueError, match="workspace holds 10 floats, needs 120"):
+        factorised_loss("overall", users, table, observed, top, mask, workspace=torch.empty(10, dtype=users.dtype))
+    with pytest.raises(ValueError, match="must share d"):
+        factorised_loss("overall", users, table[:, :2], observed, top, mask)
+    with pytest.raises(ValueError, match=r"train_mask must be \[B, I\]"):
+        factorised_loss("overall", users, table, observed, top, mask[:, :5])

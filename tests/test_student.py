@@ -281,17 +281,26 @@ def test_student_keys_never_change_a_teachers_store_key(synth_config):
     assert set(student) - STUDENT_ONLY_KEYS <= recbole_keys
 
 
-def test_clamp_is_skipped_only_when_it_is_the_identity(synth_config):
+def test_clamped_scores_give_the_spec_loss_and_gradients(synth_config, teachers):
+    """Scores far outside score_clamp on both sides: calculate_loss and the embeddings' gradients
+    equal the spec losses of scores.clamp(-40, 40), batch after batch (the buffer is reused)."""
     data = student_data(synth_config)
-    model = HetComp(data.config, data.train_dataset)  # score_clamp 40
-    inside = torch.tensor([[-40.0, 3.0, 40.0]])
-    assert model.clamped(inside) is inside
-    for raw in ([[-41.0, 3.0, 40.0]], [[0.0, 55.0, -2.0]]):
-        s1 = torch.tensor(raw, requires_grad=True)
-        s2 = torch.tensor(raw, requires_grad=True)
-        out = model.clamped(s1)
-        torch.testing.assert_close(out, s2.clamp(-40, 40))
-        (out * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
-        (s2.clamp(-40, 40) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
-        torch.testing.assert_close(s1.grad, s2.grad)
-        assert (s1.grad == 0).sum() == 1  # the clamped score gets no gradient
+    model = HetComp(data.config, data.train_dataset, trajectories=teachers)
+    with torch.no_grad():
+        model.user_embedding.weight.mul_(4000.0)
+        model.item_embedding.weight.mul_(4000.0)
+    target = torch.randint(1, model.n_items, (model.n_users, 20))
+    observed = torch.randint(1, model.n_items, (model.n_users, 5))
+    for mode, loss_fn, weight in (("overall", overall_loss, 0.01), ("rank", rank_loss, 0.005)):
+        model.set_targets(target, observed, mode)
+        for inter in list(data.train)[:2]:
+            users = torch.unique(inter[model.USER_ID])
+            raw = model.user_embedding(users) @ model.item_embedding.weight.t()
+            assert raw.max() > 40 and raw.min() < -40 and (raw.abs() <= 40).any()
+            want = weight * loss_fn(raw.clamp(-40, 40), observed[users], target[users], model.train_mask(users))
+            want_grads = torch.autograd.grad(want, [model.user_embedding.weight, model.item_embedding.weight])
+            got = model.calculate_loss(inter)
+            got_grads = torch.autograd.grad(got, [model.user_embedding.weight, model.item_embedding.weight])
+            torch.testing.assert_close(got, want)
+            for g, w in zip(got_grads, want_grads):
+                torch.testing.assert_close(g, w)

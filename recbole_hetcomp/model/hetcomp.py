@@ -4,7 +4,8 @@ The student is plain matrix factorisation (user and item embeddings, dot-product
 N(0, init_std) initialisation), so it ranks like any RecBole model through
 ``full_sort_predict``. What makes it HetComp is its training signal: ``calculate_loss``
 takes the unique users of the batch and applies the overall (set-level) loss or the rank
-(list-level) loss against the current ensemble target T(u) and Pobs(u). The targets and the
+(list-level) loss against the current ensemble target T(u) and Pobs(u), on scores clamped to
+``score_clamp``, computed in a [B, I] buffer the model keeps between batches. The targets and the
 loss mode are set by :class:`~recbole_hetcomp.trainer.hetcomp.HetCompTrainer`, which runs
 the curriculum. Built without trajectories the model only predicts (e.g. reloaded for use).
 """
@@ -15,7 +16,7 @@ from torch import nn
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_hetcomp.losses import overall_loss, rank_loss
+from recbole_hetcomp.losses import factorised_loss
 
 
 class HetComp(GeneralRecommender):
@@ -71,21 +72,22 @@ class HetComp(GeneralRecommender):
             raise RuntimeError("HetComp has no ensemble target: train it with HetCompTrainer and the "
                                "teachers' trajectories")
         users = torch.unique(interaction[self.USER_ID])
-        scores = self.clamped(self.forward(users))
-        loss_fn = overall_loss if self.loss_mode == "overall" else rank_loss
-        loss = loss_fn(scores, self.observed[users], self.target[users], self.train_mask(users))
+        loss = factorised_loss(self.loss_mode, self.user_embedding(users), self.item_embedding.weight,
+                               self.observed[users], self.target[users], self.train_mask(users),
+                               clamp=self.clamp, workspace=self._workspace(users.numel()))
         return self.loss_weights[self.loss_mode] * loss
 
-    def clamped(self, scores):
-        """``scores.clamp(-c, c)`` (c = ``score_clamp``), skipped when every score is already inside.
-
-        Inside the bounds the clamp is the identity in value and in gradient, so skipping it
-        changes nothing but saves two passes over the [B, I] scores (forward and backward).
-        """
-        low, high = torch.aminmax(scores.detach())
-        if low < -self.clamp or high > self.clamp:
-            return scores.clamp(-self.clamp, self.clamp)
-        return scores
+    def _workspace(self, n_users):
+        """A float buffer for the batch's [B, I] scores and, when clamped, their raw values (2 B I),
+        kept from batch to batch (see :func:`~recbole_hetcomp.losses.factorised_loss`); grown by
+        a quarter when too small."""
+        need = 2 * n_users * self.n_items
+        weight = self.item_embedding.weight
+        ws = getattr(self, "_scores_workspace", None)
+        if ws is None or ws.numel() < need or ws.device != weight.device or ws.dtype != weight.dtype:
+            size = min(need + need // 4, 2 * self.n_users * self.n_items)
+            ws = self._scores_workspace = torch.empty(size, dtype=weight.dtype, device=weight.device)
+        return ws
 
     def predict(self, interaction):
         u = self.user_embedding(interaction[self.USER_ID])
