@@ -64,6 +64,11 @@ Conventions
   autograd on [B, n] tensors; ``Z(Unobs \\ T[:K//10])`` is ``Z(Unobs \\ T[:K//2])`` plus
   list items, so the rank loss needs one [B, I] mask, not two. ``tests/test_losses.py``
   checks values and gradients against a per-user reference written from the formulas.
+* The student trains through :func:`factorised_loss`: the same losses of
+  ``clamp(U @ V.T)`` computed from the factors in a workspace it reuses batch after batch,
+  with the clamp folded in, so no [B, I] float tensor is allocated per batch (on a CPU the
+  page faults of fresh [B, I] tensors cost more than their arithmetic).
+  ``benchmarks/loss_speed.py`` times both paths side by side.
 """
 
 from __future__ import annotations
@@ -181,7 +186,7 @@ def _lists_and_tail_(ws, items, outside, fn, clamp=None, grads=True):
     index = items.clamp(min=0)
     a_list = ws.gather(1, index)
     clamped = False
-    if clamp is not None:
+    if clamp is not None and ws.numel():
         low, high = torch.aminmax(ws)
         clamped = bool(low < -clamp or high > clamp)
         if clamped:
@@ -217,11 +222,13 @@ def _unclamped_grad_(grad, raw, clamp):
     return torch.ops.aten.hardtanh_backward.grad_input(grad, raw, -bound, bound, grad_input=grad)
 
 
-def _tail_grad_(tail, index, g_list, g_z, grad_out, unclamp=None):
-    """dloss/da [B, I], written over ``tail``: the tail's share (passed through ``unclamp``, which
-    zeroes clamped scores' gradients in place, if given) plus the list items' gradients (whose
-    clamp is in ``g_list`` already)."""
-    grad = tail.mul_((g_z * grad_out).unsqueeze(1))
+def _tail_grad_(tail, index, g_list, g_z, grad_out, unclamp=None, overwrite=True):
+    """dloss/da [B, I]: the tail's share (passed through ``unclamp``, which zeroes clamped
+    scores' gradients in place, if given) plus the list items' gradients (whose clamp is in
+    ``g_list`` already). Written over ``tail`` if ``overwrite``, else into a new tensor (the
+    graph can then be run backward again, with ``retain_graph``)."""
+    scale = (g_z * grad_out).unsqueeze(1)
+    grad = tail.mul_(scale) if overwrite else tail * scale
     if unclamp is not None:
         unclamp(grad)
     return grad.scatter_add_(1, index, g_list * grad_out)
@@ -247,7 +254,7 @@ class _ListsOverTail(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        return _tail_grad_(*ctx.saved_tensors, grad_out), None, None, None
+        return _tail_grad_(*ctx.saved_tensors, grad_out, overwrite=False), None, None, None
 
 
 class _FactorisedListsOverTail(torch.autograd.Function):
@@ -283,8 +290,10 @@ class _FactorisedListsOverTail(torch.autograd.Function):
             _unclamped_grad_(grad, raw, ctx.clamp)
 
         grad = _tail_grad_(tail, index, g_list, g_z, grad_out, unclamp if ctx.clamp is not None else None)
+        want_users, want_table = ctx.needs_input_grad[:2]
         # (U^T G)^T, not G^T U: the same product, about 3x faster on CPU for a wide G
-        return grad @ item_table, (users.t() @ grad).t(), None, None, None, None, None
+        return (grad @ item_table if want_users else None, (users.t() @ grad).t() if want_table else None,
+                None, None, None, None, None)
 
 
 def _workspace_view(workspace, b, n_items, part=0):

@@ -473,3 +473,33 @@ def test_factorised_loss_rejects_bad_arguments():
         factorised_loss("overall", users, table[:, :2], observed, top, mask)
     with pytest.raises(ValueError, match=r"train_mask must be \[B, I\]"):
         factorised_loss("overall", users, table, observed, top, mask[:, :5])
+
+
+@pytest.mark.parametrize("fn", [overall_loss, rank_loss])
+def test_spec_losses_can_run_backward_twice_with_retain_graph(fn):
+    scores, observed, top, mask = _random_case(7)
+    scores.requires_grad_(True)
+    loss = fn(scores, observed, top, mask)
+    (first,) = torch.autograd.grad(loss, [scores], retain_graph=True)
+    (second,) = torch.autograd.grad(loss, [scores])
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["overall", "rank"])
+def test_factorised_loss_of_an_empty_batch_is_zero(mode):
+    users = torch.zeros(0, 4, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    observed, top, mask = _t([[]] * 0).view(0, 2), _t([[]] * 0).view(0, 5), torch.zeros(0, 9, dtype=torch.bool)
+    loss = factorised_loss(mode, users, table, observed, top, mask, clamp=40.0)
+    assert loss.item() == 0
+    loss.backward()
+    assert torch.count_nonzero(table.grad) == 0
+
+
+def test_factorised_loss_gradient_for_one_factor_only():
+    users, table, observed, top, mask = _factor_case(5, scale=8.0)
+    frozen = users.detach()
+    want = rank_loss((frozen @ table.t()).clamp(-40, 40), observed, top, mask)
+    (want_g,) = torch.autograd.grad(want, [table])
+    (got_g,) = torch.autograd.grad(factorised_loss("rank", frozen, table, observed, top, mask, clamp=40.0), [table])
+    torch.testing.assert_close(got_g, want_g)
