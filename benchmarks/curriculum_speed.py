@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import struct
 import sys
 import time
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from recbole_hetcomp.curriculum import dkc_step, dkc_threshold, gather_points  # noqa: E402
 from recbole_hetcomp.ensemble import ensemble_top  # noqa: E402
+from timing import median_seconds  # noqa: E402  (benchmarks/timing.py)
 from recbole_hetcomp.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import library_versions  # noqa: E402
 
@@ -131,16 +131,6 @@ def reference_ensemble(tops, v, users, k=K_TARGET, tau=TAU):
 
 
 # ---------------------------------------------------------------- timing helpers
-
-def median_seconds(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
 
 def timed_loop(fn, n_users, budget_s):
     """Run ``fn(users)`` on all users, or on a prefix if a pilot says it would exceed the budget.

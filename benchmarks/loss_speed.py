@@ -22,9 +22,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from timing import median_seconds  # noqa: E402  (benchmarks/timing.py)
 from recbole_hetcomp.losses import factorised_loss, overall_loss, rank_loss  # noqa: E402
 from recbole_hetcomp.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import library_versions  # noqa: E402
@@ -62,17 +61,6 @@ def scores_path(mode, users, table, observed, top, train):
     return SPEC[mode](scores, observed, top, train)
 
 
-def timed(fn, repeats):
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=9)
@@ -99,8 +87,8 @@ def main():
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
                 for g, w in zip(got_g, want_g):
                     torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
-                old_s = timed(lambda: old().backward(), args.repeats)
-                new_s = timed(lambda: new().backward(), args.repeats)
+                old_s = median_seconds(lambda: old().backward(), args.repeats, warmups=2)
+                new_s = median_seconds(lambda: new().backward(), args.repeats, warmups=2)
                 rows.append({"dataset": dataset, "batch_users": b, "items": n_items, "regime": regime,
                              "clamped_share": round(clamped_share, 4), "loss": mode,
                              "scores_path_ms": round(1000 * old_s, 2), "factorised_ms": round(1000 * new_s, 2),
