@@ -39,6 +39,7 @@ class HetComp(GeneralRecommender):
         self.register_buffer("target", torch.empty(0, dtype=torch.long), persistent=False)
         self.register_buffer("observed", torch.empty(0, dtype=torch.long), persistent=False)
         self.loss_mode = "overall"
+        self._scores_workspace = None  # see _workspace (a plain tensor: not in the state dict)
 
     def set_targets(self, target, observed, loss_mode):
         """Set T(u) (long [U, K]), Pobs(u) (long [U, P]) and the loss ('overall' or 'rank')."""
@@ -83,7 +84,7 @@ class HetComp(GeneralRecommender):
         a quarter when too small."""
         need = 2 * n_users * self.n_items
         weight = self.item_embedding.weight
-        ws = getattr(self, "_scores_workspace", None)
+        ws = self._scores_workspace
         if ws is None or ws.numel() < need or ws.device != weight.device or ws.dtype != weight.dtype:
             size = min(need + need // 4, 2 * self.n_users * self.n_items)
             ws = self._scores_workspace = torch.empty(size, dtype=weight.dtype, device=weight.device)
