@@ -8,8 +8,10 @@ exactly as ``python run_recbole_hetcomp.py -d <dataset> --ablations --seed=<seed
 the seed drives RecBole's split (MovieLens: random 80/10/10 per user), the teachers' and the
 students' training. Each run writes ``benchmarks/.runs/<dataset>/seed-<seed>/results.json``
 with its own trajectory store beside it; a run whose ``results.json`` exists is not redone, so
-the script can be stopped and started again. Then the rows of all finished runs are aggregated
-(mean and sample standard deviation over seeds of test Recall/NDCG@10/20/50) into
+the script can be stopped and started again. Each finished run's rows are recorded in
+``benchmarks/results/runs/<dataset>/seed-<seed>.json`` (committed: ``.runs`` is not, and a
+fresh clone must aggregate to the same tables). Then the rows of every recorded run are
+aggregated (mean and sample standard deviation over seeds of test Recall/NDCG@10/20/50) into
 ``benchmarks/results/accuracy.{json,md}``, with the targets checked.
 
 CiteULike-t follows the paper's protocol (5-core users, per-user random 60/20/20 split, see
@@ -39,6 +41,7 @@ from recbole_hetcomp.store import library_versions  # noqa: E402
 
 RUNS = ROOT / "benchmarks" / ".runs"
 RESULTS = ROOT / "benchmarks" / "results"
+RECORDS = RESULTS / "runs"
 CITEULIKE = ROOT.parent / "shared" / "data" / "citeulike-t" / "users.dat"
 # Teachers per dataset (default: properties/overall.yaml's six). On CiteULike-t's 22,383 items this
 # 2-core CPU machine cannot afford NeuMF (its full ranking scores every user-item pair through an
@@ -70,6 +73,15 @@ def run_one(dataset, seed, citeulike, ablations=True):
     atomic_write_text(out / "run.json", json.dumps({"date": date.today().isoformat(), "machine": machine()}) + "\n")
 
 
+def record_run(run):
+    """Copy a finished run's rows, date and machine from ``.runs`` into ``RECORDS``."""
+    dataset, seed = run.parent.name, int(run.name.split("-", 1)[1])
+    meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
+    record = {"dataset": dataset, "seed": seed, "date": meta.get("date"), "machine": meta.get("machine"),
+              "rows": json.loads((run / "results.json").read_text())["rows"]}
+    atomic_write_text(RECORDS / dataset / f"seed-{seed}.json", json.dumps(record, indent=1) + "\n")
+
+
 def machine():
     return f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, " \
            f"{'cuda' if torch.cuda.is_available() else 'cpu'}"
@@ -80,18 +92,17 @@ def row_key(row):
     return "Ensemble" if row["kind"] == "ensemble" else row["name"]
 
 
-def finished_runs(dataset):
-    """{seed: rows} of every finished run of ``dataset``."""
-    runs = {}
-    for path in sorted((RUNS / dataset).glob("seed-*/results.json")):
-        runs[int(path.parent.name.split("-", 1)[1])] = json.loads(path.read_text())["rows"]
-    return runs
+def recorded_runs(dataset):
+    """{seed: record} of every recorded run of ``dataset``."""
+    records = (json.loads(p.read_text()) for p in sorted((RECORDS / dataset).glob("seed-*.json")))
+    return {r["seed"]: r for r in records}
 
 
 def aggregate(dataset):
-    runs = finished_runs(dataset)
-    if not runs:
+    records = recorded_runs(dataset)
+    if not records:
         return None
+    runs = {seed: r["rows"] for seed, r in records.items()}
     names, kinds, params, values = [], {}, {}, {}
     for rows in runs.values():
         for r in rows:
@@ -109,8 +120,7 @@ def aggregate(dataset):
             stats[m] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
                         "n": len(xs), "values": xs}
         table.append({"name": key, "kind": kinds[key], "params": params[key], "test": stats})
-    where = sorted({(r["date"], r["machine"]) for r in (json.loads(p.read_text()) for p in
-                    (RUNS / dataset).glob("seed-*/run.json"))})
+    where = sorted({(r["date"] or "undated", r["machine"] or "unrecorded machine") for r in records.values()})
     return {"dataset": dataset, "seeds": sorted(runs), "rows": table, "targets": targets(table),
             "runs_on": [f"{d}, {m}" for d, m in where]}
 
@@ -142,7 +152,9 @@ def markdown(result):
              "| name | kind | params | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in result["rows"]:
         cells = [f"{r['test'][c]['mean']:.4f} ± {r['test'][c]['std']:.4f}" if c in r["test"] else "-" for c in cols]
-        lines.append(f"| {r['name']} | {r['kind']} | {r['params']:,} | " + " | ".join(cells) + " |")
+        n = max((s["n"] for s in r["test"].values()), default=0)
+        name = r["name"] if n == len(result["seeds"]) else f"{r['name']} ({n} of {len(result['seeds'])} seeds)"
+        lines.append(f"| {name} | {r['kind']} | {r['params']:,} | " + " | ".join(cells) + " |")
     t = result["targets"]
     if t:
         lines += ["", f"- HetComp / ensemble Recall@20: {t['student_vs_ensemble']:.3f} "
@@ -173,8 +185,11 @@ def main():
                 if not (run_dir(dataset, seed) / "results.json").exists():
                     print(f"== {dataset} seed {seed}", flush=True)
                     run_one(dataset, seed, args.citeulike, ablations=not args.no_ablations)
-    # every dataset with a finished run, not only those of this call
-    everything = sorted(p.name for p in RUNS.iterdir() if p.is_dir()) if RUNS.is_dir() else []
+    for run in sorted(RUNS.glob("*/seed-*")):  # finished runs of this call and of earlier ones
+        if (run / "results.json").exists():
+            record_run(run)
+    # every dataset with a recorded run, not only those of this call
+    everything = sorted(p.name for p in RECORDS.iterdir() if p.is_dir()) if RECORDS.is_dir() else []
     results = [r for r in (aggregate(d) for d in everything) if r]
     out = {"benchmark": "accuracy", "aggregated": date.today().isoformat(),
            "versions": library_versions(), "results": results}
