@@ -20,9 +20,10 @@ STUDENT's list, ``t = 0..k-1``)::
 
 Only the first ``k`` entries of either list matter; the order inside the
 teacher's top-``k`` does not (it is a set) but the student's order does.
-``D`` is computed as ``sum_t [s_t not in S] w_t / sum_t w_t`` in float64 and
-returned as float32, so identical lists give exactly 0 and disjoint lists
-exactly 1.
+``D`` is computed as ``(W - sum of the hit positions' w_t) / W`` with the
+weights summed as integers in units of 2**-40 (exact in any order), divided in
+float64 and returned as float32, so identical lists give exactly 0 and disjoint
+lists exactly 1.
 
 Dynamic knowledge construction (DKC)
 ------------------------------------
@@ -73,9 +74,18 @@ __all__ = [
     "point_shares",
 ]
 
-#: Upper bound on the number of 64-bit words of the [chunk users, teachers, items / 64] bit sets
-#: built by the discrepancy (bounds peak memory for large U x I).
-MAX_CHUNK_ELEMS = 16 * 1024 * 1024
+#: Upper bound on the entries of the [chunk users, items] position map built by the discrepancy
+#: (one byte each while k <= 127): bounds its memory for large catalogues, and the fill of a
+#: large map costs more than the chunks it saves (measured at 26k items: 4M entries is best).
+MAX_CHUNK_ELEMS = 4 * 1024 * 1024
+
+#: Users per chunk are chosen so that a chunk's [users, lists, k] temporaries hold about this
+#: many elements: a few MB, reused from chunk to chunk (warm in cache, no fresh pages to fault).
+CHUNK_LIST_ELEMS = 1 << 18
+
+#: Position weights are summed as integers in units of 2 ** -40: exact and independent of the
+#: order of the sum, so identical lists give exactly 0 and disjoint lists exactly 1.
+_FIXED_POINT = 2.0**40
 
 
 def _position_weights(k: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -85,64 +95,97 @@ def _position_weights(k: int, device: torch.device, dtype: torch.dtype) -> torch
 
 
 def _acc_dtype(device: torch.device) -> torch.dtype:
-    # MPS has no float64; everywhere else accumulate in float64.
+    # MPS has no float64; everywhere else divide in float64.
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def _position_dtype(k: int) -> torch.dtype:
+    """The smallest integer type that holds positions 0..k (k = 'not in the student's list')."""
+    return torch.int8 if k <= 127 else torch.int16 if k <= 32767 else torch.int32
+
+
 def _discrepancy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """D for student [U, k] against teacher [..., U, k] -> float32 [..., U]."""
+    """D for student [U, k] against teacher [..., U, k] (items may repeat) -> float32 [..., U]."""
     k = student.shape[-1]
     n_users = student.reshape(-1, k).shape[0]
     if teacher.shape[-2] != n_users:
         raise ValueError(f"user counts differ: {n_users} vs {teacher.shape[-2]}")
     lead = teacher.shape[:-2]
-    users_first = teacher.reshape(-1, n_users, k).movedim(1, 0)
-    return _discrepancy_users_first(student, users_first, distinct=False).t().reshape(*lead, n_users)
+    source = teacher.reshape(-1, k)  # row l * U + u: list l of user u
+    n_lists = source.shape[0] // max(n_users, 1)
+    rows = torch.arange(n_users, device=teacher.device).unsqueeze(1) + \
+        n_users * torch.arange(n_lists, device=teacher.device).unsqueeze(0)
+    return _discrepancy_rows(student, source, rows, distinct=False).t().reshape(*lead, n_users)
 
 
-def _discrepancy_users_first(student: torch.Tensor, teacher: torch.Tensor, distinct: bool = True) -> torch.Tensor:
-    """D for student [U, k] against L lists per user, teacher [U, L, k] -> float32 [U, L].
+def _discrepancy_rows(student: torch.Tensor, source: torch.Tensor, rows: torch.Tensor,
+                      distinct: bool = True) -> torch.Tensor:
+    """D for student [U, k] against the lists ``source[rows[u, l]]`` -> float32 [U, L].
 
-    Membership goes through bit sets: each teacher list becomes a row of 64-bit words (item i
-    is bit ``i & 63`` of word ``i >> 6``; the items of a list are distinct, so adding their
-    bits is OR-ing them), then each student item reads its bit in the words of every teacher
-    list of the same user. Work and memory are O(U*L*(k + I/64)), about half the time of a
-    per-user item -> position map and a sixth of its memory; shifts and masks only (integer
-    division is slow on CPU). Items are ids >= 0. A repeated item would carry into the next
-    bit: with ``distinct=False`` repeats are found (one sort per list) and add 0; the DKC
-    step passes top-k lists, distinct by construction, and skips that. Chunks of users keep
-    the bit sets under ``MAX_CHUNK_ELEMS`` words.
+    ``source`` is [R, k] (a view with a row stride is fine: the DKC step passes the first k
+    items of every stored list), ``rows`` long [U, L], the L lists of each user.
+
+    D = sum_t [s_t not in S] w_t / sum_t w_t is computed from the teacher's side, as
+    1 - sum_{j in S} W_u(j) / sum_t w_t, where W_u(j) is the weight of the student's
+    position(s) holding item j, 0 if the student does not rank j. A position map of each user's
+    student list ([users, items], one byte per entry while k <= 127), built once for all L
+    lists of the user, makes that one gather per teacher item, a table look-up and a row sum;
+    weights are summed as integers (``_FIXED_POINT``), so the sum is exact in any order. Users
+    go in chunks whose buffers are allocated once and reused (``CHUNK_LIST_ELEMS``), and only
+    the entries a chunk set are reset for the next one.
+
+    A student item repeated in its list weighs every position that holds it (the map keeps the
+    first, whose table entry carries the others' weights). A repeated teacher item would count
+    twice: with ``distinct=False`` repeats are found (one sort per list) and count once; the DKC
+    step's top-k lists are distinct by construction and skip that. Items are ids >= 0; teacher
+    items beyond every student item read an entry that is always 'absent'.
     """
-    device = teacher.device
-    n_users, lead, k = teacher.shape
+    device = source.device
+    n_users, n_lists = rows.shape
+    k = source.shape[1]
     student = student.to(device=device, dtype=torch.long).reshape(n_users, k)
-    teacher = teacher.to(dtype=torch.long)
-    n_items = int(teacher.max()) + 1 if teacher.numel() else 1  # student items beyond are misses
-
+    rows = rows.to(device=device, dtype=torch.long)
     acc = _acc_dtype(device)
-    w = _position_weights(k, device, acc)
-    total = w.sum()
-    out = torch.empty(n_users, lead, dtype=torch.float32, device=device)
-    n_words = (n_items >> 6) + 1
-    one = torch.ones((), dtype=torch.long, device=device)
-    chunk = max(1, MAX_CHUNK_ELEMS // max(1, lead * n_words))
-    for start in range(0, n_users, chunk):  # loop over chunks only (1 pass unless huge)
-        t = teacher[start : start + chunk]
-        c = t.shape[0]
-        words = torch.zeros(c, lead, n_words + 1, dtype=torch.long, device=device)
-        bits = one << (t & 63)
-        if not distinct:  # every repeat of an item but one adds 0
-            ordered, order = t.sort(-1)
-            repeat = torch.zeros_like(t, dtype=torch.bool)
-            repeat.scatter_(-1, order[..., 1:], ordered[..., 1:] == ordered[..., :-1])
-            bits = torch.where(repeat, 0, bits)
-        words.scatter_add_(2, t >> 6, bits)
-        s = student[start : start + chunk].unsqueeze(1)  # [c, 1, k]
-        word = torch.clamp(s >> 6, max=n_words)  # the last word is empty: items no teacher has
-        hit = (words.gather(2, word.expand(c, lead, k)) >> (s & 63)) & 1
-        miss = (1 - hit).to(acc)
-        out[start : start + c] = ((miss @ w) / total).to(torch.float32)
-    return out
+    weights = torch.round(_position_weights(k, device, acc) * _FIXED_POINT).to(torch.long)
+    total = int(weights.sum())
+    hit = torch.zeros(n_users, n_lists, dtype=torch.long, device=device)
+    if hit.numel():
+        absent = int(student.max()) + 1  # the map's last column: ranked by no student
+        pos_dtype = _position_dtype(k)
+        # chunks keep CPU temporaries warm; a GPU's caching allocator has no page faults to save
+        list_elems = CHUNK_LIST_ELEMS if device.type == "cpu" else 64 * CHUNK_LIST_ELEMS
+        c = max(1, min(n_users, list_elems // (n_lists * k), MAX_CHUNK_ELEMS // (absent + 1)))
+        pos_map = torch.full((c, absent + 1), k, dtype=pos_dtype, device=device)
+        positions = torch.arange(k, device=device, dtype=pos_dtype).expand(c, k)
+        table = torch.empty(c, k + 1, dtype=torch.long, device=device)
+        lists = torch.empty(c * n_lists, k, dtype=torch.long, device=device)
+        pos = torch.empty(c, n_lists * k, dtype=pos_dtype, device=device)
+        pos_long = torch.empty(c, n_lists * k, dtype=torch.long, device=device)
+        hit_weights = torch.empty(c, n_lists * k, dtype=torch.long, device=device)
+        for start in range(0, n_users, c):
+            n = min(n_users, start + c) - start
+            s, m = student[start : start + n], pos_map[:n]
+            m.scatter_reduce_(1, s, positions[:n], reduce="amin")  # each item's first position
+            # table[u, p]: the weights of every student position whose item is first seen at p
+            t = table[:n].zero_()
+            t.scatter_add_(1, m.gather(1, s).long(), weights.expand(n, k))
+            li = lists[: n * n_lists]
+            torch.index_select(source, 0, rows[start : start + n].reshape(-1), out=li)
+            li.clamp_(max=absent)
+            p = pos[:n]
+            torch.gather(m, 1, li.view(n, n_lists * k), out=p)
+            if not distinct:  # every repeat of an item in a teacher list but one weighs 0
+                ordered, order = li.sort(-1)
+                repeat = torch.zeros(li.shape, dtype=torch.bool, device=device)
+                repeat.scatter_(-1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
+                p.masked_fill_(repeat.view(n, n_lists * k), k)
+            pl = pos_long[:n]
+            pl.copy_(p)
+            hw = hit_weights[:n]
+            torch.gather(t, 1, pl, out=hw)
+            torch.sum(hw.view(n, n_lists, k), -1, out=hit[start : start + n])
+            m.scatter_(1, s, k)  # back to 'absent' for the next chunk
+    return ((total - hit).to(acc) / total).to(torch.float32)
 
 
 def ranking_discrepancy(
@@ -263,31 +306,28 @@ def dkc_step(
 
     heads = teacher_tops[..., :k]  # a view: gather only the first k items of each list
 
-    def distances(points):
-        """D(student, point ``points[x, u]`` of teacher x) -> [M, U], with the lists gathered
-        users first ([U, M, k]), the layout the bit sets want."""
-        rows = _point_rows(heads, points).t().reshape(-1)
-        lists = _select_rows(heads, rows).view(n_users, m, k)
-        return _discrepancy_users_first(student, lists).t().to(last.dtype)
-
-    now = distances(torch.clamp(v + 1, max=final))
+    def distances(*points):
+        """D(student, point ``p[x, u]`` of teacher x) -> [M, U] for each ``p`` in ``points``, in
+        one discrepancy call over the rows of every user's lists ([U, len(points) * M]), so the
+        student's position map is built once for all of them."""
+        rows = torch.cat([_point_rows(heads, p).t() for p in points], dim=1)  # [U, len * M]
+        d = _discrepancy_rows(student, heads.reshape(-1, k), rows).t().to(last.dtype)
+        return d.split(m) if len(points) > 1 else d
 
     if first:
+        now = distances(torch.clamp(v + 1, max=final))
         new_last = torch.where(active, now, last)
         return v.clone(), new_last, torch.zeros_like(active)
 
+    # the distance to the point after next matters only where a pair advances; it is computed
+    # for every pair in the same call as ``now``, which shares the student's position map
+    now, after = distances(torch.clamp(v + 1, max=final), torch.clamp(v + 2, max=final))
     th = dkc_threshold(epoch, alpha=alpha, p=p)
     inf = torch.full_like(now, math.inf)
     ratio = torch.where(now > 0, last / torch.where(now > 0, now, torch.ones_like(now)), inf)
     advanced = active & ((ratio > th) | (ratio < 1))
-
     new_v = v + advanced.long()
-    new_last = last.clone()
-    if bool(advanced.any()):
-        # distances to the new next points, in the same [M, U] layout as ``now`` (one shared
-        # position map per user), kept only where the pair advanced
-        after = distances(torch.clamp(new_v + 1, max=final))
-        new_last = torch.where(advanced, after, last)
+    new_last = torch.where(advanced, after, last)
     return new_v, new_last, advanced
 
 

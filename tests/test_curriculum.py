@@ -103,7 +103,7 @@ def test_default_k50_and_chunking(monkeypatch):
     full = ranking_discrepancy(s, t)  # k = 50, one chunk
     assert full.shape == (u,) and full[0].item() == 0.0
     assert ((full >= 0) & (full <= 1)).all()
-    monkeypatch.setattr(cur, "MAX_CHUNK_ELEMS", 4 * 4)  # 4 words per user (items < 256): 4 users per chunk
+    monkeypatch.setattr(cur, "MAX_CHUNK_ELEMS", 4 * 201)  # map entries: items < 200, so 4 users per chunk
     chunked = ranking_discrepancy(s, t)
     assert torch.equal(full, chunked)
 
@@ -384,3 +384,44 @@ def test_gather_points_checks_and_empty_users():
         gather_points(tops, v, torch.tensor([-1]))
     with pytest.raises(ValueError, match="point"):
         gather_points(tops, v + 1)
+
+
+def test_repeated_student_items_weigh_every_position():
+    # D = sum_t [s_t not in S] w_t / W: item 1 at positions 0 and 1 is in S, so both hit
+    w = [(2.0 ** math.exp(-i / 10.0) - 1.0) / math.log2(i + 2.0) for i in range(4)]
+    d = ranking_discrepancy(torch.tensor([[1, 1, 2, 1]]), torch.tensor([[1, 5, 6, 7]]), k=4)
+    assert d.item() == pytest.approx(w[2] / sum(w), rel=1e-6)
+    assert ranking_discrepancy(torch.tensor([[3, 3, 3]]), torch.tensor([[3, 0, 1]]), k=3).item() == 0.0
+
+
+def test_teacher_items_beyond_every_student_item_are_misses():
+    s = torch.tensor([[0, 1, 2], [2, 1, 0]])
+    t = torch.tensor([[10**6, 1, 7], [0, 10**6 + 1, 99]])
+    w = [(2.0 ** math.exp(-i / 10.0) - 1.0) / math.log2(i + 2.0) for i in range(3)]
+    d = ranking_discrepancy(s, t, k=3)
+    assert d.tolist() == pytest.approx([(w[0] + w[2]) / sum(w), (w[0] + w[1]) / sum(w)], rel=1e-6)
+
+
+def test_one_user_per_chunk_resets_the_position_map(monkeypatch):
+    # every chunk reuses the map of the one before: entries a chunk set must not leak into the next
+    gen = torch.Generator().manual_seed(3)
+    u, m, n_points, n = 23, 3, 4, 60
+    tops = torch.stack([torch.randperm(90, generator=gen)[:n] for _ in range(m * n_points * u)]).view(m, n_points, u, n)
+    student = torch.stack([torch.randperm(90, generator=gen)[:50] for _ in range(u)])
+    tops[:, :, 5, :50] = student[5]  # one user identical to every point
+    v = torch.randint(0, n_points - 1, (m, u), generator=gen)
+    last = torch.rand(m, u, generator=gen)
+    whole = dkc_step(student, tops, v, last, 50, first=False)
+    d_whole = ranking_discrepancy(student, tops[0, 0])
+    monkeypatch.setattr(cur, "CHUNK_LIST_ELEMS", 1)
+    chunked = dkc_step(student, tops, v, last, 50, first=False)
+    assert all(torch.equal(a, b) for a, b in zip(whole, chunked))
+    d_chunked = ranking_discrepancy(student, tops[0, 0])
+    assert torch.equal(d_whole, d_chunked) and d_chunked[5].item() == 0.0
+    # against the per-pair rule
+    expected = torch.stack([ranking_discrepancy(student, tops[x, torch.clamp(v[x] + 1, max=3), torch.arange(u)])
+                            for x in range(m)])
+    ratio = last / expected
+    th = dkc_threshold(50)
+    advanced = (v < 3) & ((ratio > th) | (ratio < 1) | (expected == 0))
+    assert torch.equal(chunked[2], advanced)
