@@ -343,10 +343,24 @@ def check_split(data):
     config = data.config
     for phase in ("valid", "test"):
         if len(getattr(data, phase)._dataset.inter_feat) == 0:
-            raise ValueError(f"dataset '{config['dataset']}': the split {config['eval_args']['split']} leaves no "
-                             f"{'validation' if phase == 'valid' else 'test'} interactions (its users have too few "
-                             "interactions: one that has a single interaction keeps it for training); use a dataset "
-                             "with more interactions per user or change eval_args")
+            name = "validation" if phase == "valid" else "test"
+            if _presplit(config):
+                raise ValueError(f"dataset '{config['dataset']}': {_split_name(config)} hold no {name} "
+                                 f"interactions; add them to its .{phase}.inter file (or its source)")
+            raise ValueError(f"dataset '{config['dataset']}': {_split_name(config)} leaves no {name} interactions "
+                             "(its users have too few interactions: one that has a single interaction keeps it for "
+                             "training); use a dataset with more interactions per user or change eval_args")
+
+
+def _presplit(config):
+    """Whether the dataset comes as train/valid/test files (``benchmark_filename``), not split by RecBole."""
+    return "benchmark_filename" in config and bool(config["benchmark_filename"])
+
+
+def _split_name(config):
+    if _presplit(config):
+        return f"the dataset's own split files (benchmark_filename: {list(config['benchmark_filename'])})"
+    return f"the split {config['eval_args']['split']}"
 
 
 def split_coverage(data):
@@ -361,10 +375,14 @@ def split_coverage(data):
 def warn_uncovered(data):
     users, no_valid, no_test = split_coverage(data)
     if no_valid or no_test:
-        logger.warning(f"{no_valid} of {users} users have no validation interaction and {no_test} no test interaction "
-                       f"(too few interactions for the split {data.config['eval_args']['split']}): they are trained "
-                       "on but not evaluated, as in RecBole; to leave them out, filter them with "
-                       "user_inter_num_interval, e.g. --user_inter_num_interval=\"[10,inf)\"")
+        head = f"{no_valid} of {users} users have no validation interaction and {no_test} no test interaction"
+        if _presplit(data.config):  # RecBole neither splits nor filters such files
+            logger.warning(f"{head} in {_split_name(data.config)}: they are trained on but not evaluated, as in "
+                           "RecBole (CiteULike-t's protocol drops validation and test items that no user trains on)")
+        else:
+            logger.warning(f"{head} (too few interactions for {_split_name(data.config)}): they are trained on but "
+                           "not evaluated, as in RecBole; to leave them out, filter them with "
+                           "user_inter_num_interval, e.g. --user_inter_num_interval=\"[10,inf)\"")
     return users, no_valid, no_test
 
 

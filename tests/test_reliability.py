@@ -579,3 +579,43 @@ def test_two_cpu_runs_with_the_same_seed_give_identical_metrics(synth, tmp_path)
         assert [r.get("reused", False) for r in rows] == [False] * len(rows)
         runs.append(rows)
     assert _metrics(runs[0]) == _metrics(runs[1])
+
+
+def _split_stub(config, users, valid_users, test_users):
+    """What check_split and warn_uncovered read of a loaded split: users 1..users (0 pads)."""
+    from types import SimpleNamespace as NS
+
+    import pandas as pd
+
+    phase = lambda ids: NS(_dataset=NS(inter_feat=pd.DataFrame({"user_id": ids}, dtype="int64")))  # noqa: E731
+    return NS(config=config, train_dataset=NS(uid_field="user_id", user_num=users + 1),
+              valid=phase(valid_users), test=phase(test_users))
+
+
+def test_uncovered_users_warning_names_the_split_that_applies(caplog):
+    from recbole_hetcomp.validation import warn_uncovered
+
+    recbole_split = {"dataset": "ml", "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}}}
+    with caplog.at_level("WARNING", logger="recbole_hetcomp"):
+        assert warn_uncovered(_split_stub(recbole_split, 4, [1, 2], [1, 2, 3])) == (4, 2, 1)
+    assert "2 of 4 users have no validation interaction and 1 no test interaction (too few interactions for " \
+           "the split {'RS': [0.8, 0.1, 0.1]})" in caplog.text and "user_inter_num_interval" in caplog.text
+    caplog.clear()
+    # pre-split files (CiteULike-t): RecBole's split and filters do not apply, so neither is named
+    presplit = {**recbole_split, "dataset": "citeulike-t", "benchmark_filename": ["train", "valid", "test"]}
+    with caplog.at_level("WARNING", logger="recbole_hetcomp"):
+        warn_uncovered(_split_stub(presplit, 4, [1, 2, 3], [1, 2, 3]))
+    assert "1 of 4 users have no validation interaction and 1 no test interaction in the dataset's own split " \
+           "files (benchmark_filename: ['train', 'valid', 'test'])" in caplog.text
+    assert "RS" not in caplog.text and "user_inter_num_interval" not in caplog.text
+
+
+def test_presplit_files_without_validation_rows_name_the_file():
+    from recbole_hetcomp.validation import check_split
+
+    presplit = {"dataset": "mine", "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}},
+                "benchmark_filename": ["train", "valid", "test"]}
+    with pytest.raises(ValueError, match=r"^dataset 'mine': the dataset's own split files \(benchmark_filename: "
+                                         r"\['train', 'valid', 'test'\]\) hold no validation interactions; "
+                                         r"add them to its \.valid\.inter file"):
+        check_split(_split_stub(presplit, 3, [], [1]))
