@@ -59,17 +59,22 @@ def run_dir(dataset, seed):
     return RUNS / dataset / f"seed-{seed}"
 
 
-def run_one(dataset, seed, citeulike, ablations=True):
+def run_one(dataset, seed, citeulike, ablations=True, student_dim=None, out=None):
+    """One pipeline run into ``out`` (default :func:`run_dir`); ``student_dim`` sets the
+    student's ``embedding_size`` (and so the MF baseline's) and leaves the teachers as they are."""
     from recbole_hetcomp.pipeline import run_pipeline
 
-    out = run_dir(dataset, seed)
+    out = out or run_dir(dataset, seed)
     config = {"seed": seed, "show_progress": False, "trajectory_store": str(RUNS / dataset / "trajectories")}
     if dataset == "citeulike-t":
         config["dataset_archive"] = str(citeulike)
     teachers = TEACHERS.get(dataset)
     step = TEACHER_EVAL_STEP.get(dataset)
-    scoped = [f"--{t}.eval_step={step}" for t in teachers] if step else None
-    run_pipeline(dataset, teachers=teachers, config_dict=config, cmd_args=scoped, output=out, ablations=ablations)
+    scoped = [f"--{t}.eval_step={step}" for t in teachers] if step else []
+    if student_dim:
+        scoped.append(f"--HetComp.embedding_size={student_dim}")
+    run_pipeline(dataset, teachers=teachers, config_dict=config, cmd_args=scoped or None, output=out,
+                 ablations=ablations)
     atomic_write_text(out / "run.json", json.dumps({"date": date.today().isoformat(), "machine": machine()}) + "\n")
 
 
@@ -186,7 +191,7 @@ def main():
                     print(f"== {dataset} seed {seed}", flush=True)
                     run_one(dataset, seed, args.citeulike, ablations=not args.no_ablations)
     for run in sorted(RUNS.glob("*/seed-*")):  # finished runs of this call and of earlier ones
-        if (run / "results.json").exists():
+        if run.name[len("seed-"):].isdigit() and (run / "results.json").exists():
             record_run(run)
     # every dataset with a recorded run, not only those of this call
     everything = sorted(p.name for p in RECORDS.iterdir() if p.is_dir()) if RECORDS.is_dir() else []
