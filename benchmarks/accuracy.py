@@ -59,18 +59,24 @@ def run_dir(dataset, seed):
     return RUNS / dataset / f"seed-{seed}"
 
 
+def pipeline_settings(dataset, seed, citeulike):
+    """(teachers or None for the defaults, config dict, ``--<Teacher>.key=value`` arguments) of
+    the accuracy runs: the same for every script that re-uses their teachers from the store."""
+    config = {"seed": seed, "show_progress": False, "trajectory_store": str(RUNS / dataset / "trajectories")}
+    if dataset == "citeulike-t":
+        config["dataset_archive"] = str(citeulike)
+    teachers = TEACHERS.get(dataset)
+    step = TEACHER_EVAL_STEP.get(dataset)
+    return teachers, config, [f"--{t}.eval_step={step}" for t in teachers] if step else []
+
+
 def run_one(dataset, seed, citeulike, ablations=True, student_dim=None, out=None):
     """One pipeline run into ``out`` (default :func:`run_dir`); ``student_dim`` sets the
     student's ``embedding_size`` (and so the MF baseline's) and leaves the teachers as they are."""
     from recbole_hetcomp.pipeline import run_pipeline
 
     out = out or run_dir(dataset, seed)
-    config = {"seed": seed, "show_progress": False, "trajectory_store": str(RUNS / dataset / "trajectories")}
-    if dataset == "citeulike-t":
-        config["dataset_archive"] = str(citeulike)
-    teachers = TEACHERS.get(dataset)
-    step = TEACHER_EVAL_STEP.get(dataset)
-    scoped = [f"--{t}.eval_step={step}" for t in teachers] if step else []
+    teachers, config, scoped = pipeline_settings(dataset, seed, citeulike)
     if student_dim:
         scoped.append(f"--HetComp.embedding_size={student_dim}")
     run_pipeline(dataset, teachers=teachers, config_dict=config, cmd_args=scoped or None, output=out,
