@@ -363,7 +363,7 @@ def test_bit_set_edges_sign_bit_word_boundaries_and_items_beyond_the_teachers():
 
 
 def test_repeated_teacher_items_count_once():
-    # the old position map tolerated repeats; the bit sets must too (1 + 1 would carry into 2)
+    # a repeated teacher item counts once (summing its weight twice would over-count the hit)
     w = [(2.0 ** math.exp(-i / 10.0) - 1.0) / math.log2(i + 2.0) for i in range(3)]
     d = ranking_discrepancy(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1, 5]]), k=3)
     assert d.item() == pytest.approx((w[1] + w[2]) / sum(w), rel=1e-6)
@@ -425,3 +425,26 @@ def test_one_user_per_chunk_resets_the_position_map(monkeypatch):
     th = dkc_threshold(50)
     advanced = (v < 3) & ((ratio > th) | (ratio < 1) | (expected == 0))
     assert torch.equal(chunked[2], advanced)
+
+
+def test_small_weights_keep_float64_precision():
+    # only the last of 200 positions misses: D = w_199 / W, about 5.4e-11; integer weights too
+    # coarse for it (units of 2**-40) were 4e-4 off, and float32 rounding of the exact value is wanted
+    w = [(2.0 ** math.exp(-i / 10.0) - 1.0) / math.log2(i + 2.0) for i in range(200)]
+    s = torch.arange(200).unsqueeze(0)
+    t = s.clone()
+    t[0, -1] = 10**6
+    expected = torch.tensor(w[199] / math.fsum(w), dtype=torch.float64).float()
+    assert ranking_discrepancy(s, t, k=200).item() == expected.item()
+
+
+def test_int32_lists_are_accepted():
+    gen = torch.Generator().manual_seed(4)
+    s = torch.stack([torch.randperm(300, generator=gen)[:50] for _ in range(5)])
+    t = torch.stack([torch.randperm(300, generator=gen)[:50] for _ in range(5)])
+    assert torch.equal(ranking_discrepancy(s.int(), t.int()), ranking_discrepancy(s, t))
+    tops = torch.stack([torch.randperm(300, generator=gen)[:60] for _ in range(2 * 3 * 5)]).view(2, 3, 5, 60)
+    v, last = torch.zeros(2, 5, dtype=torch.long), torch.full((2, 5), 0.9)
+    wide = dkc_step(s, tops, v, last, 30, first=False)
+    narrow = dkc_step(s.int(), tops.int(), v, last, 30, first=False)
+    assert all(torch.equal(a, b) for a, b in zip(wide, narrow))
