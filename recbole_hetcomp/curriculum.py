@@ -74,9 +74,10 @@ __all__ = [
     "point_shares",
 ]
 
-#: Upper bound on the entries of the [chunk users, items] weight map built by the discrepancy on
-#: CPU (int64: 32 MB): bounds its memory for large catalogues, and the fill of a large map costs
-#: more than the chunks it saves. On other devices both chunk bounds are 64 times larger.
+#: Upper bound on the entries of the [chunk users, items] position map built by the discrepancy
+#: on CPU (one byte each while k <= 127): bounds its memory for large catalogues, and the fill of
+#: a large map costs more than the chunks it saves (measured at 26k items: 4M entries is best).
+#: On other devices both chunk bounds are 64 times larger.
 MAX_CHUNK_ELEMS = 4 * 1024 * 1024
 
 #: Users per chunk are chosen so that a chunk's [users, lists, k] temporaries hold about this
@@ -84,8 +85,8 @@ MAX_CHUNK_ELEMS = 4 * 1024 * 1024
 CHUNK_LIST_ELEMS = 1 << 18
 
 #: Position weights are summed as integers in units of 2 ** -60 (w_t of float64 kept to its last
-#: bit down to w_t = 2 ** -8): exact and independent of the order of the sum, so identical lists
-#: give exactly 0 and disjoint lists exactly 1.
+#: bit down to w_t = 2 ** -8; the total, < 4 * 2 ** 60, fits int64): exact and independent of the
+#: order of the sum, so identical lists give exactly 0 and disjoint lists exactly 1.
 _FIXED_POINT = 2.0**60
 
 
@@ -98,6 +99,11 @@ def _position_weights(k: int, device: torch.device, dtype: torch.dtype) -> torch
 def _acc_dtype(device: torch.device) -> torch.dtype:
     # MPS has no float64; everywhere else divide in float64.
     return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _position_dtype(k: int) -> torch.dtype:
+    """The smallest integer type that holds positions 0..k (k = 'not in the student's list')."""
+    return torch.int8 if k <= 127 else torch.int16 if k <= 32767 else torch.int32
 
 
 def _discrepancy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -123,18 +129,18 @@ def _discrepancy_rows(student: torch.Tensor, source: torch.Tensor, rows: torch.T
 
     D = sum_t [s_t not in S] w_t / sum_t w_t is computed from the teacher's side, as
     1 - sum_{j in S} W_u(j) / sum_t w_t, where W_u(j) is the weight of the student's
-    position(s) holding item j, 0 if the student does not rank j. A map of those weights per
-    user and item ([users, items]), built once for all L lists of the user, makes that one
-    gather per teacher item and a row sum. Weights are integers in units of 2**-60
-    (``_FIXED_POINT``; their total is < 4 * 2**60, inside int64), so sums are exact in any
-    order. Users go in chunks whose buffers are allocated once and reused
-    (``CHUNK_LIST_ELEMS``), and only the entries a chunk set are reset for the next one.
+    position(s) holding item j, 0 if the student does not rank j. A position map of each user's
+    student list ([users, items], one byte per entry while k <= 127), built once for all L
+    lists of the user, makes that one gather per teacher item, a table look-up and a row sum;
+    weights are summed as integers (``_FIXED_POINT``), so the sum is exact in any order. Users
+    go in chunks whose buffers are allocated once and reused (``CHUNK_LIST_ELEMS``), and only
+    the entries a chunk set are reset for the next one.
 
-    A student item repeated in its list weighs every position that holds it. A repeated
-    teacher item would count twice: with ``distinct=False`` repeats are found (one sort per
-    list) and count once; the DKC step's top-k lists are distinct by construction and skip
-    that. Items are ids >= 0; teacher items beyond every student item read an entry that
-    always weighs 0.
+    A student item repeated in its list weighs every position that holds it (the map keeps the
+    first, whose table entry carries the others' weights). A repeated teacher item would count
+    twice: with ``distinct=False`` repeats are found (one sort per list) and count once; the DKC
+    step's top-k lists are distinct by construction and skip that. Items are ids >= 0; teacher
+    items beyond every student item read an entry that is always 'absent'.
     """
     device = source.device
     n_users, n_lists = rows.shape
@@ -147,29 +153,41 @@ def _discrepancy_rows(student: torch.Tensor, source: torch.Tensor, rows: torch.T
     total = int(weights.sum())
     hit = torch.zeros(n_users, n_lists, dtype=torch.long, device=device)
     if hit.numel():
-        absent = int(student.max()) + 1  # the map's last column: ranked by no student, weighs 0
+        absent = int(student.max()) + 1  # the map's last column: ranked by no student
+        pos_dtype = _position_dtype(k)
         # chunks keep CPU temporaries warm; a GPU's caching allocator has no page faults to save
         scale = 1 if device.type == "cpu" else 64
         c = max(1, min(n_users, scale * CHUNK_LIST_ELEMS // (n_lists * k), scale * MAX_CHUNK_ELEMS // (absent + 1)))
-        weight_map = torch.zeros(c, absent + 1, dtype=torch.long, device=device)
+        pos_map = torch.full((c, absent + 1), k, dtype=pos_dtype, device=device)
+        positions = torch.arange(k, device=device, dtype=pos_dtype).expand(c, k)
+        table = torch.empty(c, k + 1, dtype=torch.long, device=device)
         lists = torch.empty(c * n_lists, k, dtype=torch.long, device=device)
+        pos = torch.empty(c, n_lists * k, dtype=pos_dtype, device=device)
+        pos_long = torch.empty(c, n_lists * k, dtype=torch.long, device=device)
         hit_weights = torch.empty(c, n_lists * k, dtype=torch.long, device=device)
         for start in range(0, n_users, c):
             n = min(n_users, start + c) - start
-            s, wm = student[start : start + n], weight_map[:n]
-            wm.scatter_add_(1, s, weights.expand(n, k))  # a repeated student item weighs every position
+            s, m = student[start : start + n], pos_map[:n]
+            m.scatter_reduce_(1, s, positions[:n], reduce="amin")  # each item's first position
+            # table[u, p]: the weights of every student position whose item is first seen at p
+            t = table[:n].zero_()
+            t.scatter_add_(1, m.gather(1, s).long(), weights.expand(n, k))
             li = lists[: n * n_lists]
             torch.index_select(source, 0, rows[start : start + n].reshape(-1), out=li)
             li.clamp_(max=absent)
-            hw = hit_weights[:n]
-            torch.gather(wm, 1, li.view(n, n_lists * k), out=hw)
+            p = pos[:n]
+            torch.gather(m, 1, li.view(n, n_lists * k), out=p)
             if not distinct:  # every repeat of an item in a teacher list but one weighs 0
                 ordered, order = li.sort(-1)
                 repeat = torch.zeros(li.shape, dtype=torch.bool, device=device)
                 repeat.scatter_(-1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
-                hw.masked_fill_(repeat.view(n, n_lists * k), 0)
+                p.masked_fill_(repeat.view(n, n_lists * k), k)
+            pl = pos_long[:n]
+            pl.copy_(p)
+            hw = hit_weights[:n]
+            torch.gather(t, 1, pl, out=hw)
             torch.sum(hw.view(n, n_lists, k), -1, out=hit[start : start + n])
-            wm.scatter_(1, s, 0)  # back to 0 for the next chunk
+            m.scatter_(1, s, k)  # back to 'absent' for the next chunk
     return ((total - hit).to(acc) / total).to(torch.float32)
 
 
@@ -294,7 +312,7 @@ def dkc_step(
     def distances(*points):
         """D(student, point ``p[x, u]`` of teacher x) -> [M, U] for each ``p`` in ``points``, in
         one discrepancy call over the rows of every user's lists ([U, len(points) * M]), so the
-        student's weight map is built once for all of them."""
+        student's position map is built once for all of them."""
         rows = torch.cat([_point_rows(heads, p).t() for p in points], dim=1)  # [U, len * M]
         d = _discrepancy_rows(student, heads.reshape(-1, k), rows).t().to(last.dtype)
         return d.split(m) if len(points) > 1 else d
@@ -305,7 +323,7 @@ def dkc_step(
         return v.clone(), new_last, torch.zeros_like(active)
 
     # the distance to the point after next matters only where a pair advances; it is computed
-    # for every pair in the same call as ``now``, which shares the student's weight map
+    # for every pair in the same call as ``now``, which shares the student's position map
     now, after = distances(torch.clamp(v + 1, max=final), torch.clamp(v + 2, max=final))
     th = dkc_threshold(epoch, alpha=alpha, p=p)
     inf = torch.full_like(now, math.inf)
