@@ -205,8 +205,8 @@ def main():
     out = {"benchmark": "accuracy", "aggregated": date.today().isoformat(),
            "versions": library_versions(), "results": results}
     atomic_write_text(RESULTS / "accuracy.json", json.dumps(out, indent=1) + "\n")
-    text = ["# Accuracy over seeds", "", "Each (dataset, seed) is one `run_pipeline(..., ablations=True)`; "
-            "see benchmarks/README.md.", ""]
+    text = ["# Accuracy over seeds", "", "Each (dataset, seed) is one `run_pipeline(..., ablations=True)` (or without "
+            "the ablation rows, where run with --no-ablations); see benchmarks/README.md.", ""]
     text += [markdown(r) + "\n" for r in results]
     atomic_write_text(RESULTS / "accuracy.md", "\n".join(text))
     print("\n".join(text))
