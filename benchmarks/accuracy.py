@@ -84,13 +84,13 @@ def run_one(dataset, seed, citeulike, ablations=True, student_dim=None, out=None
     atomic_write_text(out / "run.json", json.dumps({"date": date.today().isoformat(), "machine": machine()}) + "\n")
 
 
-def record_run(run):
-    """Copy a finished run's rows, date and machine from ``.runs`` into ``RECORDS``."""
-    dataset, seed = run.parent.name, int(run.name.split("-", 1)[1])
+def record_run(run, dataset, seed, path=None, **extra):
+    """Copy a finished run's rows, date and machine from its folder in ``.runs`` to ``path``
+    (default ``RECORDS/<dataset>/seed-<seed>.json``), with ``extra`` fields beside them."""
     meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
-    record = {"dataset": dataset, "seed": seed, "date": meta.get("date"), "machine": meta.get("machine"),
+    record = {"dataset": dataset, "seed": seed, **extra, "date": meta.get("date"), "machine": meta.get("machine"),
               "rows": json.loads((run / "results.json").read_text())["rows"]}
-    atomic_write_text(RECORDS / dataset / f"seed-{seed}.json", json.dumps(record, indent=1) + "\n")
+    atomic_write_text(path or RECORDS / dataset / f"seed-{seed}.json", json.dumps(record, indent=1) + "\n")
 
 
 def machine():
@@ -198,7 +198,7 @@ def main():
                     run_one(dataset, seed, args.citeulike, ablations=not args.no_ablations)
     for run in sorted(RUNS.glob("*/seed-*")):  # finished runs of this call and of earlier ones
         if run.name[len("seed-"):].isdigit() and (run / "results.json").exists():
-            record_run(run)
+            record_run(run, run.parent.name, int(run.name[len("seed-"):]))
     # every dataset with a recorded run, not only those of this call
     everything = sorted(p.name for p in RECORDS.iterdir() if p.is_dir()) if RECORDS.is_dir() else []
     results = [r for r in (aggregate(d) for d in everything) if r]

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import CITEULIKE, RECORDS, RESULTS, RUNS, machine, row_key, run_one  # noqa: E402
+from accuracy import CITEULIKE, RECORDS, RESULTS, RUNS, record_run, row_key, run_one  # noqa: E402
 from recbole_hetcomp.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import library_versions  # noqa: E402
 
@@ -36,14 +36,6 @@ def size_dir(dataset, seed, dim):
 
 def size_record(dataset, seed, dim):
     return RECORDS / dataset / "student-size" / f"seed-{seed}-d{dim}.json"
-
-
-def record(dataset, seed, dim):
-    run = size_dir(dataset, seed, dim)
-    rows = json.loads((run / "results.json").read_text())["rows"]
-    payload = {"dataset": dataset, "seed": seed, "embedding_size": dim, "date": date.today().isoformat(),
-               "machine": machine(), "rows": rows}
-    atomic_write_text(size_record(dataset, seed, dim), json.dumps(payload, indent=1) + "\n")
 
 
 def table(dataset):
@@ -100,7 +92,7 @@ def main():
                 if not (out / "results.json").exists():
                     print(f"== {args.dataset} seed {seed} embedding_size {dim}", flush=True)
                     run_one(args.dataset, seed, args.citeulike, ablations=False, student_dim=dim, out=out)
-                    record(args.dataset, seed, dim)
+                record_run(out, args.dataset, seed, size_record(args.dataset, seed, dim), embedding_size=dim)
     datasets = sorted(p.name for p in RECORDS.iterdir() if (p / "student-size").is_dir()) if RECORDS.is_dir() else []
     results = {d: table(d) for d in datasets}
     atomic_write_text(RESULTS / "student_size.json", json.dumps(
