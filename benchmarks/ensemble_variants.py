@@ -53,8 +53,6 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from recbole.utils import init_seed
-
     from recbole_hetcomp.model import HetCompEnsemble
     from recbole_hetcomp.pipeline import build_teachers, check_same_split, split_global_args
     from recbole_hetcomp.training import evaluate_model, load_data, make_config
@@ -73,7 +71,6 @@ def main():
         if data is None:
             data = load_data(cfg)
             check_same_split(trajectories, data.fingerprint, "ensemble evaluation")
-        init_seed(cfg["seed"], cfg["reproducibility"])
         model = HetCompEnsemble(cfg, data.train_dataset, trajectories=trajectories)
         result = evaluate_model(model, data)  # the evaluation settings are the same for every variant
         results.append({"variant": label, "overrides": over, "valid": result["valid"], "test": result["test"]})

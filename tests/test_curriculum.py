@@ -348,9 +348,9 @@ def test_constant_distance_still_terminates():
     assert point_shares(v, t_points).tolist() == [[0.0, 0.0, 0.0, 1.0]] * m
 
 
-def test_bit_set_edges_sign_bit_word_boundaries_and_items_beyond_the_teachers():
-    # items 63 and 127 are the sign bit of their 64-bit word; 64 starts a new word; 500 is
-    # beyond every teacher item (its word does not exist in the teacher's bit set)
+def test_edge_item_ids_and_items_beyond_the_teachers():
+    # items 63, 64 and 127 (word edges of the earlier bit-set code) and 500, beyond every
+    # teacher item: a student item no teacher list holds is a miss
     s = torch.tensor([[63, 127, 1, 64, 500]])
     t = torch.tensor([[64, 0, 127, 63, 2]])
     w = [(2.0 ** math.exp(-i / 10.0) - 1.0) / math.log2(i + 2.0) for i in range(5)]
