@@ -19,13 +19,13 @@ CiteULike-t follows the paper's protocol (5-core users, per-user random 60/20/20
 training only. ``ml-1m`` is included when its archive is available (``--datasets ml-1m``).
 
 Accuracy does not depend on what else runs on the machine; the training times recorded here do,
-so the timing benchmarks are separate scripts (``training_cost.py``, ``inference_memory.py``).
+so the timing benchmarks are separate scripts (``cost.py``, ``curriculum_speed.py``). It does depend
+on the vector kernels torch dispatches to (AVX2 or AVX-512: see benchmarks/README.md), which
+each run's machine line names.
 """
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 from datetime import date
@@ -38,6 +38,7 @@ import torch  # noqa: E402
 
 from recbole_hetcomp.results import METRIC_COLUMNS, atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import library_versions  # noqa: E402
+from timing import machine  # noqa: E402,F401  (benchmarks/timing.py; student_size and ensemble_variants import it from here)
 
 RUNS = ROOT / "benchmarks" / ".runs"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -91,11 +92,6 @@ def record_run(run, dataset, seed, path=None, **extra):
     record = {"dataset": dataset, "seed": seed, **extra, "date": meta.get("date"), "machine": meta.get("machine"),
               "rows": json.loads((run / "results.json").read_text())["rows"]}
     atomic_write_text(path or RECORDS / dataset / f"seed-{seed}.json", json.dumps(record, indent=1) + "\n")
-
-
-def machine():
-    return f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, " \
-           f"{'cuda' if torch.cuda.is_available() else 'cpu'}"
 
 
 def row_key(row):

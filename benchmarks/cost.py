@@ -20,8 +20,6 @@ Writes ``benchmarks/results/cost.{json,md}``.
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -34,10 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
 
 from recbole_hetcomp.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import ARRAY_FILES, library_versions  # noqa: E402
+from timing import machine  # noqa: E402  (benchmarks/timing.py)
 
 QUIET = {"show_progress": False, "state": "ERROR", "seed": 2020}
 
@@ -181,9 +179,7 @@ def main():
     memory["rss_ratio_hetcomp_over_bpr"] = rss["HetComp"]["peak_rss_mib"] / rss["BPR"]["peak_rss_mib"]
     print("memory", memory, flush=True)
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, " \
-              f"{'cuda' if torch.cuda.is_available() else 'cpu'}"
-    out = {"benchmark": "cost", "date": date.today().isoformat(), "dataset": args.dataset, "machine": machine,
+    out = {"benchmark": "cost", "date": date.today().isoformat(), "dataset": args.dataset, "machine": machine(),
            "versions": library_versions(), "training": training, "inference": inference, "memory": memory,
            "inference_per_teacher": teachers}
     res = ROOT / "benchmarks" / "results"

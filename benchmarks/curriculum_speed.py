@@ -27,7 +27,6 @@ all users; the output says so. Writes benchmarks/results/curriculum_speed.{json,
 import argparse
 import json
 import math
-import platform
 import struct
 import sys
 import time
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from recbole_hetcomp.curriculum import dkc_step, dkc_threshold, gather_points  # noqa: E402
 from recbole_hetcomp.ensemble import ensemble_top  # noqa: E402
-from timing import median_seconds  # noqa: E402  (benchmarks/timing.py)
+from timing import machine, median_seconds  # noqa: E402  (benchmarks/timing.py)
 from recbole_hetcomp.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import library_versions  # noqa: E402
 
@@ -229,8 +228,8 @@ def main():
     print(rows[-1], flush=True)
 
     today = date.today().isoformat()
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}"
-    out = {"benchmark": "curriculum_speed", "date": today, "machine": machine,
+    machine_line = machine()
+    out = {"benchmark": "curriculum_speed", "date": today, "machine": machine_line,
            "versions": library_versions(), "seed": args.seed, "repeats": args.repeats,
            "loop_budget_s": args.loop_budget_s,
            "data": {"users": U, "padding_user": False, "items": I, "teachers": M, "points": T,
@@ -240,7 +239,7 @@ def main():
     res = ROOT / "benchmarks" / "results"
     atomic_write_text(res / "curriculum_speed.json", json.dumps(out, indent=1) + "\n")
 
-    lines = [f"# Curriculum speed: vectorised vs per-user Python loop ({today}, {machine})", "",
+    lines = [f"# Curriculum speed: vectorised vs per-user Python loop ({today}, {machine_line})", "",
              "| operation | size | reference loop s | vectorised s | ratio | agreement |",
              "|---|---|---|---|---|---|"]
     for r in rows:
@@ -261,7 +260,7 @@ def main():
         "- agreement (ensemble): top-K sets per user; random lists give many exactly equal scores, so a tie "
         "at place K may be cut differently -- 'up to ties' checks the vectorised set has the reference's "
         "top-K scores (tolerance 1e-5).",
-        f"- machine: {machine}; torch {torch.__version__}.",
+        f"- machine: {machine_line}; torch {torch.__version__}.",
     ]
     atomic_write_text(res / "curriculum_speed.md", "\n".join(lines) + "\n")
     for r in rows:

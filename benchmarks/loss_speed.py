@@ -20,8 +20,6 @@ Writes benchmarks/results/loss_speed.{json,md}.
 
 import argparse
 import json
-import os
-import platform
 import sys
 from datetime import date
 from pathlib import Path
@@ -31,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import median_seconds  # noqa: E402  (benchmarks/timing.py)
+from timing import machine, median_seconds  # noqa: E402  (benchmarks/timing.py)
 from recbole_hetcomp.losses import factorised_loss, overall_loss, rank_loss  # noqa: E402
 from recbole_hetcomp.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import library_versions  # noqa: E402
@@ -96,12 +94,12 @@ def main():
                 print(rows[-1], flush=True)
 
     today = date.today().isoformat()
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, cpu"
-    out = {"benchmark": "loss_speed", "date": today, "machine": machine, "versions": library_versions(),
+    machine_line = machine()
+    out = {"benchmark": "loss_speed", "date": today, "machine": machine_line, "versions": library_versions(),
            "seed": args.seed, "repeats": args.repeats, "d": D, "P": P, "K": K, "clamp": CLAMP, "rows": rows}
     res = ROOT / "benchmarks" / "results"
     atomic_write_text(res / "loss_speed.json", json.dumps(out, indent=1) + "\n")
-    lines = [f"# Loss speed: one batch's loss forward + backward ({today}, {machine})", "",
+    lines = [f"# Loss speed: one batch's loss forward + backward ({today}, {machine_line})", "",
              "| size | scores | loss | scores path ms | factorised ms | ratio |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['dataset']}: B={r['batch_users']}, I={r['items']:,} | {r['regime']} "

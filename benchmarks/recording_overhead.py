@@ -9,7 +9,6 @@ median fit() times is the overhead. Writes benchmarks/results/recording_overhead
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -17,7 +16,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -28,6 +26,7 @@ from recbole_hetcomp.training import checkpointed, load_data, make_config  # noq
 from recbole_hetcomp.trainer import trajectory_trainer  # noqa: E402
 from recbole_hetcomp.trajectory import TrajectoryRecorder  # noqa: E402
 from recbole_hetcomp.utils import get_model, get_trainer  # noqa: E402
+from timing import machine  # noqa: E402  (benchmarks/timing.py)
 
 
 def fit_seconds(data, record, workdir):
@@ -69,12 +68,11 @@ def main():
             rows.append({"teacher": name, "epochs": args.epochs, "plain_s": round(plain, 3),
                          "recording_s": round(rec, 3), "ratio": round(rec / plain, 3)})
             print(rows[-1], flush=True)
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}"
     out = {"benchmark": "recording_overhead", "date": date.today().isoformat(), "dataset": args.dataset,
-           "machine": machine, "versions": library_versions(), "rows": rows}
+           "machine": machine(), "versions": library_versions(), "rows": rows}
     res = ROOT / "benchmarks" / "results"
     atomic_write_text(res / "recording_overhead.json", json.dumps(out, indent=1) + "\n")
-    lines = [f"# Trajectory recording overhead ({args.dataset}, {date.today().isoformat()}, {machine})", "",
+    lines = [f"# Trajectory recording overhead ({args.dataset}, {date.today().isoformat()}, {out['machine']})", "",
              "| teacher | epochs | plain fit s | recording fit s | ratio |", "|---|---|---|---|---|"]
     lines += [f"| {r['teacher']} | {r['epochs']} | {r['plain_s']} | {r['recording_s']} | {r['ratio']} |" for r in rows]
     atomic_write_text(res / "recording_overhead.md", "\n".join(lines) + "\n")

@@ -149,8 +149,11 @@ def library_versions():
 
     from recbole_hetcomp import __version__
 
+    # torch's CPU kernels (AVX2, AVX512, ...) round differently: a teacher with an MLP (NeuMF,
+    # MultiVAE) trained on one set differs in its last bits from one trained on another.
     return {"recbole_hetcomp": __version__, "recbole": recbole.__version__, "torch": torch.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+            "numpy": np.__version__, "python": platform.python_version(),
+            "torch_cpu_kernels": torch.backends.cpu.get_cpu_capability()}
 
 
 def _sha256(path):

@@ -60,7 +60,8 @@ def test_round_trip(saved):
     assert got.meta["split_fingerprint"] == FP
     assert got.meta["format_version"] == FORMAT_VERSION
     assert (got.meta["key"], got.meta["dataset"], got.meta["teacher"]) == (KEY, DS, TEACHER)
-    assert set(got.meta["versions"]) >= {"recbole_hetcomp", "recbole", "torch", "numpy", "python"}
+    assert set(got.meta["versions"]) >= {"recbole_hetcomp", "recbole", "torch", "numpy", "python", "torch_cpu_kernels"}
+    assert got.meta["versions"]["torch_cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     assert torch.equal(store.load_model_state(DS, TEACHER, KEY)["w"], torch.arange(3.0))
     # fingerprint=None skips the split check
     assert torch.equal(store.load(DS, TEACHER, KEY).top, traj.top)
