@@ -28,6 +28,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import torch  # noqa: E402
 
 from recbole_hetcomp.results import METRIC_COLUMNS, atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import library_versions  # noqa: E402
-from timing import machine  # noqa: E402,F401  (benchmarks/timing.py; student_size and ensemble_variants import it from here)
+from timing import machine  # noqa: E402  (benchmarks/timing.py; student_size and ensemble_variants import it from here)
 
 RUNS = ROOT / "benchmarks" / ".runs"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -88,10 +89,54 @@ def run_one(dataset, seed, citeulike, ablations=True, student_dim=None, out=None
 def record_run(run, dataset, seed, path=None, **extra):
     """Copy a finished run's rows, date and machine from its folder in ``.runs`` to ``path``
     (default ``RECORDS/<dataset>/seed-<seed>.json``), with ``extra`` fields beside them."""
+    path = path or RECORDS / dataset / f"seed-{seed}.json"
     meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
+    rows = json.loads((run / "results.json").read_text())["rows"]
+    if path.exists():  # rows added to the record later (--add-ablations) are kept
+        names = {r["name"] for r in rows}
+        rows += [r for r in json.loads(path.read_text())["rows"] if r.get("added") and r["name"] not in names]
     record = {"dataset": dataset, "seed": seed, **extra, "date": meta.get("date"), "machine": meta.get("machine"),
-              "rows": json.loads((run / "results.json").read_text())["rows"]}
-    atomic_write_text(path or RECORDS / dataset / f"seed-{seed}.json", json.dumps(record, indent=1) + "\n")
+              "rows": rows}
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def add_ablations(dataset, seed, citeulike):
+    """Train the ablation rows a recorded run lacks, one student at a time, each merged into the
+    record as soon as it finishes (a stopped session keeps the rows it finished). The teachers come
+    from the store, or are retrained, and must match the record's test metrics exactly: otherwise
+    the ablations would distil other teachers than the recorded student did."""
+    from recbole_hetcomp.pipeline import ABLATIONS, build_teachers, scoped_args, train_student
+    from recbole_hetcomp.training import make_config
+
+    path = RECORDS / dataset / f"seed-{seed}.json"
+    if not path.exists():
+        raise SystemExit(f"no recorded run of {dataset} seed {seed} ({path}): run it first, without --add-ablations")
+    record = json.loads(path.read_text())
+    missing = [(label, over) for label, over in ABLATIONS if label not in {r["name"] for r in record["rows"]}]
+    if not missing:
+        return
+    teachers, config, scoped = pipeline_settings(dataset, seed, citeulike)
+    teachers = list(teachers or make_config("HetCompEnsemble", dataset, None, config, [])["teachers"])
+    rows, trajectories = build_teachers(dataset, teachers, None, config, scoped)
+    recorded = {r["name"]: r["test"] for r in record["rows"]}
+    for row in rows:
+        if recorded.get(row["name"]) != row["test"]:
+            raise SystemExit(
+                f"{dataset} seed {seed}: teacher {row['name']} now tests {row['test']}, the record says "
+                f"{recorded.get(row['name'])} (another CPU's kernels? see README, Determinism); ablations on these "
+                f"teachers would not compare with the recorded student: rerun the whole seed instead")
+    hetcomp_args = scoped_args(scoped, "HetComp", ["HetComp", *teachers])
+    run_dir(dataset, seed).mkdir(parents=True, exist_ok=True)
+    for label, over in missing:
+        print(f"== {dataset} seed {seed}: {label}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="ablation-", dir=run_dir(dataset, seed)) as workdir:
+            row, _ = train_student(dataset, trajectories, Path(workdir), None, {**config, **over}, hetcomp_args)
+        row.update(name=label, kind="ablation", added=f"{date.today().isoformat()}, {machine()}")
+        record["rows"].append(row)
+        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+KIND_ORDER = ("teacher", "ensemble", "student", "ablation", "baseline")
 
 
 def row_key(row):
@@ -120,6 +165,7 @@ def aggregate(dataset):
             for m in METRIC_COLUMNS:
                 if m in r.get("test", {}):
                     values.setdefault(key, {}).setdefault(m, []).append(r["test"][m])
+    names.sort(key=lambda k: KIND_ORDER.index(kinds[k]) if kinds[k] in KIND_ORDER else len(KIND_ORDER))
     table = []
     for key in names:
         stats = {}
@@ -127,9 +173,9 @@ def aggregate(dataset):
             stats[m] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
                         "n": len(xs), "values": xs}
         table.append({"name": key, "kind": kinds[key], "params": params[key], "test": stats})
-    where = sorted({(r["date"] or "undated", r["machine"] or "unrecorded machine") for r in records.values()})
-    return {"dataset": dataset, "seeds": sorted(runs), "rows": table, "targets": targets(table),
-            "runs_on": [f"{d}, {m}" for d, m in where]}
+    where = sorted({f"{r['date'] or 'undated'}, {r['machine'] or 'unrecorded machine'}" for r in records.values()}
+                   | {row["added"] for rows in runs.values() for row in rows if row.get("added")})
+    return {"dataset": dataset, "seeds": sorted(runs), "rows": table, "targets": targets(table), "runs_on": where}
 
 
 def targets(table):
@@ -181,12 +227,18 @@ def main():
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--only-aggregate", action="store_true", help="do not run, aggregate finished runs only")
     p.add_argument("--no-ablations", action="store_true", help="skip HetComp w/o DKC and w/o AKT (saves 2 student runs)")
+    p.add_argument("--add-ablations", action="store_true",
+                   help="train the ablation rows that recorded runs lack, one at a time, each recorded when it ends")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     datasets = [d for d in args.datasets.split(",") if d]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    if not args.only_aggregate:
+    if args.add_ablations and not args.only_aggregate:
+        for dataset in datasets:
+            for seed in seeds:
+                add_ablations(dataset, seed, args.citeulike)
+    elif not args.only_aggregate:
         for dataset in datasets:
             for seed in seeds:
                 if not (run_dir(dataset, seed) / "results.json").exists():

@@ -142,6 +142,16 @@ def student_trajectories(data, trajectories, what="student"):
             for t in trajectories]
 
 
+def train_student(dataset, trajectories, workdir, config_files=None, config_dict=None, hetcomp_args=None,
+                  save_to=None):
+    """Train one HetComp student (``config_dict`` holds an ablation's overrides) on the teachers'
+    ``trajectories``, checked to come from its split; returns (row, data)."""
+    data = load_data(make_config("HetComp", dataset, config_files, config_dict, hetcomp_args))
+    _, row = train_model(data, workdir, model_kwargs={"trajectories": student_trajectories(data, trajectories)},
+                         save_to=save_to)
+    return row, data
+
+
 def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cmd_args=None,
                  output=None, rebuild=False, student=True, ablations=False, parallel=False, ray_address=None):
     """Teachers, ensemble and (by default) student and MF baseline; returns (rows, table).
@@ -195,11 +205,9 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
             runs += [(label, "ablation", over) for label, over in ABLATIONS]
         for label, kind, over in runs:
             progress.begin(label)
-            data = load_data(make_config("HetComp", dataset, config_files, {**(config_dict or {}), **over},
-                                         args_for["HetComp"]))
             save_to = output / "HetComp.pth" if kind == "student" else None
-            _, row = train_model(data, workdir, model_kwargs={"trajectories": student_trajectories(data, trajectories)},
-                                 save_to=save_to)
+            row, data = train_student(dataset, trajectories, workdir, config_files, {**(config_dict or {}), **over},
+                                      args_for["HetComp"], save_to=save_to)
             row.update(name=label, kind=kind)
             rows.append(row)
             progress.end()

@@ -1,0 +1,110 @@
+"""benchmarks/accuracy.py's records: ablation rows added to a recorded run, one at a time."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from recbole_hetcomp.pipeline import run_pipeline
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SMALL = {"epochs": 5, "trajectory_top_n": 30, "hetcomp_k": 20, "hetcomp_p": 5, "dkc_k": 10,
+         "show_progress": False, "state": "ERROR"}
+STUDENT_ARGS = ["--HetComp.epochs=25", "--HetComp.eval_step=5"]
+TEACHERS = ["BPR", "EASE"]
+SEED = 2020
+
+
+@pytest.fixture(scope="module")
+def accuracy(synth_shared, tmp_path_factory):
+    """benchmarks/accuracy.py with its runs, records and settings pointed at the synthetic data."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        module = importlib.import_module("accuracy")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    data_path, name = synth_shared
+    root = tmp_path_factory.mktemp("bench")
+    saved = module.RUNS, module.RECORDS, module.pipeline_settings
+    module.RUNS, module.RECORDS = root / ".runs", root / "records"
+
+    def settings(dataset, seed, citeulike):
+        return TEACHERS, {**SMALL, "seed": seed, "data_path": str(data_path),
+                          "trajectory_store": str(module.RUNS / dataset / "trajectories")}, list(STUDENT_ARGS)
+
+    module.pipeline_settings = settings
+    yield module, name
+    module.RUNS, module.RECORDS, module.pipeline_settings = saved
+
+
+@pytest.fixture(scope="module")
+def added(accuracy, fresh_dir, tmp_path_factory):
+    """A run without ablations, recorded, then its ablations added; and the same run with them."""
+    module, name = accuracy
+    with fresh_dir("accuracy"):
+        module.run_one(name, SEED, None, ablations=False)
+        module.record_run(module.run_dir(name, SEED), name, SEED)
+        module.add_ablations(name, SEED, None)
+        _, cfg, _ = module.pipeline_settings(name, SEED, None)
+        whole, _ = run_pipeline(name, teachers=TEACHERS, config_dict=cfg, cmd_args=STUDENT_ARGS,
+                                output=tmp_path_factory.mktemp("whole") / "r", ablations=True)
+    path = module.RECORDS / name / f"seed-{SEED}.json"
+    return module, name, path, whole
+
+
+def test_added_ablations_equal_the_pipelines_own(added):
+    _, _, path, whole = added
+    rows = json.loads(path.read_text())["rows"]
+    got = {r["name"]: r["test"] for r in rows if r["kind"] == "ablation"}
+    want = {r["name"]: r["test"] for r in whole if r["kind"] == "ablation"}
+    assert set(got) == {"HetComp w/o DKC (ensemble KD)", "HetComp w/o AKT"}
+    assert got == want
+    assert all(r["added"].count(",") >= 1 for r in rows if r["kind"] == "ablation")
+    assert not any("added" in r for r in rows if r["kind"] != "ablation")
+
+
+def test_recording_the_run_again_keeps_the_added_rows(added):
+    module, name, path, _ = added
+    before = json.loads(path.read_text())["rows"]
+    module.record_run(module.run_dir(name, SEED), name, SEED)
+    after = json.loads(path.read_text())["rows"]
+    assert [r["name"] for r in after] == [r["name"] for r in before]
+
+
+def test_aggregate_orders_rows_by_kind(added):
+    module, name, _, _ = added
+    kinds = [r["kind"] for r in module.aggregate(name)["rows"]]
+    assert kinds == ["teacher", "teacher", "ensemble", "student", "ablation", "ablation", "baseline"]
+
+
+def test_nothing_is_trained_when_no_row_is_missing(added, monkeypatch):
+    module, name, path, _ = added
+    monkeypatch.setattr("recbole_hetcomp.pipeline.build_teachers", lambda *a, **k: pytest.fail("trained"))
+    before = path.read_bytes()
+    module.add_ablations(name, SEED, None)
+    assert path.read_bytes() == before
+
+
+def test_teachers_that_differ_from_the_record_are_refused(added, tmp_path):
+    module, name, path, _ = added
+    record = json.loads(path.read_text())
+    record["rows"] = [r for r in record["rows"] if r["kind"] != "ablation"]
+    record["rows"][0]["test"]["recall@20"] += 0.01  # BPR, as if trained on another CPU
+    other = tmp_path / "records"
+    (other / name).mkdir(parents=True)
+    (other / name / path.name).write_text(json.dumps(record))
+    saved, module.RECORDS = module.RECORDS, other
+    try:
+        with pytest.raises(SystemExit, match="teacher BPR now tests .* rerun the whole seed instead"):
+            module.add_ablations(name, SEED, None)
+    finally:
+        module.RECORDS = saved
+    assert json.loads((other / name / path.name).read_text()) == record  # nothing written
+
+
+def test_a_seed_without_a_record_is_an_error(accuracy):
+    module, name = accuracy
+    with pytest.raises(SystemExit, match=r"no recorded run of synth seed 1 \(.*seed-1.json\): run it first"):
+        module.add_ablations(name, 1, None)
