@@ -2,6 +2,7 @@
 
     python benchmarks/accuracy.py [--datasets ml-100k,citeulike-t] [--seeds 2020,2021,2022]
                                   [--citeulike PATH] [--threads N] [--only-aggregate]
+                                  [--no-ablations | --add-ablations]
 
 For each dataset and seed it runs the whole pipeline (``run_pipeline`` with ``--ablations``),
 exactly as ``python run_recbole_hetcomp.py -d <dataset> --ablations --seed=<seed>`` would:
@@ -12,7 +13,8 @@ the script can be stopped and started again. Each finished run's rows are record
 ``benchmarks/results/runs/<dataset>/seed-<seed>.json`` (committed: ``.runs`` is not, and a
 fresh clone must aggregate to the same tables). Then the rows of every recorded run are
 aggregated (mean and sample standard deviation over seeds of test Recall/NDCG@10/20/50) into
-``benchmarks/results/accuracy.{json,md}``, with the targets checked.
+``benchmarks/results/accuracy.{json,md}``, with the targets checked. ``--add-ablations`` instead
+trains the ablation rows that recorded runs lack (see :func:`add_ablations`).
 
 CiteULike-t follows the paper's protocol (5-core users, per-user random 60/20/20 split, see
 :mod:`recbole_hetcomp.citeulike`); its split is fixed (``split_seed: 0``) and the seed varies
@@ -92,12 +94,21 @@ def record_run(run, dataset, seed, path=None, **extra):
     path = path or RECORDS / dataset / f"seed-{seed}.json"
     meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
     rows = json.loads((run / "results.json").read_text())["rows"]
-    if path.exists():  # rows added to the record later (--add-ablations) are kept
-        names = {r["name"] for r in rows}
-        rows += [r for r in json.loads(path.read_text())["rows"] if r.get("added") and r["name"] not in names]
+    if path.exists():  # rows added to the record later (--add-ablations) are kept, if still on its teachers
+        old = json.loads(path.read_text())["rows"]
+        added = [r for r in old if r.get("added") and r["name"] not in {r["name"] for r in rows}]
+        if added and teacher_tests(old) != teacher_tests(rows):
+            print(f"{dataset} seed {seed}: the run's teachers differ from the record's; dropping the rows added "
+                  f"on the old ones: {', '.join(r['name'] for r in added)}", flush=True)
+            added = []
+        rows += added
     record = {"dataset": dataset, "seed": seed, **extra, "date": meta.get("date"), "machine": meta.get("machine"),
               "rows": rows}
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def teacher_tests(rows):
+    return {r["name"]: r["test"] for r in rows if r["kind"] == "teacher"}
 
 
 def add_ablations(dataset, seed, citeulike):
@@ -105,6 +116,8 @@ def add_ablations(dataset, seed, citeulike):
     record as soon as it finishes (a stopped session keeps the rows it finished). The teachers come
     from the store, or are retrained, and must match the record's test metrics exactly: otherwise
     the ablations would distil other teachers than the recorded student did."""
+    from recbole.utils import init_logger
+
     from recbole_hetcomp.pipeline import ABLATIONS, build_teachers, scoped_args, train_student
     from recbole_hetcomp.training import make_config
 
@@ -116,14 +129,19 @@ def add_ablations(dataset, seed, citeulike):
     if not missing:
         return
     teachers, config, scoped = pipeline_settings(dataset, seed, citeulike)
-    teachers = list(teachers or make_config("HetCompEnsemble", dataset, None, config, [])["teachers"])
+    base = make_config("HetCompEnsemble", dataset, None, config, [])
+    init_logger(base)
+    teachers = list(teachers or base["teachers"])
     rows, trajectories = build_teachers(dataset, teachers, None, config, scoped)
-    recorded = {r["name"]: r["test"] for r in record["rows"]}
+    recorded = teacher_tests(record["rows"])
+    if set(recorded) != set(teachers):
+        raise SystemExit(f"{dataset} seed {seed}: the record's teachers are {sorted(recorded)}, this script's "
+                         f"{sorted(teachers)}: rerun the whole seed instead")
     for row in rows:
-        if recorded.get(row["name"]) != row["test"]:
+        if recorded[row["name"]] != row["test"]:
             raise SystemExit(
                 f"{dataset} seed {seed}: teacher {row['name']} now tests {row['test']}, the record says "
-                f"{recorded.get(row['name'])} (another CPU's kernels? see README, Determinism); ablations on these "
+                f"{recorded[row['name']]} (another CPU's kernels? see README, Determinism); ablations on these "
                 f"teachers would not compare with the recorded student: rerun the whole seed instead")
     hetcomp_args = scoped_args(scoped, "HetComp", ["HetComp", *teachers])
     run_dir(dataset, seed).mkdir(parents=True, exist_ok=True)
@@ -226,19 +244,19 @@ def main():
     p.add_argument("--citeulike", default=str(CITEULIKE), help="path of CiteULike-t's users.dat")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--only-aggregate", action="store_true", help="do not run, aggregate finished runs only")
-    p.add_argument("--no-ablations", action="store_true", help="skip HetComp w/o DKC and w/o AKT (saves 2 student runs)")
-    p.add_argument("--add-ablations", action="store_true",
-                   help="train the ablation rows that recorded runs lack, one at a time, each recorded when it ends")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--no-ablations", action="store_true",
+                       help="skip HetComp w/o DKC and w/o AKT (saves 2 student runs)")
+    which.add_argument("--add-ablations", action="store_true",
+                       help="train the ablation rows that recorded runs lack, one at a time, each recorded when it ends")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     datasets = [d for d in args.datasets.split(",") if d]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    if args.add_ablations and not args.only_aggregate:
-        for dataset in datasets:
-            for seed in seeds:
-                add_ablations(dataset, seed, args.citeulike)
-    elif not args.only_aggregate:
+    if args.add_ablations and args.only_aggregate:
+        p.error("--add-ablations trains; drop --only-aggregate")
+    if not args.only_aggregate and not args.add_ablations:
         for dataset in datasets:
             for seed in seeds:
                 if not (run_dir(dataset, seed) / "results.json").exists():
@@ -247,6 +265,10 @@ def main():
     for run in sorted(RUNS.glob("*/seed-*")):  # finished runs of this call and of earlier ones
         if run.name[len("seed-"):].isdigit() and (run / "results.json").exists():
             record_run(run, run.parent.name, int(run.name[len("seed-"):]))
+    if args.add_ablations:  # after the records above, so a finished but unrecorded run counts
+        for dataset in datasets:
+            for seed in seeds:
+                add_ablations(dataset, seed, args.citeulike)
     # every dataset with a recorded run, not only those of this call
     everything = sorted(p.name for p in RECORDS.iterdir() if p.is_dir()) if RECORDS.is_dir() else []
     results = [r for r in (aggregate(d) for d in everything) if r]
@@ -254,7 +276,8 @@ def main():
            "versions": library_versions(), "results": results}
     atomic_write_text(RESULTS / "accuracy.json", json.dumps(out, indent=1) + "\n")
     text = ["# Accuracy over seeds", "", "Each (dataset, seed) is one `run_pipeline(..., ablations=True)` (or without "
-            "the ablation rows, where run with --no-ablations); see benchmarks/README.md.", ""]
+            "the ablation rows, where run with --no-ablations, and then with those rows trained later on the same "
+            "teachers by --add-ablations); see benchmarks/README.md.", ""]
     text += [markdown(r) + "\n" for r in results]
     atomic_write_text(RESULTS / "accuracy.md", "\n".join(text))
     print("\n".join(text))

@@ -32,7 +32,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
 from recbole_hetcomp.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import ARRAY_FILES, library_versions  # noqa: E402
 from timing import machine  # noqa: E402  (benchmarks/timing.py)

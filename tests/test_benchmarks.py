@@ -87,21 +87,42 @@ def test_nothing_is_trained_when_no_row_is_missing(added, monkeypatch):
     assert path.read_bytes() == before
 
 
-def test_teachers_that_differ_from_the_record_are_refused(added, tmp_path):
-    module, name, path, _ = added
+def _other_records(module, name, path, tmp_path, monkeypatch, edit):
+    """A copy of the record, changed by ``edit(record)``, as the only record the module sees."""
     record = json.loads(path.read_text())
-    record["rows"] = [r for r in record["rows"] if r["kind"] != "ablation"]
-    record["rows"][0]["test"]["recall@20"] += 0.01  # BPR, as if trained on another CPU
+    edit(record)
     other = tmp_path / "records"
     (other / name).mkdir(parents=True)
     (other / name / path.name).write_text(json.dumps(record))
-    saved, module.RECORDS = module.RECORDS, other
-    try:
-        with pytest.raises(SystemExit, match="teacher BPR now tests .* rerun the whole seed instead"):
-            module.add_ablations(name, SEED, None)
-    finally:
-        module.RECORDS = saved
-    assert json.loads((other / name / path.name).read_text()) == record  # nothing written
+    monkeypatch.setattr(module, "RECORDS", other)
+    return other / name / path.name, record
+
+
+def _bpr_elsewhere(record):
+    record["rows"][0]["test"]["recall@20"] += 0.01  # BPR, as if trained on another CPU
+
+
+def test_teachers_that_differ_from_the_record_are_refused(added, tmp_path, monkeypatch):
+    module, name, path, _ = added
+
+    def edit(record):
+        record["rows"] = [r for r in record["rows"] if r["kind"] != "ablation"]
+        _bpr_elsewhere(record)
+
+    copy, record = _other_records(module, name, path, tmp_path, monkeypatch, edit)
+    with pytest.raises(SystemExit, match="teacher BPR now tests .* rerun the whole seed instead"):
+        module.add_ablations(name, SEED, None)
+    assert json.loads(copy.read_text()) == record  # nothing written
+
+
+def test_a_rerun_on_other_teachers_drops_the_rows_added_on_the_old_ones(added, tmp_path, monkeypatch, capsys):
+    module, name, path, _ = added
+    copy, _ = _other_records(module, name, path, tmp_path, monkeypatch, _bpr_elsewhere)
+    module.record_run(module.run_dir(name, SEED), name, SEED)
+    assert [r["kind"] for r in json.loads(copy.read_text())["rows"]] == [
+        "teacher", "teacher", "ensemble", "student", "baseline"]
+    assert "dropping the rows added on the old ones: HetComp w/o DKC (ensemble KD), HetComp w/o AKT" in \
+        capsys.readouterr().out
 
 
 def test_a_seed_without_a_record_is_an_error(accuracy):
