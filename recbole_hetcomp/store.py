@@ -54,7 +54,8 @@ STUDENT_ONLY_KEYS = frozenset({
 _NON_RESULT_KEYS = STUDENT_ONLY_KEYS | frozenset({
     "gpu_id", "use_gpu", "device", "state", "data_path", "checkpoint_dir", "show_progress",
     "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
-    "log_wandb", "wandb_project", "worker", "eval_batch_size", "loss_decimal_place",
+    "log_wandb", "wandb_project", "worker", "eval_batch_size", "predict_batch_size",
+    "loss_decimal_place",
     "single_spec", "local_rank", "world_size", "ip", "port", "nproc",
     "offset", "trajectory_store", "teachers", "teacher_weights", "ensemble_importance",
     "ensemble_tau", "ensemble_rrf_k", "ensemble_power", "rebuild_teachers",

@@ -18,7 +18,7 @@ from recbole_hetcomp.config import Config
 from recbole_hetcomp.inference import full_ranking_ms_per_1k_users, save_model
 from recbole_hetcomp.movielens import ensure_dataset
 from recbole_hetcomp.store import split_fingerprint
-from recbole_hetcomp.trainer import CheckpointMixin
+from recbole_hetcomp.trainer import CheckpointMixin, bound_pair_batches
 from recbole_hetcomp.utils import count_parameters, get_model, get_trainer
 
 
@@ -127,7 +127,7 @@ def evaluate_model(model, data, phases=("valid", "test"), timing=False):
     With ``timing``, also ``infer_ms_per_1k_users`` (full ranking of every user)."""
     from recbole.trainer import Trainer
 
-    trainer = Trainer(data.config, model)
+    trainer = bound_pair_batches(Trainer(data.config, model), data.config)
     out = {phase: dict(trainer.evaluate(getattr(data, phase), load_best_model=False)) for phase in phases}
     if timing:
         out["infer_ms_per_1k_users"] = full_ranking_ms_per_1k_users(trainer, data.train_dataset)

@@ -459,6 +459,10 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
             "BPR", dataset, config_files, {**(config_dict or {}), "embedding_size": configs["HetComp"]["embedding_size"]},
             global_args)
     check_keys(configs, config_files, cmd_args)
+    for config in configs.values():
+        _positive_int(config, "eval_batch_size")
+        if config["predict_batch_size"] is not None:
+            _positive_int(config, "predict_batch_size")
     for name in teachers:
         check_milestones(configs[name]["trajectory_milestones"])
     teacher_weight_vector(teachers, base["teacher_weights"])

@@ -25,11 +25,30 @@ def full_sort_scorer(trainer, dataset):
     return score
 
 
+def bound_pair_batches(trainer, config):
+    """Cap the (user, item) pairs that a model without ``full_sort_predict`` (NeuMF) scores at once
+    in full ranking at ``predict_batch_size``. RecBole splits them by ``eval_batch_size``, which
+    also sets the users of a batch, so a large one (CiteULike-t's 187 users of 22,383 items) would
+    send 4 million pairs through NeuMF's MLP at once. Models with ``full_sort_predict`` are
+    unaffected. Returns ``trainer``."""
+    limit = config["predict_batch_size"]
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"predict_batch_size={limit!r} must be a positive integer")
+        trainer.test_batch_size = min(trainer.test_batch_size, limit)
+    return trainer
+
+
 class CheckpointMixin:
     """Overrides ``evaluate`` only to load the best checkpoint with ``weights_only=False``, and
-    ``_valid_epoch`` only to keep its full result (``last_valid_result``) for progress reports."""
+    ``_valid_epoch`` only to keep its full result (``last_valid_result``) for progress reports;
+    its constructor bounds pair scoring (:func:`bound_pair_batches`)."""
 
     last_valid_result = None
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        bound_pair_batches(self, config)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
