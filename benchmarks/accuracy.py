@@ -95,8 +95,8 @@ def record_run(run, dataset, seed, path=None, **extra):
     meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
     rows = json.loads((run / "results.json").read_text())["rows"]
     if path.exists():  # rows added to the record later (--add-ablations) are kept, if still on its teachers
-        old = json.loads(path.read_text())["rows"]
-        added = [r for r in old if r.get("added") and r["name"] not in {r["name"] for r in rows}]
+        old, names = json.loads(path.read_text())["rows"], {r["name"] for r in rows}
+        added = [r for r in old if r.get("added") and r["name"] not in names]
         if added and teacher_tests(old) != teacher_tests(rows):
             print(f"{dataset} seed {seed}: the run's teachers differ from the record's; dropping the rows added "
                   f"on the old ones: {', '.join(r['name'] for r in added)}", flush=True)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from recbole.data.interaction import Interaction
 
 from recbole_hetcomp.trainer.base import full_sort_scorer
 from recbole_hetcomp.training import checkpointed, evaluate_model, load_data
@@ -41,8 +42,6 @@ def test_neumf_scores_at_most_predict_batch_size_pairs_at_once(synth_config):
     assert max(sizes) == 100 and sum(sizes) == 30 * n_items
     # the same scores as one call over every pair
     pairs = {"user_id": users.repeat_interleave(n_items), "item_id": torch.arange(n_items).repeat(30)}
-    from recbole.data.interaction import Interaction
-
     with torch.no_grad():
         whole = model.predict(Interaction(pairs)).view(30, n_items)
     whole[:, 0] = -float("inf")

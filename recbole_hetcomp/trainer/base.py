@@ -3,6 +3,8 @@
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_hetcomp.validation import _positive_int
+
 
 def load_checkpoint(path, device):
     """Load a checkpoint this package wrote. RecBole pickles its Config into checkpoints, which
@@ -31,11 +33,8 @@ def bound_pair_batches(trainer, config):
     also sets the users of a batch, so a large one (CiteULike-t's 187 users of 22,383 items) would
     send 4 million pairs through NeuMF's MLP at once. Models with ``full_sort_predict`` are
     unaffected. Returns ``trainer``."""
-    limit = config["predict_batch_size"]
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"predict_batch_size={limit!r} must be a positive integer")
-        trainer.test_batch_size = min(trainer.test_batch_size, limit)
+    if config["predict_batch_size"] is not None:
+        trainer.test_batch_size = min(trainer.test_batch_size, _positive_int(config, "predict_batch_size"))
     return trainer
 
 
