@@ -251,8 +251,8 @@ def main():
         f"- Data: synthetic, seed {args.seed}; {U} real users (no padding user 0), every list the first "
         f"items of a random permutation of {I} items; v uniform in [0, {T - 2}] (all pairs active), "
         "last uniform in (0.5, 1).",
-        f"- reference loop s: one run of the plain-Python rule written in this benchmark, pair by pair "
-        f"(DKC) or user by user with a dict (ensemble); scaled linearly to all users only where marked.",
+        "- reference loop s: one run of the plain-Python rule written in this benchmark, pair by pair "
+        "(DKC) or user by user with a dict (ensemble); scaled linearly to all users only where marked.",
         f"- vectorised s: median of {args.repeats} runs after one warm-up of the library function.",
         "- ratio: reference loop s / vectorised s, from this one run.",
         f"- agreement (DKC): new v compared exactly, new last within 1e-6; "

@@ -84,5 +84,3 @@ def fit_teacher(data, store, rebuild=False):
         return traj
     finally:  # also after Ctrl-C, wherever it lands (even inside mkdtemp)
         store.remove_own_temp(dataset_name, prefix)
-
-
