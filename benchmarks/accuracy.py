@@ -173,13 +173,14 @@ def aggregate(dataset):
     if not records:
         return None
     runs = {seed: r["rows"] for seed, r in records.items()}
-    names, kinds, params, values = [], {}, {}, {}
-    for rows in runs.values():
+    names, kinds, params, values, seeds = [], {}, {}, {}, {}
+    for seed, rows in runs.items():
         for r in rows:
             key = row_key(r)
             if key not in kinds:
                 names.append(key)
                 kinds[key], params[key] = r["kind"], r.get("params", 0)
+            seeds.setdefault(key, []).append(seed)
             for m in METRIC_COLUMNS:
                 if m in r.get("test", {}):
                     values.setdefault(key, {}).setdefault(m, []).append(r["test"][m])
@@ -188,9 +189,10 @@ def aggregate(dataset):
     for key in names:
         stats = {}
         for m, xs in values.get(key, {}).items():
-            stats[m] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+            stats[m] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None,
                         "n": len(xs), "values": xs}
-        table.append({"name": key, "kind": kinds[key], "params": params[key], "test": stats})
+        table.append({"name": key, "kind": kinds[key], "params": params[key], "seeds": sorted(seeds[key]),
+                      "test": stats})
     where = sorted({f"{r['date'] or 'undated'}, {r['machine'] or 'unrecorded machine'}" for r in records.values()}
                    | {row["added"] for rows in runs.values() for row in rows if row.get("added")})
     return {"dataset": dataset, "seeds": sorted(runs), "rows": table, "targets": targets(table), "runs_on": where}
@@ -222,9 +224,11 @@ def markdown(result):
              f"Runs: {'; '.join(result.get('runs_on') or ['unrecorded'])}.", "",
              "| name | kind | params | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in result["rows"]:
-        cells = [f"{r['test'][c]['mean']:.4f} ± {r['test'][c]['std']:.4f}" if c in r["test"] else "-" for c in cols]
-        n = max((s["n"] for s in r["test"].values()), default=0)
-        name = r["name"] if n == len(result["seeds"]) else f"{r['name']} ({n} of {len(result['seeds'])} seeds)"
+        cells = [("-" if c not in r["test"] else f"{r['test'][c]['mean']:.4f}" if r["test"][c]["std"] is None
+                  else f"{r['test'][c]['mean']:.4f} ± {r['test'][c]['std']:.4f}") for c in cols]
+        partial = r["seeds"] != result["seeds"]
+        name = (f"{r['name']} (seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))} only)"
+                if partial else r["name"])
         lines.append(f"| {name} | {r['kind']} | {r['params']:,} | " + " | ".join(cells) + " |")
     t = result["targets"]
     if t:

@@ -129,3 +129,26 @@ def test_a_seed_without_a_record_is_an_error(accuracy):
     module, name = accuracy
     with pytest.raises(SystemExit, match=r"no recorded run of synth seed 1 \(.*seed-1.json\): run it first"):
         module.add_ablations(name, 1, None)
+
+
+def test_a_row_of_some_seeds_only_says_which_and_has_no_std(accuracy, tmp_path, monkeypatch):
+    module, _ = accuracy
+
+    def row(name, kind, recall):
+        return {"name": name, "kind": kind, "params": 10, "test": {"recall@20": recall}}
+
+    records = tmp_path / "records" / "hand"
+    records.mkdir(parents=True)
+    for seed, rows in {1: [row("BPR", "teacher", 0.25), row("HetComp", "student", 0.5)],
+                       2: [row("BPR", "teacher", 0.75), row("HetComp", "student", 0.5),
+                           row("HetComp w/o AKT", "ablation", 0.375)]}.items():
+        (records / f"seed-{seed}.json").write_text(json.dumps({"seed": seed, "date": "d", "machine": "m", "rows": rows}))
+    monkeypatch.setattr(module, "RECORDS", tmp_path / "records")
+    result = module.aggregate("hand")
+    stats = {r["name"]: (r["seeds"], r["test"]["recall@20"]) for r in result["rows"]}
+    assert stats["BPR"] == ([1, 2], {"mean": 0.5, "std": pytest.approx(0.125 ** 0.5), "n": 2,
+                                     "values": [0.25, 0.75]})
+    assert stats["HetComp w/o AKT"] == ([2], {"mean": 0.375, "std": None, "n": 1, "values": [0.375]})
+    lines = module.markdown(result).splitlines()
+    assert "| BPR | teacher | 10 | - | 0.5000 ± 0.3536 |" in lines[6]
+    assert "| HetComp w/o AKT (seed 2 only) | ablation | 10 | - | 0.3750 |" in lines[8]
