@@ -142,7 +142,8 @@ def test_a_row_of_some_seeds_only_says_which_and_has_no_std(accuracy, tmp_path, 
     for seed, rows in {1: [row("BPR", "teacher", 0.25), row("HetComp", "student", 0.5)],
                        2: [row("BPR", "teacher", 0.75), row("HetComp", "student", 0.5),
                            row("HetComp w/o AKT", "ablation", 0.375)]}.items():
-        (records / f"seed-{seed}.json").write_text(json.dumps({"seed": seed, "date": "d", "machine": "m", "rows": rows}))
+        record = {"seed": seed, "date": "d", "machine": "m", "rows": rows}
+        (records / f"seed-{seed}.json").write_text(json.dumps(record))
     monkeypatch.setattr(module, "RECORDS", tmp_path / "records")
     result = module.aggregate("hand")
     stats = {r["name"]: (r["seeds"], r["test"]["recall@20"]) for r in result["rows"]}
