@@ -207,6 +207,11 @@ def _positive_int(config, key):
     return value
 
 
+def pair_batch_bound(config):
+    """``predict_batch_size``, checked: the most (user, item) pairs scored at once, None for no bound."""
+    return None if config["predict_batch_size"] is None else _positive_int(config, "predict_batch_size")
+
+
 def catalogue_room(train_dataset):
     """(items, most training items of one user, unobserved items left to that user to rank)."""
     import numpy as np
@@ -461,8 +466,7 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
     check_keys(configs, config_files, cmd_args)
     for config in configs.values():
         _positive_int(config, "eval_batch_size")
-        if config["predict_batch_size"] is not None:
-            _positive_int(config, "predict_batch_size")
+        pair_batch_bound(config)
     for name in teachers:
         check_milestones(configs[name]["trajectory_milestones"])
     teacher_weight_vector(teachers, base["teacher_weights"])

@@ -3,7 +3,7 @@
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_hetcomp.validation import _positive_int
+from recbole_hetcomp.validation import pair_batch_bound
 
 
 def load_checkpoint(path, device):
@@ -33,8 +33,9 @@ def bound_pair_batches(trainer, config):
     also sets the users of a batch, so a large one (CiteULike-t's 187 users of 22,383 items) would
     send 4 million pairs through NeuMF's MLP at once. Models with ``full_sort_predict`` are
     unaffected. Returns ``trainer``."""
-    if config["predict_batch_size"] is not None:
-        trainer.test_batch_size = min(trainer.test_batch_size, _positive_int(config, "predict_batch_size"))
+    bound = pair_batch_bound(config)
+    if bound is not None:
+        trainer.test_batch_size = min(trainer.test_batch_size, bound)
     return trainer
 
 
