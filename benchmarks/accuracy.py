@@ -218,14 +218,18 @@ def targets(table):
     }
 
 
+def mean_std(stat):
+    """``mean ± std``, or the mean alone where one seed gives no std."""
+    return f"{stat['mean']:.4f}" if stat["std"] is None else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
 def markdown(result):
     cols = METRIC_COLUMNS
     lines = [f"## {result['dataset']} (seeds {', '.join(map(str, result['seeds']))}; test metrics, mean ± std)", "",
              f"Runs: {'; '.join(result.get('runs_on') or ['unrecorded'])}.", "",
              "| name | kind | params | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in result["rows"]:
-        cells = [("-" if c not in r["test"] else f"{r['test'][c]['mean']:.4f}" if r["test"][c]["std"] is None
-                  else f"{r['test'][c]['mean']:.4f} ± {r['test'][c]['std']:.4f}") for c in cols]
+        cells = [mean_std(r["test"][c]) if c in r["test"] else "-" for c in cols]
         partial = r["seeds"] != result["seeds"]
         name = (f"{r['name']} (seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))} only)"
                 if partial else r["name"])
