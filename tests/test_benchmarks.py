@@ -1,4 +1,5 @@
-"""benchmarks/accuracy.py's records: ablation rows added to a recorded run, one at a time."""
+"""The benchmarks' own logic: accuracy.py's records (ablation rows added to a recorded run, one at a
+time) and loss_weights.py's reading of Adam's state."""
 
 import importlib
 import json
@@ -153,3 +154,59 @@ def test_a_row_of_some_seeds_only_says_which_and_has_no_std(accuracy, tmp_path, 
     lines = module.markdown(result).splitlines()
     assert "| BPR | teacher | 10 | - | 0.5000 ± 0.3536 |" in lines[6]
     assert "| HetComp w/o AKT (seed 2 only) | ablation | 10 | - | 0.3750 |" in lines[8]
+
+
+@pytest.fixture
+def loss_weights():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module("loss_weights")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def _student_checkpoint(epoch=7):
+    """Adam's state after one step with beta2 = 0.5: v-hat = v / 0.5 = 0.01, RMS 0.1 everywhere;
+    row 0 (padding) is far off, so counting it would change every figure."""
+    import torch
+
+    users = torch.tensor([[9.0, 9.0], [0.5, -2.0], [3.0, 4.0]])
+    items = torch.tensor([[9.0, 9.0], [0.5, -0.5]])
+    state = {i: {"step": torch.tensor(1.0), "exp_avg_sq": torch.full_like(t, 0.005)}
+             for i, t in enumerate((users, items))}
+    return {"config": {"seed": 3, "embedding_size": 2, "overall_loss_weight": 0.01, "rank_loss_weight": 0.005},
+            "epoch": epoch, "state_dict": {"user_embedding.weight": users, "item_embedding.weight": items},
+            "optimizer": {"state": state, "param_groups": [
+                {"lr": 0.001, "betas": (0.9, 0.5), "eps": 1e-8, "weight_decay": 0.1, "params": [0, 1]}]}}
+
+
+def test_weight_decay_shares_from_adam_state_leave_out_the_padding_row(loss_weights):
+    shares = loss_weights.decay_shares(_student_checkpoint())
+    users, items = shares["users"], shares["items"]  # decay |theta| = 0.1 |theta|, over RMS 0.1: |theta|
+    assert users["entries"] == 4 and items["entries"] == 2
+    assert users["median_share"] == pytest.approx(2.5) and users["p90_share"] == pytest.approx(3.7)
+    assert users["decay_larger"] == pytest.approx(0.75) and users["median_abs_theta"] == pytest.approx(2.5)
+    assert items["median_share"] == pytest.approx(0.5) and items["decay_larger"] == 0.0
+    assert users["median_rms_grad"] == pytest.approx(0.1) and users["min_rms_over_eps"] == pytest.approx(1e7)
+
+
+def test_a_student_row_says_which_loss_ran_at_its_best_epoch(loss_weights, tmp_path):
+    import torch
+
+    run = tmp_path / "ds" / "seed-3"
+    run.mkdir(parents=True)
+    torch.save(_student_checkpoint(epoch=7), run / "HetComp.pth")
+    row = loss_weights.student_row(run / "HetComp.pth")
+    assert (row["run"], row["seed"], row["best_epoch"], row["steps"]) == ("ds/seed-3", 3, 7, 1)
+    assert row["loss_at_best_epoch"] is None  # no results.json beside it
+    for switch, loss in ((5, "rank"), (8, "overall")):
+        (run / "results.json").write_text(json.dumps({"rows": [
+            {"name": "HetComp", "curriculum": {"loss_switch_epoch": switch}}]}))
+        assert loss_weights.student_row(run / "HetComp.pth")["loss_at_best_epoch"] == loss
+
+
+def test_loss_weights_without_stored_students_says_what_to_run(loss_weights, tmp_path, monkeypatch):
+    monkeypatch.setattr(loss_weights, "RUNS", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["loss_weights.py"])
+    with pytest.raises(SystemExit, match="no stored student .* run benchmarks/accuracy.py"):
+        loss_weights.main()
