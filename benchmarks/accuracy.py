@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from recbole_hetcomp.results import METRIC_COLUMNS, atomic_write_text  # noqa: E402
 from recbole_hetcomp.store import library_versions  # noqa: E402
-from timing import machine  # noqa: E402  (benchmarks/timing.py; student_size and ensemble_variants import it from here)
+from timing import machine  # noqa: E402  (benchmarks/timing.py; ensemble_variants imports it from here)
 
 RUNS = ROOT / "benchmarks" / ".runs"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -74,15 +74,15 @@ def pipeline_settings(dataset, seed, citeulike):
     return teachers, config, [f"--{t}.eval_step={step}" for t in teachers] if step else []
 
 
-def run_one(dataset, seed, citeulike, ablations=True, student_dim=None, out=None):
-    """One pipeline run into ``out`` (default :func:`run_dir`); ``student_dim`` sets the
-    student's ``embedding_size`` (and so the MF baseline's) and leaves the teachers as they are."""
+def run_one(dataset, seed, citeulike, ablations=True, student=None, out=None):
+    """One pipeline run into ``out`` (default :func:`run_dir`); ``student`` ({key: value}) sets the
+    student's own keys (``--HetComp.key=value``; its ``embedding_size`` also sets the MF baseline's)
+    and leaves the teachers as they are."""
     from recbole_hetcomp.pipeline import run_pipeline
 
     out = out or run_dir(dataset, seed)
     teachers, config, scoped = pipeline_settings(dataset, seed, citeulike)
-    if student_dim:
-        scoped.append(f"--HetComp.embedding_size={student_dim}")
+    scoped += [f"--HetComp.{key}={value}" for key, value in (student or {}).items()]
     run_pipeline(dataset, teachers=teachers, config_dict=config, cmd_args=scoped or None, output=out,
                  ablations=ablations)
     atomic_write_text(out / "run.json", json.dumps({"date": date.today().isoformat(), "machine": machine()}) + "\n")

@@ -10,7 +10,7 @@ the same run as dividing ``weight_decay`` by c. The weights therefore matter in 
 against the weight decay, and as the ratio of the two losses at the switch, which Adam's
 second-moment estimate absorbs within about 1 / (1 - beta2) = 1,000 steps.
 
-The first is measured here, on the students stored by ``accuracy.py`` and ``student_size.py``
+The first is measured here, on the students stored by ``accuracy.py`` and ``student_variants.py``
 (``benchmarks/.runs/<dataset>/<run>/HetComp.pth``; not in git). Each checkpoint, saved at the
 student's best epoch, keeps Adam's state: ``exp_avg_sq`` (v) is the running mean of the squared
 gradient g = w dL/dtheta + lambda theta. Per embedding entry (row 0, RecBole's padding id, left
@@ -99,7 +99,7 @@ def main():
     paths = sorted(RUNS.glob("*/*/HetComp.pth"))
     if not paths:
         raise SystemExit(f"no stored student under {RUNS}/<dataset>/<run>/HetComp.pth: run benchmarks/accuracy.py "
-                         "or benchmarks/student_size.py first")
+                         "or benchmarks/student_variants.py first")
     rows = [{"dataset": p.parent.parent.name, **student_row(p)} for p in paths]
     atomic_write_text(RESULTS / "loss_weights.json", json.dumps(
         {"benchmark": "loss_weights", "date": date.today().isoformat(), "versions": library_versions(),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from recbole_hetcomp.pipeline import run_pipeline
+from recbole_hetcomp.trainer.base import load_checkpoint
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SMALL = {"epochs": 5, "trajectory_top_n": 30, "hetcomp_k": 20, "hetcomp_p": 5, "dkc_k": 10,
@@ -210,3 +211,45 @@ def test_loss_weights_without_stored_students_says_what_to_run(loss_weights, tmp
     monkeypatch.setattr(sys, "argv", ["loss_weights.py"])
     with pytest.raises(SystemExit, match="no stored student .* run benchmarks/accuracy.py"):
         loss_weights.main()
+
+
+@pytest.fixture
+def variants(added, tmp_path, monkeypatch):
+    """benchmarks/student_variants.py on the records of ``added`` (its accuracy run is the defaults line)."""
+    module, name, _, _ = added
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        variants = importlib.import_module("student_variants")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    for attr, value in (("RUNS", module.RUNS), ("RECORDS", module.RECORDS), ("RESULTS", tmp_path)):
+        monkeypatch.setattr(variants, attr, value)
+    return variants, name
+
+
+def test_a_variant_is_key_value_pairs_and_a_bad_one_is_named(variants):
+    module, _ = variants
+    assert module.parse_variant("weight_decay=0,embedding_size=8") == {"weight_decay": "0", "embedding_size": "8"}
+    assert module.variant_name({"weight_decay": "0", "embedding_size": "8"}) == "embedding_size-8_weight_decay-0"
+    for bad in ("embedding_size", "a=[1,2]", "x=1/2", "=3"):
+        with pytest.raises(SystemExit, match="is not KEY=VALUE"):
+            module.parse_variant(bad)
+
+
+def test_variants_change_the_student_only_and_sit_beside_the_accuracy_run(variants, fresh_dir):
+    module, name = variants
+    with fresh_dir("variants"):
+        module.main(["--dataset", name, "--seeds", str(SEED), "--variant", "embedding_size=8",
+                     "--variant", "weight_decay=0.5"])
+    record = module.variant_record(name, SEED, {"weight_decay": "0.5"})
+    assert json.loads(record.read_text())["settings"] == {"weight_decay": "0.5"}
+    student = load_checkpoint(module.variant_dir(name, SEED, {"weight_decay": "0.5"}) / "HetComp.pth", "cpu")
+    assert student["config"]["weight_decay"] == 0.5
+    lines = json.loads((module.RESULTS / "student_variants.json").read_text())["results"][name]
+    assert [x["settings"] for x in lines] == [{}, {"embedding_size": "8"}, {"weight_decay": "0.5"}]
+    default, wide, no_decay = lines
+    assert wide["params"] == default["params"] // 6 * 8  # (users + items) x d
+    assert wide["mf_name"].endswith("d=8)") and no_decay["mf"] == default["mf"]  # MF follows the size only
+    assert no_decay["ensemble"] == default["ensemble"] == wide["ensemble"]  # the same teachers
+    assert no_decay["student"] != default["student"]
+    assert "| weight_decay=0.5 |" in (module.RESULTS / "student_variants.md").read_text()

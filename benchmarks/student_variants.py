@@ -1,0 +1,138 @@
+"""Student variants: HetComp with some of its own settings changed, on an accuracy run's teachers.
+
+    python benchmarks/student_variants.py [--dataset citeulike-t] [--seeds 2021]
+                                          [--variant KEY=VALUE[,KEY=VALUE...]]... [--citeulike PATH]
+                                          [--threads N] [--only-aggregate]
+
+Each ``--variant`` (repeatable; default ``embedding_size=16``) is a set of the student's keys, given
+to the pipeline as ``--HetComp.KEY=VALUE``: the teachers never see them, and the MF baseline
+follows the student's ``embedding_size`` only. E.g. ``--variant embedding_size=32`` (how much of
+the gap to the ensemble is the d = 6 student's size?), ``--variant weight_decay=0`` (the same as
+infinite loss weights under Adam: ``loss_weights.py``), ``--variant ensemble_importance=rrf``.
+
+For each seed and variant, one pipeline run as in ``accuracy.py`` (same split, same teachers,
+taken from the accuracy run's trajectory store when it is there) without ablations: the
+ensemble, the student and the MF baseline. Runs go to
+``benchmarks/.runs/<dataset>/variant-<name>-seed-<seed>/`` and their rows are recorded in
+``benchmarks/results/runs/<dataset>/student-variants/seed-<seed>-<name>.json`` (committed), where
+the name is the settings joined, e.g. ``embedding_size-16``. The table puts each recorded variant
+beside the default student of the accuracy record of the same seed
+(``results/runs/<dataset>/seed-<seed>.json``): ``benchmarks/results/student_variants.{md,json}``.
+"""
+
+import argparse
+import json
+import re
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from accuracy import CITEULIKE, RECORDS, RESULTS, RUNS, record_run, row_key, run_one  # noqa: E402
+from recbole_hetcomp.results import atomic_write_text  # noqa: E402
+from recbole_hetcomp.store import library_versions  # noqa: E402
+
+METRICS = ("recall@20", "ndcg@20")
+FOLDER = "student-variants"
+SETTING = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([A-Za-z0-9_.+-]+)")
+
+
+def parse_variant(text):
+    """``'KEY=VALUE[,KEY=VALUE...]'`` -> {key: value}, values kept as written (RecBole parses them)."""
+    settings = {}
+    for item in text.split(","):
+        match = SETTING.fullmatch(item.strip())
+        if not match:
+            raise SystemExit(f"--variant {text!r}: {item.strip()!r} is not KEY=VALUE (letters, digits, '_', '.', "
+                             "'+', '-'); e.g. --variant embedding_size=16,weight_decay=0")
+        settings[match[1]] = match[2]
+    return settings
+
+
+def variant_name(settings):
+    return "_".join(f"{k}-{v}" for k, v in sorted(settings.items()))
+
+
+def variant_dir(dataset, seed, settings):
+    return RUNS / dataset / f"variant-{variant_name(settings)}-seed-{seed}"
+
+
+def variant_record(dataset, seed, settings):
+    return RECORDS / dataset / FOLDER / f"seed-{seed}-{variant_name(settings)}.json"
+
+
+def table(dataset):
+    """One line per recorded (seed, variant), each seed's default student (the accuracy record) first."""
+    lines = []
+    for path in sorted((RECORDS / dataset / FOLDER).glob("seed-*.json")):
+        rec = json.loads(path.read_text())
+        base = RECORDS / dataset / f"seed-{rec['seed']}.json"
+        sources = ([({}, json.loads(base.read_text()))] if base.exists() else []) + [(rec["settings"], rec)]
+        for settings, r in sources:
+            rows = {row_key(x): x for x in r["rows"]}
+            student = rows["HetComp"]
+            mf = next(x for x in r["rows"] if x["kind"] == "baseline")
+            teachers = [x for x in r["rows"] if x["kind"] == "teacher"]
+            best = max(teachers, key=lambda x: x["test"]["recall@20"])
+            line = {"seed": rec["seed"], "settings": settings, "params": student["params"],
+                    "student": {m: student["test"][m] for m in METRICS},
+                    "ensemble": {m: rows["Ensemble"]["test"][m] for m in METRICS},
+                    "best_teacher": best["name"], "best_teacher_recall@20": best["test"]["recall@20"],
+                    "mf": {m: mf["test"][m] for m in METRICS}, "mf_name": mf["name"], "date": r.get("date")}
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
+def markdown(dataset, lines):
+    out = [f"## {dataset}", "",
+           "| seed | student settings | params | HetComp Recall@20 | NDCG@20 | / ensemble | / best teacher | "
+           "MF w/o KD of the run: Recall@20 | HetComp / MF | run |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for x in lines:
+        s, e, m = x["student"]["recall@20"], x["ensemble"]["recall@20"], x["mf"]["recall@20"]
+        settings = ", ".join(f"{k}={v}" for k, v in x["settings"].items()) or "defaults (the accuracy run)"
+        out.append(f"| {x['seed']} | {settings} | {x['params']:,} | {s:.4f} | {x['student']['ndcg@20']:.4f} "
+                   f"| {s / e:.3f} (ensemble {e:.4f}) | {s / x['best_teacher_recall@20']:.3f} ({x['best_teacher']} "
+                   f"{x['best_teacher_recall@20']:.4f}) | {m:.4f} ({x['mf_name']}) | {s / m:.2f} | {x['date']} |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="citeulike-t")
+    p.add_argument("--seeds", default="2021")
+    p.add_argument("--variant", action="append", help="KEY=VALUE[,KEY=VALUE...] of the student (repeatable; "
+                   "default embedding_size=16)")
+    p.add_argument("--citeulike", default=str(CITEULIKE), help="path of CiteULike-t's users.dat")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--only-aggregate", action="store_true", help="do not run, tabulate recorded runs only")
+    args = p.parse_args(argv)
+    variants = [parse_variant(v) for v in args.variant or ["embedding_size=16"]]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.only_aggregate:
+        for seed in (int(s) for s in args.seeds.split(",") if s):
+            for settings in variants:
+                out = variant_dir(args.dataset, seed, settings)
+                if not (out / "results.json").exists():
+                    print(f"== {args.dataset} seed {seed} {variant_name(settings)}", flush=True)
+                    run_one(args.dataset, seed, args.citeulike, ablations=False, student=settings, out=out)
+                record_run(out, args.dataset, seed, variant_record(args.dataset, seed, settings), settings=settings)
+    datasets = sorted(p.name for p in RECORDS.iterdir() if (p / FOLDER).is_dir()) if RECORDS.is_dir() else []
+    results = {d: table(d) for d in datasets}
+    atomic_write_text(RESULTS / "student_variants.json", json.dumps(
+        {"benchmark": "student_variants", "aggregated": date.today().isoformat(), "versions": library_versions(),
+         "results": results}, indent=1) + "\n")
+    text = ["# Student variants: HetComp with some of its settings changed, same teachers and split", "",
+            "Each line: one seed's test metrics; the defaults line is the accuracy benchmark's run of that seed. "
+            "See benchmarks/README.md.", ""] + [markdown(d, lines) + "\n" for d, lines in results.items()]
+    atomic_write_text(RESULTS / "student_variants.md", "\n".join(text))
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
