@@ -1,24 +1,27 @@
-"""Loss weights under Adam: how much of the trained student's gradient is weight decay?
+"""Loss weights under Adam: how hard does the weight decay pull on the trained student?
 
     python benchmarks/loss_weights.py
 
 HetComp multiplies its set-level loss by ``overall_loss_weight`` (0.01) and its list-level loss
 by ``rank_loss_weight`` (0.005), and RecBole trains it with Adam, whose ``weight_decay`` (1e-5)
-adds lambda * theta to the gradient. Adam's step m / (sqrt(v) + eps) does not change when the
-gradient is multiplied by a constant (up to eps = 1e-8), so multiplying both loss weights by c is
-the same run as dividing ``weight_decay`` by c. The weights therefore matter in two ways only:
-against the weight decay, and as the ratio of the two losses at the switch, which Adam's
-second-moment estimate absorbs within about 1 / (1 - beta2) = 1,000 steps.
+adds lambda * theta to the gradient (no gradient clipping by default). Adam's step
+lr * m / (sqrt(v) + eps) does not change when the gradient is multiplied by a constant (up to eps =
+1e-8), so multiplying both loss weights by c is the same run as dividing ``weight_decay`` by c. The
+weights therefore matter in two ways only: against the weight decay, and through their ratio at
+the switch from one loss to the other, which Adam's second-moment estimate (time constant
+1 / (1 - beta2) = 1,000 steps) takes a few thousand steps to absorb.
 
 The first is measured here, on the students stored by ``accuracy.py`` and ``student_variants.py``
 (``benchmarks/.runs/<dataset>/<run>/HetComp.pth``; not in git). Each checkpoint, saved at the
 student's best epoch, keeps Adam's state: ``exp_avg_sq`` (v) is the running mean of the squared
-gradient g = w dL/dtheta + lambda theta. Per embedding entry (row 0, RecBole's padding id, left
-out), lambda |theta| / sqrt(v / (1 -
-beta2^step)) is the weight decay's share of the gradient's RMS; the table gives its median and
-90th percentile over the entries of the user and of the item embeddings, the share of entries
-where the decay is the larger part, and the smallest sqrt(v) in units of eps (far above 1: eps
-plays no part, so the invariance above holds). Writes ``benchmarks/results/loss_weights.{json,md}``.
+gradient g = w dL/dtheta + lambda theta. Since m averages g, the decay's part of each step is
+lr * lambda theta / sqrt(v-hat) (v-hat = v / (1 - beta2^step), bias-corrected): per embedding entry
+(row 0, RecBole's padding id, left out), lambda |theta| / sqrt(v-hat) is the decay's pull per step
+in units of lr. Above 1, the decay term is larger than the RMS of the whole gradient, which the
+loss then holds against it. The table gives its median and 90th percentile over the entries of
+the user and of the item embeddings, the fraction of entries above 1, and the smallest sqrt(v-hat)
+in units of eps (at the best epoch: eps is at most that fraction of Adam's denominator, so the
+invariance above holds to it). Writes ``benchmarks/results/loss_weights.{json,md}``.
 """
 
 import argparse
@@ -39,23 +42,28 @@ RESULTS = ROOT / "benchmarks" / "results"
 PARAMETERS = {"user_embedding.weight": "users", "item_embedding.weight": "items"}
 
 
-def decay_shares(checkpoint):
-    """{'users'|'items': statistics of lambda |theta| / RMS(g)} from a HetComp checkpoint's Adam state."""
+def decay_pull(checkpoint):
+    """{'users'|'items': statistics of lambda |theta| / sqrt(v-hat)} from a HetComp checkpoint's Adam state."""
     group = checkpoint["optimizer"]["param_groups"][0]
     beta2, eps, decay = group["betas"][1], group["eps"], group["weight_decay"]
-    names = list(checkpoint["state_dict"])
+    names = list(checkpoint["state_dict"])  # the model's parameters, in the optimizer's order
     out = {}
     for name, index in zip(names, group["params"]):
         if name not in PARAMETERS:
             continue
-        theta = checkpoint["state_dict"][name].double()[1:]  # row 0: RecBole's padding id, never in a batch
         state = checkpoint["optimizer"]["state"][index]
+        if "exp_avg_sq" not in state:
+            raise SystemExit(f"{name}: no Adam state in the checkpoint (learner is not adam?); this reads Adam's only")
+        if state["exp_avg_sq"].shape != checkpoint["state_dict"][name].shape:
+            raise SystemExit(f"{name}: the optimizer's state has shape {tuple(state['exp_avg_sq'].shape)}, not the "
+                             "parameter's: the checkpoint's parameters are not in the optimizer's order")
+        theta = checkpoint["state_dict"][name].double()[1:]  # row 0: RecBole's padding id, never in a batch
         rms = (state["exp_avg_sq"].double()[1:] / (1 - beta2 ** float(state["step"]))).sqrt()
-        share = decay * theta.abs() / rms
+        pull = decay * theta.abs() / rms
         out[PARAMETERS[name]] = {
             "entries": theta.numel(), "median_abs_theta": theta.abs().quantile(0.5).item(),
-            "median_rms_grad": rms.quantile(0.5).item(), "median_share": share.quantile(0.5).item(),
-            "p90_share": share.quantile(0.9).item(), "decay_larger": (share > 1).double().mean().item(),
+            "median_rms_grad": rms.quantile(0.5).item(), "median_pull": pull.quantile(0.5).item(),
+            "p90_pull": pull.quantile(0.9).item(), "pull_above_1": (pull > 1).double().mean().item(),
             "min_rms_over_eps": (rms.min() / eps).item()}
     return out
 
@@ -69,7 +77,7 @@ def student_row(path):
            "steps": int(next(iter(ckpt["optimizer"]["state"].values()))["step"]),
            "learning_rate": group["lr"], "weight_decay": group["weight_decay"],
            "overall_loss_weight": config["overall_loss_weight"], "rank_loss_weight": config["rank_loss_weight"],
-           "loss_at_best_epoch": None, **decay_shares(ckpt)}
+           "loss_at_best_epoch": None, **decay_pull(ckpt)}
     results = path.parent / "results.json"
     if results.exists():
         for r in json.loads(results.read_text())["rows"]:
@@ -81,7 +89,7 @@ def student_row(path):
 
 def markdown(rows):
     out = ["| run | d | best epoch (Adam steps) | loss then | weights (set, list) | weight_decay | entries | "
-           "median abs(theta) | median RMS(g) | decay / RMS(g): median | 90th pct | entries where decay > rest | "
+           "median abs(theta) | median RMS(g) | decay pull per step / lr: median | 90th pct | entries above 1 | "
            "min RMS(g) / eps |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for part in PARAMETERS.values():
@@ -89,7 +97,7 @@ def markdown(rows):
             out.append(f"| {r['run']} | {r['embedding_size']} | {r['best_epoch']} ({r['steps']:,}) | "
                        f"{r['loss_at_best_epoch'] or '?'} | {r['overall_loss_weight']}, {r['rank_loss_weight']} | "
                        f"{r['weight_decay']} | {part} | {s['median_abs_theta']:.3f} | {s['median_rms_grad']:.2e} | "
-                       f"{s['median_share']:.3f} | {s['p90_share']:.3f} | {s['decay_larger']:.1%} | "
+                       f"{s['median_pull']:.3f} | {s['p90_pull']:.3f} | {s['pull_above_1']:.1%} | "
                        f"{s['min_rms_over_eps']:,.0f} |")
     return "\n".join(out)
 
@@ -104,7 +112,7 @@ def main():
     atomic_write_text(RESULTS / "loss_weights.json", json.dumps(
         {"benchmark": "loss_weights", "date": date.today().isoformat(), "versions": library_versions(),
          "rows": rows}, indent=1) + "\n")
-    text = ["# Loss weights under Adam: the weight decay's share of the student's gradient", "",
+    text = ["# Loss weights under Adam: the weight decay's pull on the student, per step, in units of lr", "",
             f"{date.today().isoformat()}: every stored student (`benchmarks/.runs`), at its best epoch, from its "
             "checkpoint's Adam state. See benchmarks/README.md.", "", markdown(rows), ""]
     atomic_write_text(RESULTS / "loss_weights.md", "\n".join(text))

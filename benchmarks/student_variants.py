@@ -15,7 +15,8 @@ taken from the accuracy run's trajectory store when it is there) without ablatio
 ensemble, the student and the MF baseline. Runs go to
 ``benchmarks/.runs/<dataset>/variant-<name>-seed-<seed>/`` and their rows are recorded in
 ``benchmarks/results/runs/<dataset>/student-variants/seed-<seed>-<name>.json`` (committed), where
-the name is the settings joined, e.g. ``embedding_size-16``. The table puts each recorded variant
+the name is the settings joined, e.g. ``embedding_size-16,weight_decay-0``; a value is taken as
+written (``1e-5`` and ``0.00001`` are two variants). The table puts each recorded variant
 beside the default student of the accuracy record of the same seed
 (``results/runs/<dataset>/seed-<seed>.json``): ``benchmarks/results/student_variants.{md,json}``.
 """
@@ -48,12 +49,15 @@ def parse_variant(text):
         if not match:
             raise SystemExit(f"--variant {text!r}: {item.strip()!r} is not KEY=VALUE (letters, digits, '_', '.', "
                              "'+', '-'); e.g. --variant embedding_size=16,weight_decay=0")
+        if match[1] in settings:
+            raise SystemExit(f"--variant {text!r} sets {match[1]!r} twice: give each key once")
         settings[match[1]] = match[2]
     return settings
 
 
 def variant_name(settings):
-    return "_".join(f"{k}-{v}" for k, v in sorted(settings.items()))
+    """``key-value`` pairs joined by ',' (neither '-' in a key nor ',' anywhere can occur in a setting)."""
+    return ",".join(f"{k}-{v}" for k, v in sorted(settings.items()))
 
 
 def variant_dir(dataset, seed, settings):

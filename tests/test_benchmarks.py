@@ -181,13 +181,13 @@ def _student_checkpoint(epoch=7):
                 {"lr": 0.001, "betas": (0.9, 0.5), "eps": 1e-8, "weight_decay": 0.1, "params": [0, 1]}]}}
 
 
-def test_weight_decay_shares_from_adam_state_leave_out_the_padding_row(loss_weights):
-    shares = loss_weights.decay_shares(_student_checkpoint())
-    users, items = shares["users"], shares["items"]  # decay |theta| = 0.1 |theta|, over RMS 0.1: |theta|
+def test_weight_decay_pull_from_adam_state_leaves_out_the_padding_row(loss_weights):
+    pulls = loss_weights.decay_pull(_student_checkpoint())
+    users, items = pulls["users"], pulls["items"]  # decay |theta| = 0.1 |theta|, over RMS 0.1: |theta|
     assert users["entries"] == 4 and items["entries"] == 2
-    assert users["median_share"] == pytest.approx(2.5) and users["p90_share"] == pytest.approx(3.7)
-    assert users["decay_larger"] == pytest.approx(0.75) and users["median_abs_theta"] == pytest.approx(2.5)
-    assert items["median_share"] == pytest.approx(0.5) and items["decay_larger"] == 0.0
+    assert users["median_pull"] == pytest.approx(2.5) and users["p90_pull"] == pytest.approx(3.7)
+    assert users["pull_above_1"] == pytest.approx(0.75) and users["median_abs_theta"] == pytest.approx(2.5)
+    assert items["median_pull"] == pytest.approx(0.5) and items["pull_above_1"] == 0.0
     assert users["median_rms_grad"] == pytest.approx(0.1) and users["min_rms_over_eps"] == pytest.approx(1e7)
 
 
@@ -200,10 +200,23 @@ def test_a_student_row_says_which_loss_ran_at_its_best_epoch(loss_weights, tmp_p
     row = loss_weights.student_row(run / "HetComp.pth")
     assert (row["run"], row["seed"], row["best_epoch"], row["steps"]) == ("ds/seed-3", 3, 7, 1)
     assert row["loss_at_best_epoch"] is None  # no results.json beside it
-    for switch, loss in ((5, "rank"), (8, "overall")):
+    for switch, loss in ((5, "rank"), (7, "rank"), (8, "overall")):
         (run / "results.json").write_text(json.dumps({"rows": [
             {"name": "HetComp", "curriculum": {"loss_switch_epoch": switch}}]}))
         assert loss_weights.student_row(run / "HetComp.pth")["loss_at_best_epoch"] == loss
+
+
+def test_a_checkpoint_without_matching_adam_state_is_refused(loss_weights):
+    import torch
+
+    ckpt = _student_checkpoint()
+    del ckpt["optimizer"]["state"][0]["exp_avg_sq"]
+    with pytest.raises(SystemExit, match="user_embedding.weight: no Adam state"):
+        loss_weights.decay_pull(ckpt)
+    ckpt = _student_checkpoint()
+    ckpt["optimizer"]["state"][0]["exp_avg_sq"] = torch.ones(2, 2)
+    with pytest.raises(SystemExit, match="not in the optimizer's order"):
+        loss_weights.decay_pull(ckpt)
 
 
 def test_loss_weights_without_stored_students_says_what_to_run(loss_weights, tmp_path, monkeypatch):
@@ -230,10 +243,13 @@ def variants(added, tmp_path, monkeypatch):
 def test_a_variant_is_key_value_pairs_and_a_bad_one_is_named(variants):
     module, _ = variants
     assert module.parse_variant("weight_decay=0,embedding_size=8") == {"weight_decay": "0", "embedding_size": "8"}
-    assert module.variant_name({"weight_decay": "0", "embedding_size": "8"}) == "embedding_size-8_weight_decay-0"
+    assert module.variant_name({"weight_decay": "0", "embedding_size": "8"}) == "embedding_size-8,weight_decay-0"
+    assert module.variant_name({"a": "b_c-d"}) != module.variant_name({"a": "b", "c": "d"})
     for bad in ("embedding_size", "a=[1,2]", "x=1/2", "=3"):
         with pytest.raises(SystemExit, match="is not KEY=VALUE"):
             module.parse_variant(bad)
+    with pytest.raises(SystemExit, match="'a' twice"):
+        module.parse_variant("a=1,a=2")
 
 
 def test_variants_change_the_student_only_and_sit_beside_the_accuracy_run(variants, fresh_dir):
@@ -244,12 +260,15 @@ def test_variants_change_the_student_only_and_sit_beside_the_accuracy_run(varian
     record = module.variant_record(name, SEED, {"weight_decay": "0.5"})
     assert json.loads(record.read_text())["settings"] == {"weight_decay": "0.5"}
     student = load_checkpoint(module.variant_dir(name, SEED, {"weight_decay": "0.5"}) / "HetComp.pth", "cpu")
-    assert student["config"]["weight_decay"] == 0.5
+    assert student["config"]["weight_decay"] == student["optimizer"]["param_groups"][0]["weight_decay"] == 0.5
     lines = json.loads((module.RESULTS / "student_variants.json").read_text())["results"][name]
     assert [x["settings"] for x in lines] == [{}, {"embedding_size": "8"}, {"weight_decay": "0.5"}]
     default, wide, no_decay = lines
     assert wide["params"] == default["params"] // 6 * 8  # (users + items) x d
     assert wide["mf_name"].endswith("d=8)") and no_decay["mf"] == default["mf"]  # MF follows the size only
     assert no_decay["ensemble"] == default["ensemble"] == wide["ensemble"]  # the same teachers
+    teachers = [[r["test"] for r in json.loads(p.read_text())["rows"] if r["kind"] == "teacher"]
+                for p in (record, module.variant_record(name, SEED, {"embedding_size": "8"}))]
+    assert teachers[0] == teachers[1] and len(teachers[0]) == len(TEACHERS)
     assert no_decay["student"] != default["student"]
     assert "| weight_decay=0.5 |" in (module.RESULTS / "student_variants.md").read_text()
