@@ -1,5 +1,5 @@
 """The benchmarks' own logic: accuracy.py's records (ablation rows added to a recorded run, one at a
-time) and loss_weights.py's reading of Adam's state."""
+time), loss_weights.py's reading of Adam's state and student_variants.py's runs and table."""
 
 import importlib
 import json
@@ -263,12 +263,12 @@ def test_variants_change_the_student_only_and_sit_beside_the_accuracy_run(varian
     assert student["config"]["weight_decay"] == student["optimizer"]["param_groups"][0]["weight_decay"] == 0.5
     lines = json.loads((module.RESULTS / "student_variants.json").read_text())["results"][name]
     assert [x["settings"] for x in lines] == [{}, {"embedding_size": "8"}, {"weight_decay": "0.5"}]
-    default, wide, no_decay = lines
+    default, wide, decayed = lines
     assert wide["params"] == default["params"] // 6 * 8  # (users + items) x d
-    assert wide["mf_name"].endswith("d=8)") and no_decay["mf"] == default["mf"]  # MF follows the size only
-    assert no_decay["ensemble"] == default["ensemble"] == wide["ensemble"]  # the same teachers
+    assert wide["mf_name"].endswith("d=8)") and decayed["mf"] == default["mf"]  # MF follows the size only
+    assert decayed["ensemble"] == default["ensemble"] == wide["ensemble"]  # the same teachers
     teachers = [[r["test"] for r in json.loads(p.read_text())["rows"] if r["kind"] == "teacher"]
                 for p in (record, module.variant_record(name, SEED, {"embedding_size": "8"}))]
     assert teachers[0] == teachers[1] and len(teachers[0]) == len(TEACHERS)
-    assert no_decay["student"] != default["student"]
+    assert decayed["student"] != default["student"]
     assert "| weight_decay=0.5 |" in (module.RESULTS / "student_variants.md").read_text()
