@@ -34,8 +34,8 @@ def parse_args(argv):
     p.add_argument("-d", "--dataset", default="ml-100k", help="RecBole dataset name (default: ml-100k, embedded)")
     p.add_argument("--config_files", default=None, help="space- or comma-separated yaml config files")
     p.add_argument("--archive", default=None, metavar="PATH",
-                   help="MovieLens: a local GroupLens zip or ratings file to convert; CiteULike-t: its users.dat (else found in data_path, "
-                        "or downloaded)")
+                   help="MovieLens: a local GroupLens zip or ratings file to convert; CiteULike-t: its users.dat "
+                        "(else found in data_path, or downloaded)")
     p.add_argument("--teachers", default=None, help="comma-separated teacher models (default: properties/overall.yaml)")
     p.add_argument("--output", default=None, help="directory for results and the saved student (default: results/<dataset>)")
     p.add_argument("--rebuild_teachers", action="store_true", help="retrain teachers even if stored")
@@ -89,7 +89,7 @@ def read_users(value):
 
 
 def export(args):
-    from recbole_hetcomp.inference import export_topk_csv, load_data_and_model
+    from recbole_hetcomp.run.inference import export_topk_csv, load_data_and_model
 
     if not Path(args.load).is_file():
         raise FileNotFoundError(f"no saved model at {args.load}: train one first (its path is in results.json)")
@@ -115,9 +115,9 @@ def one_line(error):
 
 def interrupted_message():
     """What an interrupted run has kept: the teachers of its plan that are complete in the store."""
-    from recbole_hetcomp import validation
+    from recbole_hetcomp.run import preflight
 
-    plan = validation.last_plan
+    plan = preflight.last_plan
     if plan is None or not plan.teachers:
         return "interrupted; run the same command again (teachers already in the store are re-used)"
     stored = plan.stored()
@@ -127,21 +127,30 @@ def interrupted_message():
             "run the same command again to resume")
 
 
+def teacher_runner(args):
+    """Teachers as Ray tasks with --parallel_teachers or --ray_address, else None (one after another)."""
+    if not (args.parallel_teachers or args.ray_address):
+        return None
+    from recbole_hetcomp.distributed.parallel import ray_teacher_runner
+
+    return ray_teacher_runner(args.ray_address)
+
+
 def main(argv=None):
     args, cmd_args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.archive:
         cmd_args = [*cmd_args, f"--dataset_archive={Path(args.archive).resolve()}"]
-    from recbole_hetcomp import validation
+    from recbole_hetcomp.run import preflight
 
-    validation.last_plan = None  # interrupted_message() reports this run's plan only
+    preflight.last_plan = None  # interrupted_message() reports this run's plan only
     try:
         if args.load:
             print(export(args))
             return 0
-        from recbole_hetcomp import pipeline
+        from recbole_hetcomp.run import pipeline
 
         if args.tune:
-            from recbole_hetcomp.tune import run_tune
+            from recbole_hetcomp.distributed.tune import run_tune
 
             _, table = run_tune(args.model, args.dataset, space_file=args.search_space, num_samples=args.num_samples,
                                 scheduler=args.scheduler, ray_address=args.ray_address,
@@ -156,7 +165,7 @@ def main(argv=None):
                                              config_files=split_list(args.config_files), cmd_args=cmd_args,
                                              output=args.output, rebuild=args.rebuild_teachers,
                                              student=not args.no_student, ablations=args.ablations,
-                                             parallel=args.parallel_teachers, ray_address=args.ray_address)
+                                             teacher_runner=teacher_runner(args))
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: temporary files are gone, stores are complete
         if args.debug:
             raise

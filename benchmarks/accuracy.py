@@ -17,7 +17,7 @@ aggregated (mean and sample standard deviation over seeds of test Recall/NDCG@10
 trains the ablation rows that recorded runs lack (see :func:`add_ablations`).
 
 CiteULike-t follows the paper's protocol (5-core users, per-user random 60/20/20 split, see
-:mod:`recbole_hetcomp.citeulike`); its split is fixed (``split_seed: 0``) and the seed varies
+:mod:`recbole_hetcomp.data.citeulike`); its split is fixed (``split_seed: 0``) and the seed varies
 training only. ``ml-1m`` is included when its archive is available (``--datasets ml-1m``).
 
 Accuracy does not depend on what else runs on the machine; the training times recorded here do,
@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-
-from recbole_hetcomp.results import METRIC_COLUMNS, atomic_write_text  # noqa: E402
-from recbole_hetcomp.store import library_versions  # noqa: E402
 from timing import machine  # noqa: E402  (benchmarks/timing.py; ensemble_variants imports it from here)
+
+from recbole_hetcomp.run.results import METRIC_COLUMNS, atomic_write_text  # noqa: E402
+from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 RUNS = ROOT / "benchmarks" / ".runs"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -78,7 +78,7 @@ def run_one(dataset, seed, citeulike, ablations=True, student=None, out=None):
     """One pipeline run into ``out`` (default :func:`run_dir`); ``student`` ({key: value}) sets the
     student's own keys (``--HetComp.key=value``; its ``embedding_size`` also sets the MF baseline's)
     and leaves the teachers as they are."""
-    from recbole_hetcomp.pipeline import run_pipeline
+    from recbole_hetcomp.run.pipeline import run_pipeline
 
     out = out or run_dir(dataset, seed)
     teachers, config, scoped = pipeline_settings(dataset, seed, citeulike)
@@ -118,8 +118,8 @@ def add_ablations(dataset, seed, citeulike):
     the ablations would distil other teachers than the recorded student did."""
     from recbole.utils import init_logger
 
-    from recbole_hetcomp.pipeline import ABLATIONS, build_teachers, scoped_args, train_student
-    from recbole_hetcomp.training import make_config
+    from recbole_hetcomp.config import make_config, scoped_args
+    from recbole_hetcomp.run.pipeline import ABLATIONS, build_teachers, train_student
 
     path = RECORDS / dataset / f"seed-{seed}.json"
     if not path.exists():

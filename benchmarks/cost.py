@@ -32,16 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recbole_hetcomp.results import atomic_write_text  # noqa: E402
-from recbole_hetcomp.store import ARRAY_FILES, library_versions  # noqa: E402
 from timing import machine  # noqa: E402  (benchmarks/timing.py)
+
+from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
+from recbole_hetcomp.trajectories.store import ARRAY_FILES, library_versions  # noqa: E402
 
 QUIET = {"show_progress": False, "state": "ERROR", "seed": 2020}
 
 
 def teachers_and_data(dataset, store, teachers=None):
-    from recbole_hetcomp.pipeline import build_teachers
-    from recbole_hetcomp.training import load_data, make_config
+    from recbole_hetcomp.config import make_config
+    from recbole_hetcomp.run.pipeline import build_teachers
+    from recbole_hetcomp.run.training import load_data
 
     base = make_config("HetComp", dataset, config_dict={**QUIET, "trajectory_store": store})
     names = list(teachers or base["teachers"])
@@ -51,10 +53,10 @@ def teachers_and_data(dataset, store, teachers=None):
 
 def timed_fit(data, epochs, model_kwargs=None):
     """Seconds of ``epochs`` training epochs, without evaluation."""
-    from recbole_hetcomp.training import checkpointed
-    from recbole_hetcomp.utils import get_model, get_trainer
-
     from recbole.utils import init_seed
+
+    from recbole_hetcomp.registry import get_model, get_trainer
+    from recbole_hetcomp.run.training import checkpointed
 
     config = data.config
     config["epochs"], config["eval_step"] = epochs, epochs + 1
@@ -68,7 +70,8 @@ def timed_fit(data, epochs, model_kwargs=None):
 
 
 def student_data(dataset, model, dim, store):
-    from recbole_hetcomp.training import load_data, make_config
+    from recbole_hetcomp.config import make_config
+    from recbole_hetcomp.run.training import load_data
 
     return load_data(make_config(model, dataset, config_dict={**QUIET, "embedding_size": dim,
                                                                "trajectory_store": store}))
@@ -78,11 +81,12 @@ def teacher_inference_ms(name, dataset, store_root, traj):
     """Reload a teacher from its store directory and time its full ranking."""
     from recbole.trainer import Trainer
 
-    from recbole_hetcomp.inference import full_ranking_ms_per_1k_users
-    from recbole_hetcomp.store import TrajectoryStore, teacher_key
+    from recbole_hetcomp.config import make_config
+    from recbole_hetcomp.registry import count_parameters, get_model
+    from recbole_hetcomp.run.inference import full_ranking_ms_per_1k_users
+    from recbole_hetcomp.run.training import load_data
     from recbole_hetcomp.trainer.base import load_checkpoint
-    from recbole_hetcomp.training import load_data, make_config
-    from recbole_hetcomp.utils import count_parameters, get_model
+    from recbole_hetcomp.trajectories.store import TrajectoryStore, teacher_key
 
     data = load_data(make_config(name, dataset, config_dict={**QUIET, "trajectory_store": store_root}))
     folder = TrajectoryStore(store_root).path(dataset, name, teacher_key(data.config, data.fingerprint))
@@ -134,8 +138,8 @@ def main():
         return child(args)
 
     from recbole_hetcomp.model import HetCompEnsemble
-    from recbole_hetcomp.training import evaluate_model
-    from recbole_hetcomp.utils import count_parameters
+    from recbole_hetcomp.registry import count_parameters
+    from recbole_hetcomp.run.training import evaluate_model
 
     names, trajectories, protocol = teachers_and_data(args.dataset, args.store)
     dim = protocol.config["embedding_size"]
@@ -155,8 +159,8 @@ def main():
     fusion_ms = evaluate_model(ensemble, protocol, phases=(), timing=True)["infer_ms_per_1k_users"]
     from recbole.trainer import Trainer
 
-    from recbole_hetcomp.inference import full_ranking_ms_per_1k_users
-    from recbole_hetcomp.utils import get_model
+    from recbole_hetcomp.registry import get_model
+    from recbole_hetcomp.run.inference import full_ranking_ms_per_1k_users
 
     student = get_model("HetComp")(hetcomp.config, hetcomp.train_dataset, trajectories=trajectories)
     student_ms = full_ranking_ms_per_1k_users(Trainer(hetcomp.config, student), hetcomp.train_dataset)

@@ -7,11 +7,11 @@ Synthetic data at ml-1m size (6,040 users x 6 teachers x 4 points, lists of N = 
 student lists of 50, DKC depth k = 50, target length K = 100). No padding user 0 is included:
 every one of the U rows is a real user and every (teacher, user) pair is active (v < T-1).
 
-* DKC step: :func:`recbole_hetcomp.curriculum.dkc_step` (a non-first call at epoch 50) against
+* DKC step: :func:`recbole_hetcomp.distill.curriculum.dkc_step` (a non-first call at epoch 50) against
   a straightforward per-(teacher, user) Python loop of the same rule written here
   (:func:`reference_dkc`). New ``v`` must agree exactly and new ``last`` within 1e-6.
-* Ensemble target: :func:`recbole_hetcomp.ensemble.ensemble_top` on
-  :func:`recbole_hetcomp.curriculum.gather_points` (exp importance, tau = 10, K = 100) against a
+* Ensemble target: :func:`recbole_hetcomp.distill.ensemble.ensemble_top` on
+  :func:`recbole_hetcomp.distill.curriculum.gather_points` (exp importance, tau = 10, K = 100) against a
   per-user dict accumulation sorted by score (:func:`reference_ensemble`). The top-K SETS are
   compared per user; with random lists many items have exactly equal scores (one hit at the same
   rank in different teachers' lists), so a K-th place tie can be cut differently. We report the
@@ -38,11 +38,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recbole_hetcomp.curriculum import dkc_step, dkc_threshold, gather_points  # noqa: E402
-from recbole_hetcomp.ensemble import ensemble_top  # noqa: E402
 from timing import machine, median_seconds  # noqa: E402  (benchmarks/timing.py)
-from recbole_hetcomp.results import atomic_write_text  # noqa: E402
-from recbole_hetcomp.store import library_versions  # noqa: E402
+
+from recbole_hetcomp.distill.curriculum import dkc_step, dkc_threshold, gather_points  # noqa: E402
+from recbole_hetcomp.distill.ensemble import ensemble_top  # noqa: E402
+from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
+from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 EPOCH, ALPHA, PERIOD, K_DKC, K_TARGET, TAU = 50, 1.05, 10, 50, 100, 10.0
 PILOT_USERS = 300

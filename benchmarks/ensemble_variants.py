@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import CITEULIKE, RESULTS, machine, pipeline_settings  # noqa: E402
-from recbole_hetcomp.results import atomic_write_text  # noqa: E402
-from recbole_hetcomp.store import library_versions  # noqa: E402
+
+from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
+from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 SELECT = "recall@50"
 
@@ -53,9 +54,10 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from recbole_hetcomp.config import make_config, split_global_args
     from recbole_hetcomp.model import HetCompEnsemble
-    from recbole_hetcomp.pipeline import build_teachers, check_same_split, split_global_args
-    from recbole_hetcomp.training import evaluate_model, load_data, make_config
+    from recbole_hetcomp.run.pipeline import build_teachers, check_same_split
+    from recbole_hetcomp.run.training import evaluate_model, load_data
 
     teachers, config, scoped = pipeline_settings(args.dataset, args.seed, args.citeulike)
     teachers = list(teachers or make_config("HetCompEnsemble", args.dataset, None, config)["teachers"])

@@ -27,17 +27,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recbole_hetcomp.results import atomic_write_text  # noqa: E402
-from recbole_hetcomp.store import library_versions  # noqa: E402
 from timing import machine, median_seconds  # noqa: E402  (benchmarks/timing.py)
+
+from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
+from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 
 def child(dataset, model, size, repeats, bounded):
     """One (model, size) in this process: seconds per validation pass, peak RSS, metrics."""
     from recbole.utils import init_seed
 
-    from recbole_hetcomp.training import evaluate_model, load_data, make_config
-    from recbole_hetcomp.utils import get_model
+    from recbole_hetcomp.config import make_config
+    from recbole_hetcomp.registry import get_model
+    from recbole_hetcomp.run.training import evaluate_model, load_data
 
     settings = {"seed": 2020, "show_progress": False, "state": "ERROR", "eval_batch_size": size}
     if not bounded:

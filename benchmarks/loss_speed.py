@@ -8,9 +8,9 @@ about 2% of the scores beyond it, as late in a CiteULike-t run), it times, side 
 process:
 
 * scores path: ``scores = U @ V.T``, ``torch.clamp`` when a score is outside the bounds, then
-  :func:`recbole_hetcomp.losses.overall_loss` / :func:`~recbole_hetcomp.losses.rank_loss`
+  :func:`recbole_hetcomp.distill.losses.overall_loss` / :func:`~recbole_hetcomp.distill.losses.rank_loss`
   (the spec's functions; how the student trained until 2026-11-25);
-* factorised path: :func:`recbole_hetcomp.losses.factorised_loss` with a reused workspace (how
+* factorised path: :func:`recbole_hetcomp.distill.losses.factorised_loss` with a reused workspace (how
   the student trains now).
 
 Both give the same loss (checked) and gradients for U and V (checked to 1e-4 relative). The
@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from timing import machine, median_seconds  # noqa: E402  (benchmarks/timing.py)
-from recbole_hetcomp.losses import factorised_loss, overall_loss, rank_loss  # noqa: E402
-from recbole_hetcomp.results import atomic_write_text  # noqa: E402
-from recbole_hetcomp.store import library_versions  # noqa: E402
+
+from recbole_hetcomp.distill.losses import factorised_loss, overall_loss, rank_loss  # noqa: E402
+from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
+from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 SIZES = {"ml-100k": (600, 1682), "citeulike-t": (750, 22383)}
 D, P, K, CLAMP = 6, 10, 100, 40.0

@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recbole_hetcomp.results import atomic_write_text  # noqa: E402
-from recbole_hetcomp.store import library_versions  # noqa: E402
+from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.trainer.base import load_checkpoint  # noqa: E402
+from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 RUNS = ROOT / "benchmarks" / ".runs"
 RESULTS = ROOT / "benchmarks" / "results"

@@ -16,17 +16,18 @@ import time
 from datetime import date
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recbole_hetcomp.results import atomic_write_text  # noqa: E402
-from recbole_hetcomp.store import library_versions  # noqa: E402
-from recbole_hetcomp.training import checkpointed, load_data, make_config  # noqa: E402
-from recbole_hetcomp.trainer import trajectory_trainer  # noqa: E402
-from recbole_hetcomp.trajectory import TrajectoryRecorder  # noqa: E402
-from recbole_hetcomp.utils import get_model, get_trainer  # noqa: E402
 from timing import machine  # noqa: E402  (benchmarks/timing.py)
+
+from recbole_hetcomp.config import make_config  # noqa: E402
+from recbole_hetcomp.registry import get_model, get_trainer  # noqa: E402
+from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
+from recbole_hetcomp.run.training import checkpointed, load_data  # noqa: E402
+from recbole_hetcomp.trainer import trajectory_trainer  # noqa: E402
+from recbole_hetcomp.trajectories.recorder import TrajectoryRecorder  # noqa: E402
+from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 
 def fit_seconds(data, record, workdir):

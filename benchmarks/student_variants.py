@@ -33,8 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import CITEULIKE, RECORDS, RESULTS, RUNS, record_run, row_key, run_one  # noqa: E402
-from recbole_hetcomp.results import atomic_write_text  # noqa: E402
-from recbole_hetcomp.store import library_versions  # noqa: E402
+
+from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
+from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 METRICS = ("recall@20", "ndcg@20")
 FOLDER = "student-variants"

@@ -13,7 +13,8 @@ caller's back (so library use and tests see exactly what they pass).
 import yaml
 from recbole.config import Config as RecBoleConfig
 
-from recbole_hetcomp.utils import get_model, properties_dir
+from recbole_hetcomp.registry import get_model
+from recbole_hetcomp.settings import properties_dir
 
 
 class Config(RecBoleConfig):
@@ -78,3 +79,35 @@ class Config(RecBoleConfig):
         for path in (props / "overall.yaml", props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"):
             if path.is_file():
                 self._update_internal_config_dict(str(path))
+
+
+def make_config(model, dataset, config_files=None, config_dict=None, cmd_args=None):
+    """A :class:`Config` for ``model`` on ``dataset``."""
+    return Config(model=model, dataset=dataset, config_file_list=config_files or None,
+                  config_dict=config_dict or None, cmd_args=cmd_args)
+
+
+def scoped_args(cmd_args, model, known):
+    """The ``--key=value`` arguments that reach ``model``: the global ones, plus the
+    ``--<Model>.key=value`` ones addressed to it (prefix removed); a scoped key overrides the
+    same global one (``--epochs=5 --LightGCN.epochs=40``). A scope that names no model of the
+    run is an error, so a typo never passes silently."""
+    plain, scoped = [], []
+    for arg in cmd_args or []:
+        key = arg[2:].split("=", 1)[0]
+        if "." not in key:
+            plain.append(arg)
+            continue
+        scope, name = key.split(".", 1)
+        if scope.lower() not in {k.lower() for k in known}:  # model names are case-insensitive
+            raise ValueError(f"'{arg}' is addressed to '{scope}', which is not a model of this run "
+                             f"({', '.join(known)})")
+        if scope.lower() == model.lower():
+            scoped.append(f"--{name}={arg.split('=', 1)[1]}")
+    mine = {a[2:].split("=", 1)[0] for a in scoped}
+    return [a for a in plain if a[2:].split("=", 1)[0] not in mine] + scoped
+
+
+def split_global_args(cmd_args):
+    """The ``--key=value`` arguments that are not addressed to one model."""
+    return [a for a in cmd_args or [] if "." not in a[2:].split("=", 1)[0]]

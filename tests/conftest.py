@@ -138,7 +138,7 @@ def synth_shared(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_config(synth_shared):
     """``synth_config(model, **config)``: a quiet Config of ``model`` on the shared synthetic data."""
-    from recbole_hetcomp.training import make_config
+    from recbole_hetcomp.config import make_config
 
     data_path, name = synth_shared
 

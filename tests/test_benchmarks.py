@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recbole_hetcomp.pipeline import run_pipeline
+from recbole_hetcomp.run.pipeline import run_pipeline
 from recbole_hetcomp.trainer.base import load_checkpoint
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -83,7 +83,7 @@ def test_aggregate_orders_rows_by_kind(added):
 
 def test_nothing_is_trained_when_no_row_is_missing(added, monkeypatch):
     module, name, path, _ = added
-    monkeypatch.setattr("recbole_hetcomp.pipeline.build_teachers", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr("recbole_hetcomp.run.pipeline.build_teachers", lambda *a, **k: pytest.fail("trained"))
     before = path.read_bytes()
     module.add_ablations(name, SEED, None)
     assert path.read_bytes() == before

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from recbole_hetcomp.citeulike import HEADER, drop_unseen, ensure_citeulike, split_users
+from recbole_hetcomp.data.citeulike import HEADER, drop_unseen, ensure_citeulike, split_users
 
 QUIET = {"show_progress": False, "state": "ERROR"}
 PARTS = ("train", "valid", "test")
@@ -247,7 +247,7 @@ def test_an_error_leaves_the_previous_split_whole(tmp_path):
 
 
 def test_a_failed_write_leaves_no_file_behind(tmp_path, monkeypatch):
-    from recbole_hetcomp import citeulike
+    from recbole_hetcomp.data import citeulike
 
     source = write_users(tmp_path / "users.dat", synthetic_users())
     real = citeulike._write_temp
@@ -276,8 +276,9 @@ def test_bad_split_seed(tmp_path, seed):
 
 
 def test_load_data_reads_exactly_the_three_files(tmp_path):
-    from recbole_hetcomp.store import result_config, teacher_key
-    from recbole_hetcomp.training import load_data, make_config
+    from recbole_hetcomp.config import make_config
+    from recbole_hetcomp.run.training import load_data
+    from recbole_hetcomp.trajectories.store import result_config, teacher_key
 
     source = write_users(tmp_path / "users.dat", synthetic_users())
     data_path = tmp_path / "data" / "citeulike-t"
@@ -301,7 +302,7 @@ def test_load_data_reads_exactly_the_three_files(tmp_path):
 
 
 def test_other_datasets_have_no_split_seed():
-    from recbole_hetcomp.training import make_config
+    from recbole_hetcomp.config import make_config
 
     config = make_config("BPR", "ml-100k", config_dict=QUIET)
     assert config["split_seed"] is None and config["benchmark_filename"] is None

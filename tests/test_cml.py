@@ -6,10 +6,11 @@ from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 from torch.testing import assert_close
 
+from recbole_hetcomp.config import make_config
 from recbole_hetcomp.model import CML
-from recbole_hetcomp.training import load_data, make_config
+from recbole_hetcomp.registry import get_model, get_trainer
+from recbole_hetcomp.run.training import load_data
 from recbole_hetcomp.trainer import CheckpointMixin
-from recbole_hetcomp.utils import get_model, get_trainer
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from recbole.utils import ModelType
 
 import recbole_hetcomp.trainer
 from recbole_hetcomp.model import CML, HetCompEnsemble
-from recbole_hetcomp.utils import get_model, get_trainer, is_general_model, properties_dir
+from recbole_hetcomp.registry import get_model, get_trainer, is_general_model
+from recbole_hetcomp.settings import properties_dir
 
 RECBOLE_OVERALL = Path(recbole.__file__).parent / "properties" / "overall.yaml"
 

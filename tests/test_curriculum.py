@@ -1,12 +1,12 @@
-"""Tests for recbole_hetcomp.curriculum; expected values are worked out by hand below."""
+"""Tests for recbole_hetcomp.distill.curriculum; expected values are worked out by hand below."""
 
 import math
 
 import pytest
 import torch
 
-import recbole_hetcomp.curriculum as cur
-from recbole_hetcomp.curriculum import (
+import recbole_hetcomp.distill.curriculum as cur
+from recbole_hetcomp.distill.curriculum import (
     dkc_done,
     dkc_step,
     dkc_threshold,

@@ -9,7 +9,7 @@ import torch
 from recbole.data.interaction import Interaction
 from torch.testing import assert_close
 
-from recbole_hetcomp.ensemble import (
+from recbole_hetcomp.distill.ensemble import (
     csr_to_padded,
     ensemble_scores,
     ensemble_top,
@@ -18,8 +18,8 @@ from recbole_hetcomp.ensemble import (
     teacher_weight_vector,
 )
 from recbole_hetcomp.model import HetCompEnsemble
-from recbole_hetcomp.store import Trajectory
-from recbole_hetcomp.training import evaluate_model, load_data
+from recbole_hetcomp.run.training import evaluate_model, load_data
+from recbole_hetcomp.trajectories.store import Trajectory
 
 E = math.exp
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_hetcomp.registry import get_model, get_trainer
+from recbole_hetcomp.run.preflight import check_pipeline
+from recbole_hetcomp.run.training import checkpointed, evaluate_model, load_data
 from recbole_hetcomp.trainer.base import full_sort_scorer
-from recbole_hetcomp.training import checkpointed, evaluate_model, load_data
-from recbole_hetcomp.utils import get_model, get_trainer
-from recbole_hetcomp.validation import check_pipeline
 
 
 def _neumf(synth_config, **overrides):

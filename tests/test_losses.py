@@ -1,11 +1,11 @@
-"""Tests for recbole_hetcomp.losses; expected values are worked out by hand below."""
+"""Tests for recbole_hetcomp.distill.losses; expected values are worked out by hand below."""
 
 import math
 
 import pytest
 import torch
 
-from recbole_hetcomp.losses import factorised_loss, overall_loss, rank_loss
+from recbole_hetcomp.distill.losses import factorised_loss, overall_loss, rank_loss
 
 E = math.exp
 L = math.log

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from recbole_hetcomp.movielens import MOVIELENS, count_interactions, ensure_dataset
+from recbole_hetcomp.data.movielens import MOVIELENS, count_interactions, ensure_dataset
 
 HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 

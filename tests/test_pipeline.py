@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from recbole_hetcomp.pipeline import run_pipeline
+from recbole_hetcomp.run.pipeline import run_pipeline
 
 SMALL = {"epochs": 5, "trajectory_top_n": 30, "hetcomp_k": 20, "hetcomp_p": 5, "dkc_k": 10,
          "show_progress": False, "state": "ERROR"}
@@ -73,7 +73,7 @@ def test_cli_rejects_bad_arguments_with_one_line(synth_shared, capsys):
 
 
 def test_scoped_arguments_reach_only_their_model():
-    from recbole_hetcomp.pipeline import scoped_args
+    from recbole_hetcomp.config import scoped_args
 
     args = ["--epochs=5", "--HetComp.embedding_size=8", "--BPR.learning_rate=0.01"]
     known = ["HetComp", "BPR", "EASE"]
@@ -99,8 +99,8 @@ def test_rows_time_full_ranking_and_the_ensemble_pays_for_every_teacher(two_runs
 def test_saved_student_reloads_and_exports(two_runs, tmp_path):
     import csv
 
-    from recbole_hetcomp.inference import export_topk_csv, load_data_and_model
-    from recbole_hetcomp.training import Data, evaluate_model
+    from recbole_hetcomp.run.inference import export_topk_csv, load_data_and_model
+    from recbole_hetcomp.run.training import Data, evaluate_model
 
     first, _, _, out = two_runs
     student = first[3]
@@ -203,7 +203,7 @@ def test_result_files_are_readable_by_others(two_runs):
 
 def test_unwritable_output_fails_before_any_training(synth_shared, tmp_path, capsys, monkeypatch):
     import run_recbole_hetcomp as cli
-    from recbole_hetcomp import pipeline
+    from recbole_hetcomp.run import pipeline
 
     monkeypatch.setattr(pipeline, "fit_teacher", lambda *a, **k: pytest.fail("trained despite a bad --output"))
     data_path, name = synth_shared

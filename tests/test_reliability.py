@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import STORE_DAMAGE, write_synth
 
 import run_recbole_hetcomp as cli
-from conftest import STORE_DAMAGE, write_synth
-from recbole_hetcomp.store import TrajectoryStore, owner_tag, stale_owner
+from recbole_hetcomp.trajectories.store import TrajectoryStore, owner_tag, stale_owner
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "run_recbole_hetcomp.py"
@@ -108,7 +108,8 @@ def _case(root, data, blocker):
          ["hetcomp_k=40 is larger than trajectory_top_n=30", "raise --trajectory_top_n to at least 40"]),
         ("dkc_k > N", [*d, *run, "--trajectory_top_n=30", "--hetcomp_k=20", "--dkc_k=50"],
          ["dkc_k=50 is larger than trajectory_top_n=30"]),
-        ("K not a number", [*d, *run, "--trajectory_top_n=30", "--hetcomp_k=many"], ["hetcomp_k='many' must be a positive integer"]),
+        ("K not a number", [*d, *run, "--trajectory_top_n=30", "--hetcomp_k=many"],
+         ["hetcomp_k='many' must be a positive integer"]),
         ("N > catalogue", [*d, *run, "--trajectory_top_n=500"],
          ["trajectory_top_n=500 must be an integer in [1, 59]", "set --trajectory_top_n to at most 59"]),
         ("milestones decreasing", [*d, *run, "--trajectory_milestones=[0.5,0.25,1.0]"],
@@ -170,7 +171,7 @@ def _check_one_line(code, err, expected):
 
 
 def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(bad_data, tmp_path, capsys, monkeypatch):
-    from recbole_hetcomp import pipeline, teachers
+    from recbole_hetcomp.run import pipeline, teachers
 
     # validation happens before any training: a teacher or model that starts training fails the test
     monkeypatch.setattr(teachers, "train_model", lambda *a, **k: pytest.fail("trained despite bad input"))
@@ -226,7 +227,7 @@ def test_bad_input_through_a_real_process(bad_data, tmp_path):
 
 
 def test_an_unexpected_error_is_one_line_with_status_1_and_debug_raises(synth, capsys, monkeypatch):
-    from recbole_hetcomp import pipeline
+    from recbole_hetcomp.run import pipeline
 
     def bug(*a, **k):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'\n  (second line)")
@@ -242,8 +243,9 @@ def test_an_unexpected_error_is_one_line_with_status_1_and_debug_raises(synth, c
 
 
 def test_users_without_validation_items_are_counted_and_the_run_goes_on(tmp_path):
-    from recbole_hetcomp.training import load_data, make_config
-    from recbole_hetcomp.validation import split_coverage
+    from recbole_hetcomp.config import make_config
+    from recbole_hetcomp.data.checks import split_coverage
+    from recbole_hetcomp.run.training import load_data
 
     header = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
     rng = np.random.default_rng(0)
@@ -308,7 +310,7 @@ def test_a_damaged_store_is_named_and_rebuild_teachers_recovers(stored_bpr, tmp_
 
 
 def test_a_damaged_store_is_named_before_any_other_teacher_trains(stored_bpr, tmp_path, capsys, monkeypatch):
-    from recbole_hetcomp import teachers
+    from recbole_hetcomp.run import teachers
 
     argv, store_root, teacher_dir = stored_bpr
     store = tmp_path / "store"
@@ -377,7 +379,7 @@ def test_stale_temporary_directories_of_dead_processes_are_removed_and_no_others
 def _toy_traj(seed):
     import torch
 
-    from recbole_hetcomp.store import Trajectory
+    from recbole_hetcomp.trajectories.store import Trajectory
 
     g = torch.Generator().manual_seed(seed)
     top = torch.randint(1, 50, (2, 4, 3), generator=g, dtype=torch.int32)
@@ -386,7 +388,7 @@ def _toy_traj(seed):
 
 
 def test_an_interruption_inside_mkdtemp_leaves_no_temporary_directory(tmp_path, monkeypatch):
-    import recbole_hetcomp.store as store_mod
+    import recbole_hetcomp.trajectories.store as store_mod
 
     real = store_mod.tempfile.mkdtemp
 
@@ -404,7 +406,7 @@ def test_an_interruption_inside_mkdtemp_leaves_no_temporary_directory(tmp_path, 
 def test_an_interrupted_rebuild_keeps_the_previous_store(tmp_path, monkeypatch):
     import torch
 
-    import recbole_hetcomp.store as store_mod
+    import recbole_hetcomp.trajectories.store as store_mod
 
     store = TrajectoryStore(tmp_path)
     key = "0123456789abcdef"
@@ -428,7 +430,7 @@ def test_an_interrupted_rebuild_keeps_the_previous_store(tmp_path, monkeypatch):
 def test_an_interrupted_teacher_leaves_no_temporary_directory(synth, tmp_path, capsys, monkeypatch):
     """Ctrl-C (KeyboardInterrupt) in the second teacher: exit 130, one line naming what is stored,
     the first teacher kept, no temporary directory, no results."""
-    from recbole_hetcomp import teachers
+    from recbole_hetcomp.run import teachers
 
     real = teachers.train_model
 
@@ -451,8 +453,8 @@ def test_an_interrupted_teacher_leaves_no_temporary_directory(synth, tmp_path, c
 
 
 def test_interrupting_the_student_keeps_every_teacher_intact(synth, tmp_path, capsys, monkeypatch):
-    from recbole_hetcomp import pipeline
-    from recbole_hetcomp.store import TrajectoryStore as Store
+    from recbole_hetcomp.run import pipeline
+    from recbole_hetcomp.trajectories.store import TrajectoryStore as Store
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -567,7 +569,7 @@ def test_sigint_or_sigterm_while_a_teacher_trains_is_one_line_and_cleans_up(synt
 
 
 def test_two_cpu_runs_with_the_same_seed_give_identical_metrics(synth, tmp_path):
-    from recbole_hetcomp.pipeline import run_pipeline
+    from recbole_hetcomp.run.pipeline import run_pipeline
 
     data_path, name = synth
     runs = []
@@ -593,7 +595,7 @@ def _split_stub(config, users, valid_users, test_users):
 
 
 def test_uncovered_users_warning_names_the_split_that_applies(caplog):
-    from recbole_hetcomp.validation import warn_uncovered
+    from recbole_hetcomp.data.checks import warn_uncovered
 
     recbole_split = {"dataset": "ml", "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}}}
     with caplog.at_level("WARNING", logger="recbole_hetcomp"):
@@ -611,7 +613,7 @@ def test_uncovered_users_warning_names_the_split_that_applies(caplog):
 
 
 def test_presplit_files_without_validation_rows_name_the_file():
-    from recbole_hetcomp.validation import check_split
+    from recbole_hetcomp.data.checks import check_split
 
     presplit = {"dataset": "mine", "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}},
                 "benchmark_filename": ["train", "valid", "test"]}

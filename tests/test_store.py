@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import recbole_hetcomp.store as store_mod
-from recbole_hetcomp.store import (
+import recbole_hetcomp.trajectories.store as store_mod
+from recbole_hetcomp.run.teachers import fit_teacher
+from recbole_hetcomp.run.training import load_data
+from recbole_hetcomp.trajectories.store import (
     FORMAT_VERSION,
     StoreError,
     Trajectory,
@@ -19,8 +21,6 @@ from recbole_hetcomp.store import (
     split_fingerprint,
     teacher_key,
 )
-from recbole_hetcomp.teachers import fit_teacher
-from recbole_hetcomp.training import load_data
 
 DS, TEACHER, KEY, FP = "toyset", "TeachA", "0123456789abcdef", "fp-abc"
 

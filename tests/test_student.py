@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from recbole_hetcomp.curriculum import Curriculum, ranking_discrepancy
-from recbole_hetcomp.losses import overall_loss, rank_loss
+from recbole_hetcomp.distill.curriculum import Curriculum, ranking_discrepancy
+from recbole_hetcomp.distill.losses import overall_loss, rank_loss
 from recbole_hetcomp.model import HetComp
-from recbole_hetcomp.store import Trajectory, TrajectoryStore
-from recbole_hetcomp.teachers import fit_teacher
-from recbole_hetcomp.training import load_data
+from recbole_hetcomp.run.teachers import fit_teacher
+from recbole_hetcomp.run.training import load_data
 from recbole_hetcomp.trainer import HetCompTrainer
+from recbole_hetcomp.trajectories.store import Trajectory, TrajectoryStore
 
 E1, E2 = math.exp(-0.1), math.exp(-0.2)
 
@@ -232,7 +232,7 @@ def test_curriculum_finishes_by_epoch_120_even_if_the_student_never_learns(synth
 
 
 def test_short_run_beats_an_untrained_student(synth_config, teachers):
-    from recbole_hetcomp.training import evaluate_model
+    from recbole_hetcomp.run.training import evaluate_model
 
     data, model, trainer = make_trainer(synth_config, teachers, epochs=60, learning_rate=0.01,
                                         eval_step=10, stopping_step=10)
@@ -263,16 +263,16 @@ def test_one_epoch_on_cuda(synth_config, teachers):
 def test_student_keys_never_change_a_teachers_store_key(synth_config):
     import yaml
 
-    from recbole_hetcomp.store import STUDENT_ONLY_KEYS, teacher_key
-    from recbole_hetcomp.utils import properties_dir
+    from recbole_hetcomp.settings import properties_dir
+    from recbole_hetcomp.trajectories.store import STUDENT_ONLY_KEYS, teacher_key
 
     base = load_data(synth_config("BPR"))
     tuned = load_data(synth_config("BPR", hetcomp_k=50, dkc_alpha=1.1, akt=False))
     assert teacher_key(base.config, base.fingerprint) == teacher_key(tuned.config, tuned.fingerprint)
     # every key HetComp.yaml adds is either student-only or one RecBole itself defines
-    import recbole
-
     from pathlib import Path
+
+    import recbole
     student = yaml.safe_load(open(properties_dir() / "model" / "HetComp.yaml"))
     rb = Path(recbole.__file__).parent / "properties"
     recbole_keys = set(yaml.safe_load(open(rb / "overall.yaml")))

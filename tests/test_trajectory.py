@@ -13,12 +13,12 @@ from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import early_stopping
 
-import recbole_hetcomp.teachers as teachers
-from recbole_hetcomp.store import StoreError, TrajectoryStore, teacher_key
-from recbole_hetcomp.teachers import fit_teacher
-from recbole_hetcomp.training import load_data
-from recbole_hetcomp.trajectory import TrajectoryRecorder, check_milestones, select_milestones
-from recbole_hetcomp.utils import get_model
+import recbole_hetcomp.run.teachers as teachers
+from recbole_hetcomp.registry import get_model
+from recbole_hetcomp.run.teachers import fit_teacher
+from recbole_hetcomp.run.training import load_data
+from recbole_hetcomp.trajectories.recorder import TrajectoryRecorder, check_milestones, select_milestones
+from recbole_hetcomp.trajectories.store import StoreError, TrajectoryStore, teacher_key
 
 INF = float("inf")
 

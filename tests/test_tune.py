@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from recbole_hetcomp.search_space import default_space_file, load_search_space, to_tune
-from recbole_hetcomp.store import Trajectory
+from recbole_hetcomp.distributed.search_space import default_space_file, load_search_space, to_tune
+from recbole_hetcomp.trajectories.store import Trajectory
 
 TINY = {"epochs": 3, "eval_step": 1, "stopping_step": 10, "hetcomp_k": 20, "trajectory_top_n": 20,
         "dkc_k": 10, "hetcomp_p": 3, "dkc_start": 1, "dkc_period": 1}
@@ -112,7 +112,7 @@ def test_at_milestones_keeps_the_chosen_points():
 
 
 def test_milestone_union():
-    from recbole_hetcomp.tune import _milestone_union
+    from recbole_hetcomp.distributed.tune import _milestone_union
 
     space = {"trajectory_milestones": ("choice", [[0.5, 1.0], [0.2, 1.0]])}
     assert _milestone_union(space, [0.25, 0.5, 0.75, 1.0]) == [0.2, 0.5, 1.0]
@@ -175,7 +175,7 @@ def test_hetcomp_search_reports_every_evaluation_and_picks_the_best(local_ray, s
 
 
 def test_asha_stops_a_worse_trial_early(local_ray, synth, tmp_path):
-    from recbole_hetcomp.tune import run_tune
+    from recbole_hetcomp.distributed.tune import run_tune
 
     # One trial at a time, the good learning rate first: the others (no learning) score below it
     # at a rung (grace period 1: rungs at 1, 2 and 4 evaluations) and ASHA stops them there.
@@ -195,7 +195,7 @@ def test_asha_stops_a_worse_trial_early(local_ray, synth, tmp_path):
 
 
 def test_a_crashing_trial_is_retried_and_reported_without_losing_the_others(local_ray, synth, tmp_path):
-    from recbole_hetcomp.tune import run_tune
+    from recbole_hetcomp.distributed.tune import run_tune
 
     data_path, name = synth
     space = write(tmp_path, "learning_rate: {grid: [-1.0, 0.01]}\n")  # Adam refuses a negative rate
@@ -210,9 +210,9 @@ def test_a_crashing_trial_is_retried_and_reported_without_losing_the_others(loca
 
 
 def test_parallel_teachers_write_the_same_store_as_sequential(local_ray, synth, tmp_path):
-    from recbole_hetcomp.parallel import RayTeachers
-    from recbole_hetcomp.pipeline import build_teachers
-    from recbole_hetcomp.store import TrajectoryStore
+    from recbole_hetcomp.distributed.parallel import RayTeachers
+    from recbole_hetcomp.run.pipeline import build_teachers
+    from recbole_hetcomp.trajectories.store import TrajectoryStore
 
     data_path, name = synth
     base = {"data_path": str(data_path), "show_progress": False, "state": "ERROR", **TINY}

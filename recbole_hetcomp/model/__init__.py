@@ -1,4 +1,4 @@
-"""Our models. ``MODELS`` maps each model name to its class for :func:`recbole_hetcomp.utils.get_model`."""
+"""Our models. ``MODELS`` maps each model name to its class for :func:`recbole_hetcomp.registry.get_model`."""
 
 from recbole_hetcomp.model.cml import CML
 from recbole_hetcomp.model.ensemble import HetCompEnsemble

@@ -12,11 +12,10 @@ see the same, constrained points.
 """
 
 import torch
-from torch import nn
-
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
 from recbole.utils import InputType
+from torch import nn
 
 
 class CML(GeneralRecommender):

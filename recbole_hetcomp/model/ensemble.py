@@ -7,13 +7,12 @@ any single model. Items in no teacher's list score 0, listed items score > 0.
 """
 
 import torch
-from torch import nn
-
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
+from torch import nn
 
-from recbole_hetcomp.curriculum import gather_points
-from recbole_hetcomp.ensemble import ensemble_scores, importance_from_config, teacher_weight_vector
+from recbole_hetcomp.distill.curriculum import gather_points
+from recbole_hetcomp.distill.ensemble import ensemble_scores, importance_from_config, teacher_weight_vector
 
 
 class HetCompEnsemble(GeneralRecommender):
@@ -21,7 +20,7 @@ class HetCompEnsemble(GeneralRecommender):
     type = ModelType.TRADITIONAL
 
     def __init__(self, config, dataset, trajectories=None, points=None):
-        """``trajectories``: list of :class:`~recbole_hetcomp.store.Trajectory`, one per teacher.
+        """``trajectories``: list of :class:`~recbole_hetcomp.trajectories.store.Trajectory`, one per teacher.
         ``points``: optional long [M, U] point per teacher and user (default: each final point)."""
         super().__init__(config, dataset)
         if not trajectories:

@@ -11,12 +11,11 @@ the curriculum. Built without trajectories the model only predicts (e.g. reloade
 """
 
 import torch
-from torch import nn
-
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
+from torch import nn
 
-from recbole_hetcomp.losses import factorised_loss
+from recbole_hetcomp.distill.losses import factorised_loss
 
 
 class HetComp(GeneralRecommender):
@@ -80,7 +79,7 @@ class HetComp(GeneralRecommender):
 
     def _workspace(self, n_users):
         """A float buffer for the batch's [B, I] scores and, when clamped, their raw values (2 B I),
-        kept from batch to batch (see :func:`~recbole_hetcomp.losses.factorised_loss`); grown by
+        kept from batch to batch (see :func:`~recbole_hetcomp.distill.losses.factorised_loss`); grown by
         a quarter when too small."""
         need = 2 * n_users * self.n_items
         weight = self.item_embedding.weight

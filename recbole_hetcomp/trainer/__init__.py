@@ -1,4 +1,4 @@
-"""Our trainers. ``TRAINERS`` maps ``<Model>Trainer`` names to classes for :func:`recbole_hetcomp.utils.get_trainer`."""
+"""Our trainers. ``TRAINERS`` maps ``<Model>Trainer`` names to classes for :func:`recbole_hetcomp.registry.get_trainer`."""
 
 from recbole_hetcomp.trainer.base import CheckpointMixin, bound_pair_batches, load_checkpoint
 from recbole_hetcomp.trainer.hetcomp import HetCompTrainer

@@ -3,7 +3,7 @@
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_hetcomp.validation import pair_batch_bound
+from recbole_hetcomp.settings import positive_int
 
 
 def load_checkpoint(path, device):
@@ -25,6 +25,11 @@ def full_sort_scorer(trainer, dataset):
         return trainer._full_sort_batch_eval((Interaction({uid: users}), None, None, None))[1]
 
     return score
+
+
+def pair_batch_bound(config):
+    """``predict_batch_size``, checked: the most (user, item) pairs scored at once, None for no bound."""
+    return None if config["predict_batch_size"] is None else positive_int(config, "predict_batch_size")
 
 
 def bound_pair_batches(trainer, config):

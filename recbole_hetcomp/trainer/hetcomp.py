@@ -15,8 +15,8 @@ import logging
 
 from recbole.trainer import Trainer
 
-from recbole_hetcomp.curriculum import Curriculum
-from recbole_hetcomp.ensemble import importance_from_config, teacher_weight_vector
+from recbole_hetcomp.distill.curriculum import Curriculum
+from recbole_hetcomp.distill.ensemble import importance_from_config, teacher_weight_vector
 from recbole_hetcomp.trainer.base import CheckpointMixin
 
 logger = logging.getLogger("recbole_hetcomp")

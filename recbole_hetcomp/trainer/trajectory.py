@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 import torch
+
 from recbole_hetcomp.trainer.base import CheckpointMixin, full_sort_scorer
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_hetcomp.utils import properties_dir
+from recbole_hetcomp.settings import properties_dir
 
 DISTRIBUTIONS = {
     # name: (number of arguments, or None for a non-empty list; description)

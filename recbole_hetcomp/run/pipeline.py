@@ -13,14 +13,16 @@ from pathlib import Path
 
 from recbole.utils import init_logger
 
+from recbole_hetcomp.config import make_config, scoped_args, split_global_args
+from recbole_hetcomp.keys import check_keys
 from recbole_hetcomp.model import HetCompEnsemble
-from recbole_hetcomp.plots import write_plots
-from recbole_hetcomp.results import write_results
-from recbole_hetcomp.store import TrajectoryStore
-from recbole_hetcomp.teachers import fit_teacher
-from recbole_hetcomp.training import evaluate_model, load_data, make_config, train_model
-from recbole_hetcomp.trajectory import check_milestones
-from recbole_hetcomp.validation import check_keys, check_output, check_pipeline
+from recbole_hetcomp.run.plots import write_plots
+from recbole_hetcomp.run.preflight import check_output, check_pipeline
+from recbole_hetcomp.run.results import write_results
+from recbole_hetcomp.run.teachers import fit_teacher
+from recbole_hetcomp.run.training import evaluate_model, load_data, train_model
+from recbole_hetcomp.trajectories.recorder import check_milestones
+from recbole_hetcomp.trajectories.store import TrajectoryStore
 
 logger = logging.getLogger("recbole_hetcomp")
 
@@ -64,27 +66,6 @@ def prepare_output(output):
     return output
 
 
-def scoped_args(cmd_args, model, known):
-    """The ``--key=value`` arguments that reach ``model``: the global ones, plus the
-    ``--<Model>.key=value`` ones addressed to it (prefix removed); a scoped key overrides the
-    same global one (``--epochs=5 --LightGCN.epochs=40``). A scope that names no model of the
-    run is an error, so a typo never passes silently."""
-    plain, scoped = [], []
-    for arg in cmd_args or []:
-        key = arg[2:].split("=", 1)[0]
-        if "." not in key:
-            plain.append(arg)
-            continue
-        scope, name = key.split(".", 1)
-        if scope.lower() not in {k.lower() for k in known}:  # model names are case-insensitive
-            raise ValueError(f"'{arg}' is addressed to '{scope}', which is not a model of this run "
-                             f"({', '.join(known)})")
-        if scope.lower() == model.lower():
-            scoped.append(f"--{name}={arg.split('=', 1)[1]}")
-    mine = {a[2:].split("=", 1)[0] for a in scoped}
-    return [a for a in plain if a[2:].split("=", 1)[0] not in mine] + scoped
-
-
 def teacher_row(traj):
     meta = traj.meta
     return {"name": traj.teacher, "kind": "teacher", "params": meta.get("params", 0),
@@ -94,16 +75,11 @@ def teacher_row(traj):
             "milestone_epochs": meta.get("milestone_epochs")}
 
 
-def split_global_args(cmd_args):
-    """The ``--key=value`` arguments that are not addressed to one model."""
-    return [a for a in cmd_args or [] if "." not in a[2:].split("=", 1)[0]]
-
-
 def build_teachers(dataset, teachers, config_files=None, config_dict=None, cmd_args=None, rebuild=False,
                    progress=None, parallel=None):
     """Train (or re-use from the store) every teacher with its trajectory; returns (rows, trajectories).
 
-    ``parallel``, a :class:`recbole_hetcomp.parallel.RayTeachers`, trains them as Ray tasks
+    ``parallel``, a :class:`recbole_hetcomp.distributed.parallel.RayTeachers`, trains them as Ray tasks
     instead of one after another; either way they land in the same store.
     """
     base = make_config("HetCompEnsemble", dataset, config_files, config_dict, split_global_args(cmd_args))
@@ -153,11 +129,13 @@ def train_student(dataset, trajectories, workdir, config_files=None, config_dict
 
 
 def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cmd_args=None,
-                 output=None, rebuild=False, student=True, ablations=False, parallel=False, ray_address=None):
+                 output=None, rebuild=False, student=True, ablations=False, teacher_runner=None):
     """Teachers, ensemble and (by default) student and MF baseline; returns (rows, table).
 
-    With ``parallel`` or a ``ray_address`` the teachers train as Ray tasks (a local Ray sized to
-    the machine, or the cluster at the address)."""
+    ``teacher_runner(base_config)``, when given, returns ``(runner, session)``: the teachers are
+    then trained by ``runner.fit(...)`` inside the context manager ``session`` instead of one
+    after another here. :func:`recbole_hetcomp.distributed.parallel.ray_teacher_runner` makes one
+    that trains them as Ray tasks (this layer never imports Ray)."""
     global_args = split_global_args(cmd_args)
     base = make_config("HetCompEnsemble", dataset, config_files, config_dict, global_args)
     init_logger(base)
@@ -172,10 +150,8 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
 
     n_students = (1 + (len(ABLATIONS) if ablations else 0) + 1) if student else 0
     ray_teachers, session = None, contextlib.nullcontext()
-    if parallel or ray_address:
-        from recbole_hetcomp.parallel import RayTeachers, ray_session
-
-        ray_teachers, session = RayTeachers(base["teacher_cpus"], base["teacher_gpus"]), ray_session(ray_address)
+    if teacher_runner is not None:
+        ray_teachers, session = teacher_runner(base)
     progress = Progress((1 if ray_teachers else len(teachers)) + 1 + n_students)
     if ray_teachers:
         progress.begin(f"teachers {'+'.join(teachers)} as Ray tasks")

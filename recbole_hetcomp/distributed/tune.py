@@ -5,7 +5,7 @@
 
 :func:`run_tune` (HetComp) first trains or re-uses every teacher, once, recording them at the
 union of the milestone sets the space can choose, then starts the search. Each trial is
-:func:`trial`: it trains the model with :func:`recbole_hetcomp.training.train_model` in its own
+:func:`trial`: it trains the model with :func:`recbole_hetcomp.run.training.train_model` in its own
 directory and reports the validation metrics after every evaluation (``valid_<metric>``, so
 ASHA can stop it early), then once more at the end with the best validation and the test
 metrics (``test_<metric>``), which are reported but never used for selection. The best trial is
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from recbole_hetcomp.results import METRIC_COLUMNS, atomic_write_text
-from recbole_hetcomp.search_space import choices_of, default_space_file, load_search_space, to_tune
-from recbole_hetcomp.trajectory import check_milestones
+from recbole_hetcomp.distributed.search_space import choices_of, default_space_file, load_search_space, to_tune
+from recbole_hetcomp.run.results import METRIC_COLUMNS, atomic_write_text
+from recbole_hetcomp.trajectories.recorder import check_milestones
 
 logger = logging.getLogger("recbole_hetcomp")
 
@@ -46,8 +46,9 @@ def trial(params, *, model, dataset, config_files, config_dict, cmd_args, trajec
     from ray.air import session
     from recbole.utils import init_logger
 
-    from recbole_hetcomp.pipeline import student_trajectories
-    from recbole_hetcomp.training import load_data, make_config, train_model
+    from recbole_hetcomp.config import make_config
+    from recbole_hetcomp.run.pipeline import student_trajectories
+    from recbole_hetcomp.run.training import load_data, train_model
 
     torch.set_num_threads(max(1, int(threads)))
     here = Path.cwd()  # Ray runs each trial in its own directory
@@ -110,10 +111,11 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     """Search ``model``'s hyper-parameters with Ray Tune; returns (summary dict, markdown table)."""
     from recbole.utils import init_logger
 
-    from recbole_hetcomp.parallel import RayTeachers, absolute_paths, ray_session
-    from recbole_hetcomp.pipeline import build_teachers, prepare_output, scoped_args, split_global_args
-    from recbole_hetcomp.training import make_config
-    from recbole_hetcomp.validation import check_keys, check_output, check_pipeline
+    from recbole_hetcomp.config import make_config, scoped_args, split_global_args
+    from recbole_hetcomp.distributed.parallel import RayTeachers, absolute_paths, ray_session
+    from recbole_hetcomp.keys import check_keys
+    from recbole_hetcomp.run.pipeline import build_teachers, prepare_output
+    from recbole_hetcomp.run.preflight import check_output, check_pipeline
 
     global_args = split_global_args(cmd_args)
     is_hetcomp = model.lower() == "hetcomp"
@@ -175,7 +177,7 @@ def _search(name, dataset, files, fixed, cmd_args, trajectories, space, num_samp
             output):
     from ray import air, tune
 
-    from recbole_hetcomp.parallel import gpus_for
+    from recbole_hetcomp.distributed.parallel import gpus_for
 
     cpus = max(1, int(base["tune_cpus_per_trial"]))
     trainable = tune.with_parameters(trial, model=name, dataset=dataset, config_files=files, config_dict=fixed,

@@ -1,6 +1,6 @@
 """Teachers: train (or re-use from the store) each teacher with its trajectory.
 
-    data = load_data(make_config("BPR", "ml-100k"))       # recbole_hetcomp.training
+    data = load_data(make_config("BPR", "ml-100k"))       # recbole_hetcomp.run.training
     traj = fit_teacher(data, TrajectoryStore("trajectories"))
 """
 
@@ -8,16 +8,17 @@ import logging
 
 import numpy as np
 
-from recbole_hetcomp.store import Trajectory, teacher_key
+from recbole_hetcomp.registry import get_model, get_trainer, is_general_model
+from recbole_hetcomp.run.training import train_model
 from recbole_hetcomp.trainer import trajectory_trainer
-from recbole_hetcomp.training import train_model
-from recbole_hetcomp.trajectory import TrajectoryRecorder, check_milestones
-from recbole_hetcomp.utils import get_model, get_trainer, is_general_model
+from recbole_hetcomp.trajectories.recorder import TrajectoryRecorder, check_milestones
+from recbole_hetcomp.trajectories.store import Trajectory, teacher_key
 
 logger = logging.getLogger("recbole_hetcomp")
 
 
-def _check_teacher(config, train_dataset):
+def check_teacher(config, train_dataset):
+    """The teacher is a general recommender, validated by a ranking metric, with a ``trajectory_top_n`` that fits."""
     name = config["model"]
     if not is_general_model(get_model(name)):
         raise ValueError(f"teacher '{name}' is not a general recommender (it must rank all items for a user): "
@@ -44,7 +45,7 @@ def fit_teacher(data, store, rebuild=False):
     """
     config, name = data.config, data.config["model"]
     dataset_name = config["dataset"]
-    _check_teacher(config, data.train_dataset)
+    check_teacher(config, data.train_dataset)
     key = teacher_key(config, data.fingerprint)
     if store.exists(dataset_name, name, key) and not rebuild:
         traj = store.load(dataset_name, name, key, data.fingerprint)

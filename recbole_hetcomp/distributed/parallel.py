@@ -2,9 +2,10 @@
 
     with ray_session(address=None):                      # local Ray sized to the machine
         rows, trajs = build_teachers(..., parallel=RayTeachers(cpus=1, gpus=0))
+    run_pipeline("ml-100k", teacher_runner=ray_teacher_runner(address=None))   # the same, in the pipeline
 
 Each teacher is one task declaring its resources (``teacher_cpus``, ``teacher_gpus``); it
-trains exactly as :func:`recbole_hetcomp.teachers.fit_teacher` does in-process and writes its
+trains exactly as :func:`recbole_hetcomp.run.teachers.fit_teacher` does in-process and writes its
 trajectory into the same store (atomically: a temporary directory renamed into place), so a
 later sequential run re-uses it and vice versa. On a multi-machine cluster the store and the
 data must be on a filesystem every node sees (paths are made absolute before they are sent).
@@ -63,13 +64,25 @@ def absolute_paths(config):
 def _fit_teacher_task(name, dataset, config_files, config_dict, cmd_args, rebuild, threads):
     import torch
 
-    from recbole_hetcomp.store import TrajectoryStore
-    from recbole_hetcomp.teachers import fit_teacher
-    from recbole_hetcomp.training import load_data, make_config
+    from recbole_hetcomp.config import make_config
+    from recbole_hetcomp.run.teachers import fit_teacher
+    from recbole_hetcomp.run.training import load_data
+    from recbole_hetcomp.trajectories.store import TrajectoryStore
 
     torch.set_num_threads(max(1, int(threads)))
     config = make_config(name, dataset, config_files, config_dict, cmd_args)
     return fit_teacher(load_data(config), TrajectoryStore(config["trajectory_store"]), rebuild=rebuild)
+
+
+def ray_teacher_runner(address=None):
+    """For :func:`recbole_hetcomp.run.pipeline.run_pipeline`'s ``teacher_runner``: teachers as
+    Ray tasks sized by the run's ``teacher_cpus`` / ``teacher_gpus``, on a local Ray or the cluster
+    at ``address``."""
+
+    def runner(base):
+        return RayTeachers(base["teacher_cpus"], base["teacher_gpus"]), ray_session(address)
+
+    return runner
 
 
 class RayTeachers:
@@ -82,7 +95,7 @@ class RayTeachers:
     def fit(self, dataset, teachers, config_files, config_dict, args_for, store_root, rebuild):
         import ray
 
-        from recbole_hetcomp.training import make_config
+        from recbole_hetcomp.config import make_config
 
         files = [str(Path(f).resolve()) for f in config_files or []]
         tasks = []

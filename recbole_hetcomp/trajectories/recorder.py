@@ -13,7 +13,6 @@ than ``min(milestones) * best so far``.
 
 import torch
 
-
 _EXAMPLE = "write e.g. --trajectory_milestones=[0.25,0.5,0.75,1.0]"
 
 

@@ -1,6 +1,6 @@
 """Training and evaluating any model under RecBole's protocol, on one shared split.
 
-    config = make_config("BPR", "ml-100k")        # our Config (yaml overlay, explicit cmd args)
+    config = make_config("BPR", "ml-100k")        # recbole_hetcomp.config (yaml overlay, explicit cmd args)
     data = load_data(config)                       # dataset, loaders, split fingerprint
     trainer, row = train_model(data, "checkpoints/")
 """
@@ -13,19 +13,12 @@ from dataclasses import dataclass, field
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
-from recbole_hetcomp import citeulike, validation
-from recbole_hetcomp.config import Config
-from recbole_hetcomp.inference import full_ranking_ms_per_1k_users, save_model
-from recbole_hetcomp.movielens import ensure_dataset
-from recbole_hetcomp.store import split_fingerprint
+from recbole_hetcomp.data import checks, citeulike
+from recbole_hetcomp.data.movielens import ensure_dataset
+from recbole_hetcomp.registry import count_parameters, get_model, get_trainer
+from recbole_hetcomp.run.inference import full_ranking_ms_per_1k_users, save_model
 from recbole_hetcomp.trainer import CheckpointMixin, bound_pair_batches
-from recbole_hetcomp.utils import count_parameters, get_model, get_trainer
-
-
-def make_config(model, dataset, config_files=None, config_dict=None, cmd_args=None):
-    """A :class:`~recbole_hetcomp.config.Config` for ``model`` on ``dataset``."""
-    return Config(model=model, dataset=dataset, config_file_list=config_files or None,
-                  config_dict=config_dict or None, cmd_args=cmd_args)
+from recbole_hetcomp.trajectories.store import split_fingerprint
 
 
 @dataclass
@@ -49,9 +42,9 @@ def load_data(config):
 
     A MovieLens dataset whose atomic files are missing is first converted from the official
     GroupLens archive (``dataset_archive``, a local copy, or a download): see
-    :mod:`recbole_hetcomp.movielens`. CiteULike-t is split from its ``users.dat``
+    :mod:`recbole_hetcomp.data.movielens`. CiteULike-t is split from its ``users.dat``
     (``dataset_archive``) with the HetComp paper's protocol, seeded by ``split_seed``: see
-    :mod:`recbole_hetcomp.citeulike`.
+    :mod:`recbole_hetcomp.data.citeulike`.
     """
     data_root = os.path.dirname(os.path.normpath(config["data_path"]))
     if config["dataset"] == citeulike.DATASET:
@@ -59,13 +52,13 @@ def load_data(config):
     else:
         ensure_dataset(config["dataset"], data_root, archive=config["dataset_archive"],
                        download=config["dataset_download"] is not False)
-    validation.check_atomic_files(config)  # one clear line for a missing, empty or garbled .inter
+    checks.check_atomic_files(config)  # one clear line for a missing, empty or garbled .inter
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
     fingerprint = split_fingerprint(train._dataset, valid._dataset, test._dataset)
     data = Data(config, dataset, train, valid, test, fingerprint)
-    validation.check_split(data)  # no validation or test interactions at all is an error
+    checks.check_split(data)  # no validation or test interactions at all is an error
     return data
 
 
@@ -80,12 +73,12 @@ def train_model(data, workdir, trainer_cls=None, model_kwargs=None, prepare=None
                 on_evaluation=None):
     """Train ``data.config['model']`` as RecBole would; returns (trainer, row).
 
-    ``trainer_cls`` defaults to the trainer :func:`~recbole_hetcomp.utils.get_trainer` picks;
+    ``trainer_cls`` defaults to the trainer :func:`~recbole_hetcomp.registry.get_trainer` picks;
     ``model_kwargs`` go to the model's constructor (HetComp's ``trajectories``); ``prepare(trainer)``
     runs just before ``fit``; ``on_evaluation(epoch, score, valid_result)`` after every
     validation (Ray Tune's progress reports). Checkpoints go to a private directory inside ``workdir``; the best
     one is copied to ``save_to`` if given (reload it with
-    :func:`recbole_hetcomp.inference.load_data_and_model`). The row holds the test and best
+    :func:`recbole_hetcomp.run.inference.load_data_and_model`). The row holds the test and best
     validation metrics, parameters, training time, epochs, the validation curve and the
     full-ranking time per 1,000 users.
     """
