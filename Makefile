@@ -7,7 +7,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint
+.PHONY: run test lint docs-check
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,3 +23,7 @@ lint: $(VENV)/.installed
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# docs/errors.md is generated: rerun every case (about 7 minutes here) and fail if the page is not current
+docs-check: $(VENV)/.installed
+	$(PY) docs/make_errors.py --check

@@ -11,10 +11,26 @@ Any ``--key=value`` not listed below goes to RecBole's Config (``--<Model>.key=v
 """
 
 import argparse
+import builtins
+import os
+import re
 import signal
 import sys
 import warnings
 from pathlib import Path
+
+# Warnings that third-party code prints on every run and that no user can act on, by category and the module
+# that warns: pandas' chained-assignment FutureWarning in RecBole's dataset build (four lines a build),
+# torch's GradScaler FutureWarning in RecBole's trainer, torch's sparse-constructor UserWarning in RecBole's
+# LightGCN, and setuptools' pkg_resources UserWarning when Ray is imported. Only this command line filters
+# them (the library never does), in its own process and, through PYTHONWARNINGS, in the processes it starts
+# (local Ray workers and Tune trials); --debug shows everything.
+QUIET_WARNINGS = (
+    ("FutureWarning", "recbole.data.dataset.dataset"),
+    ("FutureWarning", "recbole.trainer.trainer"),
+    ("UserWarning", "recbole.model.general_recommender.lightgcn"),
+    ("UserWarning", "ray._private.parameter"),
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -186,11 +202,17 @@ def main(argv=None):
     return 0
 
 
+def quiet_known_warnings():
+    """Ignore :data:`QUIET_WARNINGS` here and in the processes this one starts."""
+    for category, module in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", category=getattr(builtins, category), module=re.escape(module) + r"\Z")
+    children = [f"ignore::{category}:{module}" for category, module in QUIET_WARNINGS]
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *children]))
+
+
 if __name__ == "__main__":
     if "--debug" not in sys.argv:
-        # RecBole's calls into pandas and torch warn about their own future changes: not the user's concern.
-        for category in (FutureWarning, DeprecationWarning, UserWarning):
-            warnings.filterwarnings("ignore", category=category, module=r"(recbole|torch|pandas|numpy)(\.|$)")
+        quiet_known_warnings()
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     sys.exit(main())

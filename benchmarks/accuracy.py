@@ -141,7 +141,7 @@ def add_ablations(dataset, seed, citeulike):
         if recorded[row["name"]] != row["test"]:
             raise SystemExit(
                 f"{dataset} seed {seed}: teacher {row['name']} now tests {row['test']}, the record says "
-                f"{recorded[row['name']]} (another CPU's kernels? see README, Determinism); ablations on these "
+                f"{recorded[row['name']]} (another CPU's kernels? see docs/determinism.md); ablations on these "
                 f"teachers would not compare with the recorded student: rerun the whole seed instead")
     hetcomp_args = scoped_args(scoped, "HetComp", ["HetComp", *teachers])
     run_dir(dataset, seed).mkdir(parents=True, exist_ok=True)

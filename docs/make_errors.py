@@ -1,6 +1,7 @@
 """Regenerate docs/errors.md: every bad input tried on the command line and the exact line it prints.
 
     python docs/make_errors.py            # about a minute; writes docs/errors.md
+    python docs/make_errors.py --check    # the same runs; exit 1 with a diff if docs/errors.md is not current
 
 Each case runs ``run_recbole_hetcomp.py`` in a fresh process, in the scratch directory
 /tmp/hetcomp-errors (recreated), on the small synthetic dataset of the tests and broken
@@ -8,7 +9,9 @@ copies of it, with RecBole's default logging. The table keeps the exit status an
 printed (its last line; earlier lines, such as a warning, are noted).
 """
 
+import difflib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -150,7 +153,7 @@ same command run again; each row ends with the exit status of the same command w
 Interruption rows: BPR is stored and LightGCN is training when the signal arrives (the
 earlier lines are RecBole's INFO log of the run); the same command run again re-uses BPR and
 retrains LightGCN. A SIGKILL prints nothing and leaves LightGCN's temporary directory, which
-the next run removes (README, "Errors and interrupted runs").
+the next run removes ([interruptions.md](interruptions.md)).
 """
 
 STORE = [*SYNTH, "--teachers", "BPR", "--no_student", *SMALL]
@@ -167,6 +170,9 @@ DAMAGE = [(label, STORE_DAMAGE[name]) for label, name in [
 ]]
 
 
+LOG_TIME = re.compile(r"^\d\d [A-Z][a-z]{2} \d\d:\d\d\s+")
+
+
 def cell(text):
     return "`" + text.replace("|", "\\|") + "`" if text else ""
 
@@ -176,7 +182,7 @@ def row(what, args, proc, note=""):
     warned = [line for line in lines if " WARNING " in line]
     if proc.returncode == 0 and warned:  # a run that goes on: show its warning
         lines = lines[: lines.index(warned[0]) + 1]
-    last = lines[-1] if lines else ""
+    last = LOG_TIME.sub("", lines[-1]) if lines else ""  # RecBole's log time would change the table every run
     if len(lines) > 1:
         note = (note + " " if note else "") + f"(after {len(lines) - 1} earlier line{'s' if len(lines) > 2 else ''})"
     if "Traceback" in proc.stderr:
@@ -203,12 +209,17 @@ def interrupt(sig):
     return args, subprocess.CompletedProcess(proc.args, proc.returncode, "", (W / "stderr.txt").read_text())
 
 
+def show(line):
+    if "--check" not in sys.argv[1:]:  # a check prints only its verdict
+        print(line, flush=True)
+
+
 def main():
     fixtures()
     table = ["| bad input | command (`python run_recbole_hetcomp.py` ...) | exit | stderr |", "|---|---|---|---|"]
     for what, args in CASES:
         table.append(row(what, args, run(args)))
-        print(table[-1], flush=True)
+        show(table[-1])
         shutil.rmtree(W / "data" / "ml-1m", ignore_errors=True)
     assert run(STORE).returncode == 0
     (folder,) = (W / "trajectories" / "synth").glob("BPR-*")
@@ -221,14 +232,32 @@ def main():
         table.append(row(what, STORE, run(STORE)))
         rebuilt = run([*STORE, "--rebuild_teachers"])
         table[-1] = table[-1][:-2] + f"; with `--rebuild_teachers`: exit {rebuilt.returncode} |"
-        print(table[-1], flush=True)
+        show(table[-1])
     for what, sig in (("Ctrl-C (SIGINT) while the second teacher trains", signal.SIGINT),
                       ("SIGTERM while the second teacher trains", signal.SIGTERM)):
         args, proc = interrupt(sig)
         table.append(row(what, args, proc))
-        print(table[-1], flush=True)
-    Path(__file__).with_name("errors.md").write_text(HEADER + "\n".join(table) + "\n" + FOOTER)
+        show(table[-1])
+    return HEADER + "\n".join(table) + "\n" + FOOTER
+
+
+def comparable(text):
+    """The page without what may differ between two correct runs: how many of RecBole's INFO lines an
+    interrupted run printed before the signal arrived, and where in a truncated meta.json (whose length
+    depends on the machine's library versions and CPU) the JSON parser stopped."""
+    text = re.sub(r"\(after \d+ earlier lines?\)", "(after N earlier lines)", text)
+    return re.sub(r"line \d+ column \d+ \(char \d+\)", "line L column C (char N)", text).splitlines()
 
 
 if __name__ == "__main__":
-    main()
+    page = Path(__file__).with_name("errors.md")
+    text = main()
+    if "--check" in sys.argv[1:]:
+        diff = list(difflib.unified_diff(comparable(page.read_text()), comparable(text), "docs/errors.md",
+                                         "regenerated", lineterm=""))
+        if diff:
+            print("docs/errors.md is not current: run python docs/make_errors.py\n" + "\n".join(diff))
+            sys.exit(1)
+        print("docs/errors.md is current")
+    else:
+        page.write_text(text)
