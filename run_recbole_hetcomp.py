@@ -55,6 +55,8 @@ def parse_args(argv):
     p.add_argument("--teachers", default=None, help="comma-separated teacher models (default: properties/overall.yaml)")
     p.add_argument("--output", default=None, help="directory for results and the saved student (default: results/<dataset>)")
     p.add_argument("--rebuild_teachers", action="store_true", help="retrain teachers even if stored")
+    p.add_argument("--refit_ensemble", action="store_true",
+                   help="fit the ensemble's fusion on validation again even if a fit of the same teachers is stored")
     p.add_argument("--no_student", action="store_true", help="stop after the teachers and their ensemble")
     p.add_argument("--ablations", action="store_true", help="also run HetComp without DKC and without AKT")
     p.add_argument("--load", default=None, metavar="MODEL_FILE",
@@ -172,7 +174,7 @@ def main(argv=None):
                                 scheduler=args.scheduler, ray_address=args.ray_address,
                                 config_files=split_list(args.config_files), cmd_args=cmd_args, output=args.output,
                                 rebuild=args.rebuild_teachers, parallel_teachers=args.parallel_teachers,
-                                teachers=split_list(args.teachers))
+                                teachers=split_list(args.teachers), refit_ensemble=args.refit_ensemble)
         elif args.model.lower() != "hetcomp":
             _, table = pipeline.run_baseline(args.model, args.dataset, config_files=split_list(args.config_files),
                                              cmd_args=cmd_args, output=args.output)
@@ -181,7 +183,8 @@ def main(argv=None):
                                              config_files=split_list(args.config_files), cmd_args=cmd_args,
                                              output=args.output, rebuild=args.rebuild_teachers,
                                              student=not args.no_student, ablations=args.ablations,
-                                             teacher_runner=teacher_runner(args))
+                                             teacher_runner=teacher_runner(args),
+                                             refit_ensemble=args.refit_ensemble)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: temporary files are gone, stores are complete
         if args.debug:
             raise

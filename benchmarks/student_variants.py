@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import CITEULIKE, RECORDS, RESULTS, RUNS, record_run, row_key, run_one  # noqa: E402
+from accuracy import CITEULIKE, RECORDS, RESULTS, RUNS, learnt_ensemble, record_run, row_key, run_one  # noqa: E402
 
 from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
@@ -84,7 +84,7 @@ def table(dataset):
             best = max(teachers, key=lambda x: x["test"]["recall@20"])
             line = {"seed": rec["seed"], "settings": settings, "params": student["params"],
                     "student": {m: student["test"][m] for m in METRICS},
-                    "ensemble": {m: rows["Ensemble"]["test"][m] for m in METRICS},
+                    "ensemble": {m: rows[learnt_ensemble(r["rows"])]["test"][m] for m in METRICS},
                     "best_teacher": best["name"], "best_teacher_recall@20": best["test"]["recall@20"],
                     "mf": {m: mf["test"][m] for m in METRICS}, "mf_name": mf["name"], "date": r.get("date")}
             if line not in lines:

@@ -77,8 +77,19 @@ def test_recording_the_run_again_keeps_the_added_rows(added):
 
 def test_aggregate_orders_rows_by_kind(added):
     module, name, _, _ = added
-    kinds = [r["kind"] for r in module.aggregate(name)["rows"]]
-    assert kinds == ["teacher", "teacher", "ensemble", "student", "ablation", "ablation", "baseline"]
+    result = module.aggregate(name)
+    kinds = [r["kind"] for r in result["rows"]]
+    assert kinds == ["teacher", "teacher", "ensemble", "ensemble", "student", "ablation", "ablation", "baseline"]
+    assert [r["name"] for r in result["rows"][2:4]] == ["Ensemble (equal weights)", "Ensemble (fitted on validation)"]
+    targets = result["targets"]  # the student is measured against the ensemble it learns: the fitted one
+    assert targets["student_learns"] == "Ensemble (fitted on validation)" and "fitted_vs_best_teacher" in targets
+
+
+def test_old_records_name_their_ensemble_equal_weights(accuracy):
+    module, _ = accuracy
+    assert module.row_key({"kind": "ensemble", "name": "Ensemble(BPR+EASE)"}) == "Ensemble (equal weights)"
+    assert module.row_key({"kind": "ensemble", "name": "Ensemble (fitted on validation)"}) == \
+        "Ensemble (fitted on validation)"
 
 
 def test_nothing_is_trained_when_no_row_is_missing(added, monkeypatch):
@@ -122,7 +133,7 @@ def test_a_rerun_on_other_teachers_drops_the_rows_added_on_the_old_ones(added, t
     copy, _ = _other_records(module, name, path, tmp_path, monkeypatch, _bpr_elsewhere)
     module.record_run(module.run_dir(name, SEED), name, SEED)
     assert [r["kind"] for r in json.loads(copy.read_text())["rows"]] == [
-        "teacher", "teacher", "ensemble", "student", "baseline"]
+        "teacher", "teacher", "ensemble", "ensemble", "student", "baseline"]
     assert "dropping the rows added on the old ones: HetComp w/o DKC (ensemble KD), HetComp w/o AKT" in \
         capsys.readouterr().out
 

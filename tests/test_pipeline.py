@@ -28,15 +28,20 @@ def two_runs(synth_shared, fresh_dir, tmp_path_factory):
 def test_rows_cover_teachers_ensemble_student_ablations_and_baseline(two_runs):
     first, _, _, _ = two_runs
     assert [(r["name"], r["kind"]) for r in first] == [
-        ("BPR", "teacher"), ("EASE", "teacher"), ("Ensemble(BPR+EASE)", "ensemble"),
+        ("BPR", "teacher"), ("EASE", "teacher"), ("Ensemble (equal weights)", "ensemble"),
+        ("Ensemble (fitted on validation)", "ensemble"),
         ("HetComp", "student"), ("HetComp w/o DKC (ensemble KD)", "ablation"), ("HetComp w/o AKT", "ablation"),
         ("MF w/o KD (BPR, d=6)", "baseline")]
     for row in first:
         assert set(row["test"]) >= {"recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50"}
-    student = first[3]
+    student = first[4]
     assert student["params"] == 6 * (61 + 81)  # (users + padding) and (items + padding) embeddings
     assert first[-1]["params"] == student["params"]
     assert first[2]["params"] == first[0]["params"] + first[1]["params"]
+    fitted = first[3]  # only the teachers it weighs count
+    assert fitted["params"] == sum(r["params"] for r in first[:2] if fitted["fusion"]["weights"][r["name"]] > 0)
+    for row in first[4:7]:  # every student learns the fitted ensemble, and says so
+        assert row["ensemble"] == "fitted on validation" and row["fusion"] == fitted["fusion"]["text"]
     assert "curriculum" in student and "loss_switch_epoch" in student["curriculum"]
     assert student["epochs"] == 25 and first[0]["milestone_epochs"][-1] <= 4  # scoped: teachers kept epochs=5
     assert [s["epoch"] for s in student["curriculum"]["steps"]] == [10, 20]
@@ -47,6 +52,8 @@ def test_second_run_reuses_the_teachers(two_runs):
     assert [r["reused"] for r in second[:2]] == [True, True]
     assert [r["reused"] for r in first[:2]] == [False, False]
     assert second[0]["test"] == first[0]["test"] and second[2]["test"] == first[2]["test"]
+    assert not first[3]["fit"]["reused"] and second[3]["fit"]["reused"]  # the fit is stored with the teachers
+    assert second[3]["fusion"] == first[3]["fusion"] and second[3]["test"] == first[3]["test"]
 
 
 def test_results_files(two_runs):
@@ -92,7 +99,11 @@ def test_rows_time_full_ranking_and_the_ensemble_pays_for_every_teacher(two_runs
     ens = first[2]
     assert ens["infer_ms_per_1k_users"] == pytest.approx(
         ens["fusion_ms_per_1k_users"] + sum(t["infer_ms_per_1k_users"] for t in teachers))
-    student = first[3]
+    fitted = first[3]
+    active = [t for t in teachers if fitted["fusion"]["weights"][t["name"]] > 0]
+    assert fitted["infer_ms_per_1k_users"] == pytest.approx(
+        fitted["fusion_ms_per_1k_users"] + sum(t["infer_ms_per_1k_users"] for t in active))
+    student = first[4]
     assert student["valid_curve"]["epochs"] and len(student["valid_curve"]["scores"]) == len(student["valid_curve"]["epochs"])
 
 
@@ -103,7 +114,7 @@ def test_saved_student_reloads_and_exports(two_runs, tmp_path):
     from recbole_hetcomp.run.training import Data, evaluate_model
 
     first, _, _, out = two_runs
-    student = first[3]
+    student = first[4]
     config, model, dataset, train, valid, test = load_data_and_model(student["model_file"])
     assert type(model).__name__ == "HetComp" and model.trajectories is None
     again = evaluate_model(model, Data(config, dataset, train, valid, test), phases=("test",))["test"]
@@ -178,7 +189,7 @@ def test_synthetic_grouplens_archive_runs_as_ml_1m(synth_shared, tmp_path):
     assert len(inter) == 1 + len(ratings)
     payload = json.loads((out / "results.json").read_text())
     assert payload["dataset"] == "ml-1m"
-    assert [r["kind"] for r in payload["rows"]] == ["teacher", "teacher", "ensemble", "student", "baseline"]
+    assert [r["kind"] for r in payload["rows"]] == ["teacher", "teacher", "ensemble", "ensemble", "student", "baseline"]
 
 
 def test_missing_movielens_offline_is_one_clear_line(tmp_path, capsys):

@@ -467,8 +467,9 @@ def test_interrupting_the_student_keeps_every_teacher_intact(synth, tmp_path, ca
     assert cli.main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["interrupted: 2 of 2 teachers are stored (BPR, EASE); run the same command again to resume"]
-    dirs = sorted((store / name).iterdir())
+    dirs = sorted(d for d in (store / name).iterdir() if d.name != "fits")
     assert [d.name.split("-")[0] for d in dirs] == ["BPR", "EASE"]
+    assert [f.name[:4] for f in (store / name / "fits").iterdir()] == ["fit-"]  # the ensemble's fit, complete
     for d in dirs:
         teacher, key = d.name.split("-", 1)
         Store(store).load(name, teacher, key)  # checksums and shapes verified
@@ -546,7 +547,8 @@ def test_sigkill_while_the_second_teacher_trains_then_resume_gives_the_uninterru
     rows = _run(argv, crashed)
     assert [(r["name"], r.get("reused")) for r in rows[:2]] == [("BPR", True), ("LightGCN", False)]
     assert (bpr / "meta.json").stat().st_mtime_ns == bpr_meta.st_mtime_ns  # re-used, not rewritten
-    assert sorted(p.name.split("-")[0] for p in store.iterdir()) == ["BPR", "LightGCN"]  # the dead run's dir is gone
+    teachers = sorted(p.name.split("-")[0] for p in store.iterdir() if p.name != "fits")
+    assert teachers == ["BPR", "LightGCN"]  # the dead run's dir is gone
     assert _metrics(rows) == _metrics(expected)
 
 

@@ -168,8 +168,11 @@ def test_hetcomp_search_reports_every_evaluation_and_picks_the_best(local_ray, s
     assert "| trial | status | attempts |" in (out / "trials.md").read_text()
     assert "python run_recbole_hetcomp.py -d synth --HetComp.learning_rate=" in capsys.readouterr().out
     # teachers trained once, before the search, at the searched milestones
-    stored = sorted(p.name.split("-")[0] for p in (tmp_path / "store" / "synth").iterdir())
+    stored = sorted(p.name.split("-")[0] for p in (tmp_path / "store" / "synth").iterdir() if p.name != "fits")
     assert stored == ["BPR", "Pop"]
+    # the ensemble was fitted once, before the trials, and stored beside the teachers
+    assert len(list((tmp_path / "store" / "synth" / "fits").glob("fit-*.json"))) == 1
+    assert summary["ensemble"].startswith("fitted on validation: ")
     meta = json.loads(next((tmp_path / "store" / "synth").glob("BPR-*/meta.json")).read_text())
     assert meta["milestones"] == [0.5, 1.0]
 

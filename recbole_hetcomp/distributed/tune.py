@@ -107,15 +107,21 @@ def _scheduler(name, config, max_t):
 
 def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", ray_address=None,
              config_files=None, config_dict=None, cmd_args=None, output=None, rebuild=False,
-             parallel_teachers=False, teachers=None):
-    """Search ``model``'s hyper-parameters with Ray Tune; returns (summary dict, markdown table)."""
+             parallel_teachers=False, teachers=None, refit_ensemble=False):
+    """Search ``model``'s hyper-parameters with Ray Tune; returns (summary dict, markdown table).
+
+    For HetComp the ensemble's fusion is chosen once, before the trials (fitted on validation with
+    ``ensemble_fit``, see :mod:`recbole_hetcomp.run.fusion`), and every trial learns it; a space that
+    searches an ensemble key overrides that part of it."""
     from recbole.utils import init_logger
 
     from recbole_hetcomp.config import make_config, scoped_args, split_global_args
     from recbole_hetcomp.distributed.parallel import RayTeachers, absolute_paths, ray_session
     from recbole_hetcomp.keys import check_keys
+    from recbole_hetcomp.run.fusion import choose_fusion
     from recbole_hetcomp.run.pipeline import build_teachers, prepare_output
     from recbole_hetcomp.run.preflight import check_output, check_pipeline
+    from recbole_hetcomp.trajectories.store import TrajectoryStore
 
     global_args = split_global_args(cmd_args)
     is_hetcomp = model.lower() == "hetcomp"
@@ -144,8 +150,8 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     union = _milestone_union(space, base["trajectory_milestones"]) if is_hetcomp else None
     teacher_over = {"trajectory_milestones": union} if union else {}
     if is_hetcomp:  # names, keys, N and K, stored teachers: all checked before anything is written
-        check_pipeline(dataset, teachers, config_files, {**(config_dict or {}), **teacher_over}, cmd_args,
-                       student=True, output=output, rebuild=rebuild)
+        plan = check_pipeline(dataset, teachers, config_files, {**(config_dict or {}), **teacher_over}, cmd_args,
+                              student=True, output=output, rebuild=rebuild)
     else:
         check_output(output)
         check_keys({name: base}, config_files, cmd_args)
@@ -158,17 +164,26 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
 
     start = time.time()
     with ray_session(ray_address):
-        trajectories = None
+        trajectories, ensemble = None, None
         if is_hetcomp:
             teacher_dict = {**fixed, **teacher_over}
-            parallel = RayTeachers(base["teacher_cpus"], base["teacher_gpus"]) if (parallel_teachers or ray_address) else None
+            ray_teachers = parallel_teachers or ray_address
+            parallel = RayTeachers(base["teacher_cpus"], base["teacher_gpus"]) if ray_teachers else None
             logger.info(f"tune: teachers {'+'.join(teachers)} first (trained once, shared by every trial)")
-            _, trajectories = build_teachers(dataset, teachers, files, teacher_dict, cmd_args, rebuild, parallel=parallel)
+            _, trajectories = build_teachers(dataset, teachers, files, teacher_dict, cmd_args, rebuild,
+                                             parallel=parallel)
+            ensemble_config = plan.protocol.config
+            fusion = choose_fusion(ensemble_config, plan.protocol, trajectories,
+                                   TrajectoryStore(ensemble_config["trajectory_store"]), refit=refit_ensemble)
+            fixed = {**fusion.config(trajectories), **fixed}
+            trajectories = fusion.active(trajectories)
+            ensemble = f"{fusion.label}: {fusion.fusion.describe()}"
+            logger.info(f"tune: every trial learns the ensemble {ensemble}")
         teachers_s = time.time() - start
         summary = _search(name, dataset, files, fixed, trial_args, trajectories,
                           space, num_samples, scheduler, base, max_t, output)
     summary.update(teachers_s=round(teachers_s, 1), search_s=round(time.time() - start - teachers_s, 1),
-                   space_file=str(space_file), dataset=dataset)
+                   space_file=str(space_file), dataset=dataset, ensemble=ensemble)
     table = write_tune_results(output, summary)
     return summary, table
 
@@ -261,6 +276,8 @@ def write_tune_results(output, summary):
              f"{len(summary['trials'])} trials, scheduler {summary['scheduler']}, selection by the best "
              f"{summary['metric']} (validation); test metrics are reported, never used to select.",
              f"Teachers: {summary.get('teachers_s', 0):.0f} s; search: {summary.get('search_s', 0):.0f} s.", "", table]
+    if summary.get("ensemble"):
+        lines[3:3] = [f"Every trial learns the ensemble {summary['ensemble']} (chosen once, before the trials)."]
     if best:
         lines += ["", f"Best trial {best['trial']}: {summary['metric']} {best['best_valid']:.4f}; "
                       f"test {', '.join(f'{k} {v:.4f}' for k, v in best['test'].items()) or 'not reached'}",

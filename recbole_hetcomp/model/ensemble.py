@@ -13,15 +13,18 @@ from torch import nn
 
 from recbole_hetcomp.distill.curriculum import gather_points
 from recbole_hetcomp.distill.ensemble import ensemble_scores, importance_from_config, teacher_weight_vector
+from recbole_hetcomp.distill.fit import PARAMETER
 
 
 class HetCompEnsemble(GeneralRecommender):
     input_type = InputType.POINTWISE
     type = ModelType.TRADITIONAL
 
-    def __init__(self, config, dataset, trajectories=None, points=None):
+    def __init__(self, config, dataset, trajectories=None, points=None, fusion=None):
         """``trajectories``: list of :class:`~recbole_hetcomp.trajectories.store.Trajectory`, one per teacher.
-        ``points``: optional long [M, U] point per teacher and user (default: each final point)."""
+        ``points``: optional long [M, U] point per teacher and user (default: each final point).
+        ``fusion``: a :class:`~recbole_hetcomp.distill.fit.Fusion` naming these teachers (a fitted one);
+        by default the config's ``teacher_weights`` and importance."""
         super().__init__(config, dataset)
         if not trajectories:
             raise ValueError("HetCompEnsemble needs the teachers' trajectories: build it with trajectories=[...]")
@@ -29,8 +32,14 @@ class HetCompEnsemble(GeneralRecommender):
         for t in trajectories:
             if t.n_users != self.n_users:
                 raise ValueError(f"teacher {t.teacher} has {t.n_users} users, the dataset has {self.n_users}")
-        self.imp = importance_from_config(config)
-        self.register_buffer("weights", teacher_weight_vector(self.teacher_names, config["teacher_weights"]))
+        if fusion is None:
+            self.imp = importance_from_config(config)
+            weights = teacher_weight_vector(self.teacher_names, config["teacher_weights"])
+        else:
+            by_name = dict(zip(fusion.teachers, fusion.weights))
+            self.imp = {"kind": fusion.kind, PARAMETER[fusion.kind]: fusion.param}
+            weights = torch.tensor([float(by_name[n]) for n in self.teacher_names], dtype=torch.float32)
+        self.register_buffer("weights", weights)
         if points is None:
             lists = torch.stack([t.top[-1] for t in trajectories])                       # [M, U, N]
         else:

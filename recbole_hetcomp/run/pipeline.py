@@ -16,6 +16,7 @@ from recbole.utils import init_logger
 from recbole_hetcomp.config import make_config, scoped_args, split_global_args
 from recbole_hetcomp.keys import check_keys
 from recbole_hetcomp.model import HetCompEnsemble
+from recbole_hetcomp.run.fusion import choose_fusion, config_fusion, given_label
 from recbole_hetcomp.run.plots import write_plots
 from recbole_hetcomp.run.preflight import check_output, check_pipeline
 from recbole_hetcomp.run.results import write_results
@@ -119,18 +120,51 @@ def student_trajectories(data, trajectories, what="student"):
 
 
 def train_student(dataset, trajectories, workdir, config_files=None, config_dict=None, hetcomp_args=None,
-                  save_to=None):
+                  save_to=None, fusion=None):
     """Train one HetComp student (``config_dict`` holds an ablation's overrides) on the teachers'
-    ``trajectories``, checked to come from its split; returns (row, data)."""
+    ``trajectories``, checked to come from its split; returns (row, data). ``fusion``, a
+    :class:`~recbole_hetcomp.run.fusion.RunFusion`, is the ensemble it learns (its teachers of weight
+    above 0, with their weights and importance); by default the config's."""
+    if fusion is not None:
+        config_dict = {**fusion.config(trajectories), **(config_dict or {})}
+        trajectories = fusion.active(trajectories)
     data = load_data(make_config("HetComp", dataset, config_files, config_dict, hetcomp_args))
     _, row = train_model(data, workdir, model_kwargs={"trajectories": student_trajectories(data, trajectories)},
                          save_to=save_to)
+    if fusion is not None:
+        row.update(ensemble=fusion.label, fusion=fusion.fusion.describe())
     return row, data
 
 
+def ensemble_row(base, data, trajectories, teacher_rows, fusion, label):
+    """Evaluate the ensemble of ``trajectories`` under ``fusion`` (a
+    :class:`~recbole_hetcomp.distill.fit.Fusion`): its row. Teachers of weight 0 are left out of it,
+    of its parameters and of its inference time (the ensemble runs only the others, then fuses)."""
+    weights = dict(zip(fusion.teachers, fusion.weights))
+    active = [t for t in trajectories if weights[t.teacher] > 0]
+    ensemble = HetCompEnsemble(base, data.train_dataset, trajectories=active, fusion=fusion)
+    result = evaluate_model(ensemble, data, timing=True)
+    by_name = {r["name"]: r for r in teacher_rows}
+    teacher_ms = [by_name[t.teacher]["infer_ms_per_1k_users"] for t in active]
+    infer = None if None in teacher_ms else result["infer_ms_per_1k_users"] + sum(teacher_ms)  # unknown if a
+    # teacher's store predates timing
+    return {"name": f"Ensemble ({label})", "kind": "ensemble", "teachers": [t.teacher for t in active],
+            "fusion": {"kind": fusion.kind, "param": fusion.param, "weights": weights,
+                       "text": fusion.describe()},
+            "params": sum(by_name[t.teacher]["params"] for t in active), "test": result["test"],
+            "valid": result["valid"], "infer_ms_per_1k_users": infer,
+            "fusion_ms_per_1k_users": result["infer_ms_per_1k_users"]}
+
+
 def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cmd_args=None,
-                 output=None, rebuild=False, student=True, ablations=False, teacher_runner=None):
+                 output=None, rebuild=False, student=True, ablations=False, teacher_runner=None,
+                 refit_ensemble=False):
     """Teachers, ensemble and (by default) student and MF baseline; returns (rows, table).
+
+    With ``ensemble_fit`` (the default) the fusion is fitted on validation
+    (:func:`~recbole_hetcomp.run.fusion.choose_fusion`, re-used from the store unless
+    ``refit_ensemble``): the table then has the ensemble of the config's fusion and the fitted
+    one, and the students learn the fitted one.
 
     ``teacher_runner(base_config)``, when given, returns ``(runner, session)``: the teachers are
     then trained by ``runner.fit(...)`` inside the context manager ``session`` instead of one
@@ -164,15 +198,16 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
     progress.begin("ensemble of " + "+".join(teachers))
     protocol = plan.protocol  # the split the check loaded from the same configuration
     check_same_split(trajectories, protocol.fingerprint, "ensemble evaluation")
-    ensemble = HetCompEnsemble(base, protocol.train_dataset, trajectories=trajectories)
-    result = evaluate_model(ensemble, protocol, timing=True)
-    # At inference the ensemble runs every teacher, then fuses their lists (unknown if a
-    # teacher's store predates timing).
-    teacher_ms = [r["infer_ms_per_1k_users"] for r in rows]
-    infer = None if None in teacher_ms else result["infer_ms_per_1k_users"] + sum(teacher_ms)
-    rows.append({"name": "Ensemble(" + "+".join(teachers) + ")", "kind": "ensemble",
-                 "params": sum(r["params"] for r in rows), "test": result["test"], "valid": result["valid"],
-                 "infer_ms_per_1k_users": infer, "fusion_ms_per_1k_users": result["infer_ms_per_1k_users"]})
+    teacher_rows = list(rows)
+    given = config_fusion(base, [t.teacher for t in trajectories])
+    rows.append(ensemble_row(base, protocol, trajectories, teacher_rows, given, given_label(given)))
+    fusion = choose_fusion(base, protocol, trajectories, TrajectoryStore(base["trajectory_store"]),
+                           refit=refit_ensemble)
+    if fusion.fitted:
+        row = ensemble_row(base, protocol, trajectories, teacher_rows, fusion.fusion, fusion.label)
+        row["fit"] = {k: fusion.record.get(k) for k in ("valid_score", "equal_weights_score", "best_teacher",
+                                                         "held_out", "fit_s", "reused", "settings")}
+        rows.append(row)
     progress.end()
 
     if student:
@@ -183,7 +218,7 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
             progress.begin(label)
             save_to = output / "HetComp.pth" if kind == "student" else None
             row, data = train_student(dataset, trajectories, workdir, config_files, {**(config_dict or {}), **over},
-                                      args_for["HetComp"], save_to=save_to)
+                                      args_for["HetComp"], save_to=save_to, fusion=fusion)
             row.update(name=label, kind=kind)
             rows.append(row)
             progress.end()
@@ -197,7 +232,10 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
         rows.append(row)
         progress.end()
     plots = write_plots(output, rows)
-    table = write_results(output, dataset, rows, extra={"split_fingerprint": protocol.fingerprint, "plots": plots})
+    extra = {"split_fingerprint": protocol.fingerprint, "plots": plots}
+    if fusion.fitted:
+        extra["ensemble_fit"] = fusion.record
+    table = write_results(output, dataset, rows, extra=extra)
     return rows, table
 
 

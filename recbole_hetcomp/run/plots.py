@@ -38,9 +38,9 @@ def plot_validation(rows, path):
     if teachers:
         best = max(teachers, key=lambda r: r["valid"][metric])
         ax.axhline(best["valid"][metric], color="grey", linestyle=":", label=f"best teacher ({best['name']})")
-    for r in rows:
-        if r["kind"] == "ensemble" and metric in r.get("valid", {}):
-            ax.axhline(r["valid"][metric], color="black", linestyle="--", label="ensemble")
+    ensembles = [r for r in rows if r["kind"] == "ensemble" and metric in r.get("valid", {})]
+    for r, style in zip(ensembles, ("--", "-.")):
+        ax.axhline(r["valid"][metric], color="black", linestyle=style, label=r["name"].lower())
     switch = next((r.get("curriculum", {}).get("loss_switch_epoch") for r in curves if r["kind"] == "student"), None)
     if switch:
         ax.axvline(switch, color="tab:red", alpha=0.4, label="loss switch (AKT)")

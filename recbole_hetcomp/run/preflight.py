@@ -29,6 +29,7 @@ from recbole_hetcomp.config import make_config, scoped_args, split_global_args
 from recbole_hetcomp.data.checks import warn_uncovered
 from recbole_hetcomp.distill.ensemble import importance, importance_from_config, teacher_weight_vector
 from recbole_hetcomp.keys import check_keys, check_teacher_names
+from recbole_hetcomp.run.fusion import fit_settings
 from recbole_hetcomp.run.teachers import check_teacher
 from recbole_hetcomp.run.training import load_data
 from recbole_hetcomp.settings import positive_int
@@ -152,6 +153,10 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
         check_milestones(configs[name]["trajectory_milestones"])
     teacher_weight_vector(teachers, base["teacher_weights"])
     importance(torch.zeros(1), **importance_from_config(base))
+    if not isinstance(base["ensemble_fit"], bool):
+        raise ValueError(f"ensemble_fit={base['ensemble_fit']!r} must be True or False")
+    if base["ensemble_fit"]:
+        fit_settings(base)  # the metric it maximises, the method, the grid, the steps
 
     with _quiet_recbole_info():  # RecBole's loader reports the split at INFO: the run does that later
         protocol = load_data(base)

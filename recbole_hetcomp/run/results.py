@@ -1,26 +1,11 @@
 """Result rows and their rendering: the comparison table, ``results.json`` and ``results.md``."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from recbole_hetcomp.trajectories.store import atomic_write_text  # noqa: F401 (re-exported: scripts import it here)
+
 METRIC_COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50")
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def markdown_table(rows, columns=METRIC_COLUMNS):

@@ -59,10 +59,26 @@ _NON_RESULT_KEYS = STUDENT_ONLY_KEYS | frozenset({
     "single_spec", "local_rank", "world_size", "ip", "port", "nproc",
     "offset", "trajectory_store", "teachers", "teacher_weights", "ensemble_importance",
     "ensemble_tau", "ensemble_rrf_k", "ensemble_power", "rebuild_teachers",
+    "ensemble_fit", "ensemble_fit_method", "ensemble_fit_grid", "ensemble_fit_max_steps",
     "dataset_archive", "dataset_download",  # the split's fingerprint covers the data itself
     "tune_cpus_per_trial", "tune_gpus_per_trial", "tune_grace_period", "tune_reduction_factor",
     "tune_max_failures", "tune_max_concurrent_trials", "teacher_cpus", "teacher_gpus",
 })
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class StoreError(RuntimeError):
@@ -338,6 +354,29 @@ class TrajectoryStore:
         path = self.path(dataset, teacher, key) / "model.pth"
         # Our own file, written by save() above and checked against meta.json: safe to unpickle.
         return torch.load(path, map_location="cpu", weights_only=False)
+
+    def fit_path(self, dataset, key):
+        """Where the ensemble fit of ``key`` (a hash of its teachers, split and settings) is kept."""
+        return self.root / dataset / "fits" / f"fit-{key}.json"
+
+    def load_fit(self, dataset, key):
+        """A stored ensemble fit (a dict), or None when there is none or it cannot be read."""
+        path = self.fit_path(dataset, key)
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            logger.warning(f"ensemble fit {path} is unreadable ({e}): fitting again")
+            return None
+        return record if isinstance(record, dict) and record.get("key") == key else None
+
+    def save_fit(self, dataset, key, record):
+        """Write an ensemble fit atomically (temporary file, then rename); returns its path."""
+        path = self.fit_path(dataset, key)
+        atomic_write_text(path, json.dumps({**record, "key": key}, indent=1, sort_keys=True,
+                                           default=_json_default) + "\n")
+        return path
 
     def size_bytes(self, dataset, teacher, key, include_model=False):
         path = self.path(dataset, teacher, key)

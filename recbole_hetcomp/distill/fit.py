@@ -1,0 +1,297 @@
+"""The fitted fusion (spec section 3b): teacher weights and importance chosen on validation only.
+
+Given every teacher's final top-N list per user and each user's validation items, the fit picks
+the non-negative teacher weights ``w`` (a teacher may get 0) and the importance function with its
+parameter (``exp`` tau, ``rrf`` k, ``power``) that maximise a ranking metric of the fused lists,
+``score_u(i) = sum_x w_x * imp(rank_x(i))`` (spec section 3). The test split is never an input.
+
+Scoring without RecBole. :func:`prepare` turns the lists into, per user, the distinct items of
+the union of the lists (at most M x N), the rank of each in every teacher's list, and whether it
+is a validation item. A candidate fusion is then ``sum_x w_x * imp(rank_x)`` over those items,
+a top-K and a gather of the hits, on whole [users, items of the union] tensors: no dataloader,
+no [users, catalogue] matrix. Items in no list score 0, as in the ensemble model; every teacher
+lists N >= K items, so the fused top-K always comes from the union and the score equals RecBole's
+full-ranking metric of that fusion (up to the order of exactly tied scores).
+
+Search (``method``):
+
+- ``greedy`` (default): for each importance candidate, greedy selection with replacement
+  (Caruana et al., ICML 2004) over the teachers. It starts from the best single teacher, then
+  adds one more unit of weight to whichever teacher raises the metric most, and stops after
+  ``patience`` steps without a gain or after ``max_steps``; the weights are the counts, so a
+  teacher never picked gets 0. Starting from one teacher makes the fit at least as good as the
+  best single teacher on validation (spec 3b).
+- ``coordinate``: for each importance candidate, coordinate ascent from equal weights: each
+  teacher's weight in turn takes the best value of ``weight_grid`` with the others fixed,
+  rounds until none changes.
+
+The importance candidate with the best score wins. Ties, everywhere, keep the earlier candidate:
+the grid lists the released default (exp, tau 10) first. Sums run over the teachers in a fixed
+order, so a fit repeats bit for bit on one machine.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from recbole_hetcomp.distill.ensemble import IMPORTANCE_KINDS, importance
+
+#: Importance candidates searched by default, the released default first.
+DEFAULT_GRID = {"exp": [10.0, 2.0, 5.0, 20.0, 30.0, 50.0, 100.0], "rrf": [60.0, 1.0, 10.0, 30.0, 120.0],
+                "power": [0.05, 0.2, 0.5, 1.0, 2.0]}
+#: The keyword of :func:`~recbole_hetcomp.distill.ensemble.importance` that holds each kind's parameter.
+PARAMETER = {"exp": "tau", "rrf": "rrf_k", "power": "power"}
+#: Metrics the fit computes (RecBole's definitions, binary relevance).
+METRICS = ("recall", "ndcg", "precision", "hit", "mrr")
+METHODS = ("greedy", "coordinate")
+DEFAULT_WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass
+class FitProblem:
+    """What a fusion is scored on, for U users with at least one validation item.
+
+    ``ranks`` int32 [U, S, M]: the 0-based rank of each candidate item in each teacher's list,
+    ``n`` (the list length) where it is absent or the slot is padding; ``hits`` bool [U, S]:
+    the candidate is a validation item; ``n_pos`` int [U]: the user's validation items (those in
+    no list count too, as in RecBole's recall).
+    """
+
+    ranks: torch.Tensor
+    hits: torch.Tensor
+    n_pos: torch.Tensor
+    n: int
+
+    @property
+    def n_users(self):
+        return int(self.hits.shape[0])
+
+    def subset(self, rows):
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return FitProblem(self.ranks[rows], self.hits[rows], self.n_pos[rows], self.n)
+
+
+def prepare(lists, pos_indptr, pos_items):
+    """A :class:`FitProblem` from ``lists`` long [M, U, N] (-1 = padding) and the validation items
+    of the same U users as CSR (``pos_indptr`` [U + 1], ``pos_items``). Users without validation
+    items are dropped (RecBole does not evaluate them)."""
+    lists = torch.as_tensor(lists, dtype=torch.long)
+    m, u, n = lists.shape
+    indptr = torch.as_tensor(pos_indptr, dtype=torch.long)
+    pos = torch.as_tensor(pos_items, dtype=torch.long)
+    if indptr.numel() != u + 1:
+        raise ValueError(f"the validation items are given for {indptr.numel() - 1} users, the lists for {u}")
+    n_pos = indptr[1:] - indptr[:-1]
+    keep = torch.nonzero(n_pos > 0).view(-1)
+    slots = lists.permute(1, 0, 2).reshape(u, m * n)                     # [U, M*N] item per slot
+    rank = torch.arange(n).repeat(m).expand(u, m * n)                     # its rank in its list
+    teacher = torch.arange(m).repeat_interleave(n).expand(u, m * n)       # and whose list it is
+    big = int(max(int(slots.max()) if slots.numel() else 0, int(pos.max()) if pos.numel() else 0)) + 2
+    key = torch.where(slots >= 0, slots, torch.full_like(slots, big))     # padding sorts last
+    order = torch.argsort(key, dim=1, stable=True)
+    key, rank, teacher = key.gather(1, order), rank.gather(1, order), teacher.gather(1, order)
+    new = torch.ones_like(key, dtype=torch.bool)
+    new[:, 1:] = key[:, 1:] != key[:, :-1]
+    group = torch.cumsum(new.long(), dim=1) - 1                           # distinct item index per slot
+    real = key < big
+    width = int(group[real].max()) + 1 if bool(real.any()) else 1
+    ranks = torch.full((u, width + 1, m), n, dtype=torch.int32)           # column `width`: padding's bin
+    col = torch.where(real, group, torch.full_like(group, width))
+    rows = torch.arange(u).unsqueeze(1).expand_as(col)
+    ranks[rows[real], col[real], teacher[real]] = rank[real].to(torch.int32)
+    items = torch.full((u, width + 1), -1, dtype=torch.long)
+    items[rows[real], col[real]] = key[real]
+    ranks, items = ranks[:, :width], items[:, :width]
+    # membership of (user, item) in the validation set, by searching sorted user * big + item keys
+    pos_user = torch.repeat_interleave(torch.arange(u), n_pos)
+    pos_key = torch.sort(pos_user * big + pos).values
+    cand_key = torch.arange(u).unsqueeze(1) * big + items
+    at = torch.searchsorted(pos_key, cand_key).clamp_max(max(pos_key.numel() - 1, 0))
+    hits = (items >= 0) & (pos_key[at] == cand_key) if pos_key.numel() else torch.zeros_like(items, dtype=torch.bool)
+    return FitProblem(ranks[keep], hits[keep], n_pos[keep], n)
+
+
+def parse_metric(valid_metric):
+    """``'Recall@50'`` -> ``('recall', 50)``; ``ValueError`` for a metric the fit cannot compute."""
+    name, _, k = str(valid_metric).lower().partition("@")
+    if name not in METRICS or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"valid_metric={valid_metric}: the ensemble fit maximises one of "
+                         f"{', '.join(m.capitalize() for m in METRICS)} at a cut-off, e.g. Recall@50; "
+                         "set valid_metric to one, or ensemble_fit to False")
+    return name, int(k)
+
+
+def _metric(hits_at, n_pos, name, k):
+    """Mean over users of ``name``@k from bool [U, k'] hits of the ranked top-k' (k' <= k)."""
+    h = hits_at.to(torch.float64)
+    if name == "recall":
+        per_user = h.sum(1) / n_pos.to(torch.float64)
+    elif name == "precision":
+        per_user = h.sum(1) / k
+    elif name == "hit":
+        per_user = (h.sum(1) > 0).to(torch.float64)
+    elif name == "mrr":
+        first = torch.where(hits_at.any(1), hits_at.to(torch.int8).argmax(1), torch.full_like(n_pos, -1))
+        per_user = torch.where(first >= 0, 1.0 / (first.to(torch.float64) + 1.0), torch.zeros((), dtype=torch.float64))
+    else:  # ndcg
+        discount = 1.0 / torch.log2(torch.arange(2, h.shape[1] + 2, dtype=torch.float64))
+        dcg = (h * discount).sum(1)
+        ideal = torch.cumsum(1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64)), 0)
+        per_user = dcg / ideal[n_pos.clamp(1, k).long() - 1]
+    return float(per_user.mean()) if per_user.numel() else 0.0
+
+
+class _Scorer:
+    """Scores weight vectors under one importance function on one problem."""
+
+    def __init__(self, problem, kind, param, metric, k):
+        r = problem.ranks
+        present = r < problem.n
+        imp = importance(r.clamp_max(problem.n - 1), kind=kind, **{PARAMETER[kind]: param})
+        self.parts = torch.where(present, imp, torch.zeros((), dtype=imp.dtype)).unbind(-1)  # M x [U, S]
+        self.problem, self.metric, self.k = problem, metric, min(k, problem.hits.shape[1])
+        self.evaluations = 0
+
+    def __call__(self, weights):
+        self.evaluations += 1
+        score = torch.zeros_like(self.parts[0])
+        for w, part in zip(weights, self.parts):  # a fixed order: bit-identical repeats
+            if w:
+                score += float(w) * part
+        top = torch.topk(score, self.k, dim=1).indices
+        return _metric(self.problem.hits.gather(1, top), self.problem.n_pos, self.metric, self.k)
+
+
+def _greedy(scorer, m, max_steps, patience):
+    singles = [scorer([1.0 if j == x else 0.0 for j in range(m)]) for x in range(m)]
+    best_x = max(range(m), key=lambda x: (singles[x], -x))
+    counts = [0.0] * m
+    counts[best_x] = 1.0
+    best, best_counts, current, stale = singles[best_x], list(counts), singles[best_x], 0
+    trace = [{"step": 1, "add": best_x, "score": best}]
+    for step in range(2, max_steps + 1):
+        tried = []
+        for x in range(m):
+            cand = list(counts)
+            cand[x] += 1.0
+            tried.append((scorer(cand), -x, cand))
+        current, neg_x, counts = max(tried, key=lambda t: (t[0], t[1]))
+        trace.append({"step": step, "add": -neg_x, "score": current})
+        if current > best:
+            best, best_counts, stale = current, list(counts), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    return best, best_counts, trace, singles
+
+
+def _coordinate(scorer, m, weight_grid, max_rounds=5):
+    weights = [1.0] * m
+    best = scorer(weights)
+    trace = [{"round": 0, "weights": list(weights), "score": best}]
+    for rnd in range(1, max_rounds + 1):
+        changed = False
+        for x in range(m):
+            for v in weight_grid:
+                if v == weights[x]:
+                    continue
+                cand = list(weights)
+                cand[x] = float(v)
+                if not any(cand):
+                    continue
+                s = scorer(cand)
+                if s > best:
+                    best, weights, changed = s, cand, True
+        trace.append({"round": rnd, "weights": list(weights), "score": best})
+        if not changed:
+            break
+    return best, weights, trace, None
+
+
+@dataclass
+class Fusion:
+    """A chosen fusion: importance ``kind`` with its parameter, and one weight per teacher."""
+
+    teachers: list
+    kind: str
+    param: float
+    weights: list
+    score: float = float("nan")
+    trace: list = field(default_factory=list)
+
+    def config(self):
+        """The config keys that make the ensemble, the student's targets and DKC use this fusion."""
+        key = {"exp": "ensemble_tau", "rrf": "ensemble_rrf_k", "power": "ensemble_power"}[self.kind]
+        return {"ensemble_importance": self.kind, key: self.param,
+                "teacher_weights": {t: float(w) for t, w in zip(self.teachers, self.weights)}}
+
+    def describe(self):
+        weights = ", ".join(f"{t} {w:g}" for t, w in zip(self.teachers, self.weights))
+        return f"{self.kind} {PARAMETER[self.kind]}={self.param:g}; weights {weights}"
+
+
+def check_grid(grid):
+    """``grid`` ({kind: [parameters]}) names known kinds with valid parameters; returns it as floats."""
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError(f"ensemble_fit_grid={grid!r} must map importance kinds ({', '.join(IMPORTANCE_KINDS)}) "
+                         "to lists of parameters, e.g. {exp: [5, 10, 30], rrf: [60]}")
+    out = {}
+    for kind, params in grid.items():
+        if kind not in PARAMETER:
+            raise ValueError(f"ensemble_fit_grid names '{kind}': choose among {', '.join(IMPORTANCE_KINDS)}")
+        if not isinstance(params, (list, tuple)) or not params:
+            raise ValueError(f"ensemble_fit_grid[{kind}]={params!r} must be a non-empty list of numbers")
+        for p in params:
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
+                raise ValueError(f"ensemble_fit_grid[{kind}] holds {p!r}: each {PARAMETER[kind]} must be a number > 0")
+        out[kind] = [float(p) for p in params]
+    return out
+
+
+def fit_fusion(problem, teachers, metric="recall@50", *, grid=None, method="greedy", max_steps=20, patience=2,
+               weight_grid=DEFAULT_WEIGHT_GRID, weights=None, fixed_importance=None):
+    """The best :class:`Fusion` of ``teachers`` on ``problem`` (a :class:`FitProblem`).
+
+    ``weights``: keep these teacher weights (the user's), search only the importance;
+    ``fixed_importance`` (``(kind, param)``): keep it, search only the weights. The returned
+    fusion's ``trace`` lists every importance candidate with its best score and search path.
+    """
+    name, k = parse_metric(metric)
+    if method not in METHODS:
+        raise ValueError(f"ensemble_fit_method={method!r}: choose {' or '.join(METHODS)}")
+    m = problem.ranks.shape[2]
+    if m != len(teachers):
+        raise ValueError(f"{len(teachers)} teacher names for lists of {m} teachers")
+    candidates = [fixed_importance] if fixed_importance else [
+        (kind, p) for kind, params in check_grid(grid or DEFAULT_GRID).items() for p in params]
+    best, trace = None, []
+    for kind, param in candidates:
+        scorer = _Scorer(problem, kind, float(param), name, k)
+        if weights is not None:
+            score, chosen, path, singles = scorer(list(weights)), list(weights), [], None
+        elif method == "greedy":
+            score, chosen, path, singles = _greedy(scorer, m, max_steps, patience)
+        else:
+            score, chosen, path, singles = _coordinate(scorer, m, weight_grid)
+        entry = {"kind": kind, "param": float(param), "score": score, "weights": chosen,
+                 "evaluations": scorer.evaluations, "path": path}
+        if singles is not None:
+            entry["single_teacher_scores"] = singles
+        trace.append(entry)
+        if best is None or score > best.score:
+            best = Fusion(list(teachers), kind, float(param), [float(w) for w in chosen], score)
+    best.trace = trace
+    return best
+
+
+def score_fusion(problem, fusion, metric):
+    """``metric`` (``'recall@50'``) of ``fusion`` on ``problem``."""
+    name, k = parse_metric(metric)
+    return _Scorer(problem, fusion.kind, fusion.param, name, k)(fusion.weights)
+
+
+def halves(n_users, seed=0):
+    """Two disjoint halves of ``range(n_users)``, drawn by ``seed`` (long tensors)."""
+    order = torch.randperm(n_users, generator=torch.Generator().manual_seed(int(seed)))
+    return order[: n_users // 2].sort().values, order[n_users // 2:].sort().values

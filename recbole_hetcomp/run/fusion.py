@@ -1,0 +1,190 @@
+"""The run's ensemble fusion: fitted on validation (``ensemble_fit: True``, the default), given by the
+user, or the equal-weight default; chosen once and then used everywhere.
+
+:func:`choose_fusion` reads the teachers' final-point lists and the validation split (never the
+test split), fits the fusion with :func:`recbole_hetcomp.distill.fit.fit_fusion`, also fits it on
+each half of the validation users and scores the other half (the held-out gain), and keeps the
+result in the trajectory store, keyed by the teachers' stored lists, the split and the search
+settings. A later run with the same inputs re-uses it; ``refit`` fits again.
+
+What the user sets wins: ``teacher_weights`` given in a config file, a config dict or on the
+command line fixes the weights (only the importance is searched); any of ``ensemble_importance``,
+``ensemble_tau``, ``ensemble_rrf_k``, ``ensemble_power`` fixes the importance (only the weights
+are searched); both fix everything, and nothing is fitted.
+"""
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from recbole_hetcomp.distill.ensemble import importance_from_config, teacher_weight_vector
+from recbole_hetcomp.distill.fit import PARAMETER, Fusion, check_grid, fit_fusion, halves, parse_metric, prepare, score_fusion
+from recbole_hetcomp.settings import positive_int
+
+logger = logging.getLogger("recbole_hetcomp")
+
+FIT_FORMAT = 1
+WEIGHT_KEYS = ("teacher_weights",)
+IMPORTANCE_KEYS = ("ensemble_importance", "ensemble_tau", "ensemble_rrf_k", "ensemble_power")
+
+
+@dataclass
+class RunFusion:
+    """The fusion of a run. ``fitted``: chosen on validation; ``record``: what is stored of the fit
+    (None when nothing was fitted)."""
+
+    fusion: Fusion
+    fitted: bool
+    record: dict = None
+
+    @property
+    def label(self):
+        return "fitted on validation" if self.fitted else given_label(self.fusion)
+
+    def active(self, trajectories):
+        """The trajectories of the teachers with a weight above 0, in run order, and their weights."""
+        weights = dict(zip(self.fusion.teachers, self.fusion.weights))
+        return [t for t in trajectories if weights[t.teacher] > 0]
+
+    def config(self, trajectories):
+        """Config keys that make an ensemble or a student of ``self.active(trajectories)`` use this fusion."""
+        out = self.fusion.config()
+        active = {t.teacher for t in self.active(trajectories)}
+        out["teacher_weights"] = {t: w for t, w in out["teacher_weights"].items() if t in active}
+        return out
+
+
+def given_label(fusion):
+    return "equal weights" if len(set(fusion.weights)) == 1 else "teacher_weights"
+
+
+def user_set(config, keys):
+    """The ``keys`` a user set for ``config``: in a config file, a config dict or on the command line
+    (not our properties/ defaults)."""
+    given = {**config.file_config_dict, **config.variable_config_dict, **config.cmd_config_dict}
+    return [k for k in keys if k in given]
+
+
+def config_fusion(config, teachers):
+    """The fusion that ``config`` describes (its weights and importance, no fit)."""
+    imp = importance_from_config(config)
+    param = imp[PARAMETER[imp["kind"]]]
+    weights = teacher_weight_vector(teachers, config["teacher_weights"]).tolist()
+    return Fusion(list(teachers), imp["kind"], float(param), weights)
+
+
+def fit_settings(config):
+    """The fit's search settings from ``config`` (checked)."""
+    metric = config["valid_metric"]
+    parse_metric(metric)
+    method = config["ensemble_fit_method"]
+    if method not in ("greedy", "coordinate"):
+        raise ValueError(f"ensemble_fit_method={method!r}: choose greedy or coordinate")
+    return {"metric": str(metric).lower(), "method": method, "grid": check_grid(config["ensemble_fit_grid"]),
+            "max_steps": positive_int(config, "ensemble_fit_max_steps"), "patience": 2}
+
+
+def validation_problem(data, trajectories):
+    """The fit's :class:`~recbole_hetcomp.distill.fit.FitProblem`: the teachers' final lists and the
+    validation items of every user (only the validation split is read)."""
+    feat = data.valid._dataset.inter_feat
+    uid, iid = data.train_dataset.uid_field, data.train_dataset.iid_field
+    users, items = feat[uid].long(), feat[iid].long()
+    n_users = data.train_dataset.user_num
+    order = torch.argsort(users * data.train_dataset.item_num + items)
+    users, items = users[order], items[order]
+    indptr = torch.zeros(n_users + 1, dtype=torch.long)
+    indptr[1:] = torch.cumsum(torch.bincount(users, minlength=n_users), 0)
+    lists = torch.stack([t.top[-1] for t in trajectories]).long()
+    return prepare(lists, indptr, items)
+
+
+def fit_key(trajectories, fingerprint, settings, fixed):
+    """Hash of what a fit depends on: each teacher's stored lists (their checksum), the split and the search."""
+    teachers = [(t.teacher, (t.meta.get("files", {}).get("top.npy") or {}).get("sha256")) for t in trajectories]
+    payload = json.dumps({"format": FIT_FORMAT, "teachers": teachers, "split": fingerprint, "settings": settings,
+                          "fixed": fixed}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _best_single(fusion):
+    """(index, validation score) of the best single teacher, from a greedy fit's trace (None otherwise).
+    A single teacher ranks as its own list under any importance, so the first candidate's scores serve."""
+    singles = fusion.trace[0].get("single_teacher_scores")
+    if not singles:
+        return None
+    best = max(range(len(singles)), key=lambda x: (singles[x], -x))
+    return best, singles[best]
+
+
+def _held_out(problem, given, settings, fixed, seed):
+    """Fit on one half of the validation users, score the other half; both ways round."""
+    names = given.teachers
+    folds = []
+    a, b = halves(problem.n_users, seed)
+    for fit_rows, score_rows in ((a, b), (b, a)):
+        fit_part, score_part = problem.subset(fit_rows), problem.subset(score_rows)
+        fitted = fit_fusion(fit_part, names, settings["metric"], grid=settings["grid"], method=settings["method"],
+                            max_steps=settings["max_steps"], patience=settings["patience"], **fixed)
+        row = {"users": [int(fit_rows.numel()), int(score_rows.numel())],
+               "fitted": score_fusion(score_part, fitted, settings["metric"]),
+               "equal_weights": score_fusion(score_part, given, settings["metric"]), "fusion": fitted.describe()}
+        single = _best_single(fitted)
+        if single is not None:  # the teacher best on the fitting half, scored on the other
+            one = Fusion(names, "exp", 10.0, [1.0 if x == single[0] else 0.0 for x in range(len(names))])
+            row["best_teacher"] = {"name": names[single[0]], "score": score_fusion(score_part, one, settings["metric"])}
+        folds.append(row)
+    mean = lambda key: sum(f[key] for f in folds) / len(folds)  # noqa: E731
+    out = {"seed": int(seed), "folds": folds, "fitted": mean("fitted"), "equal_weights": mean("equal_weights")}
+    if all("best_teacher" in f for f in folds):
+        out["best_teacher"] = sum(f["best_teacher"]["score"] for f in folds) / len(folds)
+    return out
+
+
+def choose_fusion(config, data, trajectories, store=None, refit=False):
+    """The run's :class:`RunFusion` (see the module doc). ``config`` is the run's base config,
+    ``data`` its split (:class:`~recbole_hetcomp.run.training.Data`), ``store`` a
+    :class:`~recbole_hetcomp.trajectories.store.TrajectoryStore` to keep and re-use the fit in."""
+    names = [t.teacher for t in trajectories]
+    given = config_fusion(config, names)
+    fixed_w, fixed_imp = user_set(config, WEIGHT_KEYS), user_set(config, IMPORTANCE_KEYS)
+    if not config["ensemble_fit"] or len(names) == 1 or (fixed_w and fixed_imp):
+        return RunFusion(given, fitted=False)
+    settings = fit_settings(config)
+    fixed = {}
+    if fixed_w:
+        fixed["weights"] = given.weights
+    if fixed_imp:
+        fixed["fixed_importance"] = (given.kind, given.param)
+    key = fit_key(trajectories, data.fingerprint, settings, fixed)
+    dataset = config["dataset"]
+    record = None if (refit or store is None) else store.load_fit(dataset, key)
+    if record is not None:
+        fusion = Fusion(names, record["fusion"]["kind"], record["fusion"]["param"], record["fusion"]["weights"],
+                        record["valid_score"])
+        logger.info(f"ensemble fit: re-using {store.fit_path(dataset, key)}: {fusion.describe()}")
+        return RunFusion(fusion, fitted=True, record={**record, "reused": True})
+    start = time.perf_counter()
+    problem = validation_problem(data, trajectories)
+    fusion = fit_fusion(problem, names, settings["metric"], grid=settings["grid"], method=settings["method"],
+                        max_steps=settings["max_steps"], patience=settings["patience"], **fixed)
+    fit_s = time.perf_counter() - start
+    held_out = _held_out(problem, given, settings, fixed, config["seed"])
+    single = _best_single(fusion)
+    record = {"format": FIT_FORMAT, "dataset": dataset, "teachers": names, "split_fingerprint": data.fingerprint,
+              "settings": settings, "fixed": {k: list(v) if isinstance(v, tuple) else v for k, v in fixed.items()},
+              "fusion": {"kind": fusion.kind, "param": fusion.param, "weights": fusion.weights},
+              "valid_score": fusion.score, "equal_weights_score": score_fusion(problem, given, settings["metric"]),
+              "best_teacher": {"name": names[single[0]], "score": single[1]} if single else None,
+              "users": problem.n_users, "fit_s": fit_s, "held_out": held_out, "trace": fusion.trace}
+    if store is not None:
+        store.save_fit(dataset, key, record)
+    logger.info(f"ensemble fit ({settings['method']}, {fit_s:.1f} s): {fusion.describe()}; valid "
+                f"{settings['metric']} {fusion.score:.4f} against {record['equal_weights_score']:.4f} with "
+                f"{given_label(given)}; on held-out halves {held_out['fitted']:.4f} against "
+                f"{held_out['equal_weights']:.4f}")
+    return RunFusion(fusion, fitted=True, record={**record, "reused": False})

@@ -1,0 +1,198 @@
+"""The fitted fusion (distill/fit.py): scoring from the lists alone, and the two searches."""
+
+import math
+
+import pytest
+import torch
+
+from recbole_hetcomp.distill.ensemble import ensemble_scores
+from recbole_hetcomp.distill.fit import (
+    DEFAULT_GRID,
+    Fusion,
+    check_grid,
+    fit_fusion,
+    halves,
+    parse_metric,
+    prepare,
+    score_fusion,
+)
+
+
+def _long(rows):
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _csr(per_user):
+    indptr = [0]
+    for items in per_user:
+        indptr.append(indptr[-1] + len(items))
+    return _long(indptr), _long([i for items in per_user for i in items])
+
+
+# ---------------------------------------------------------------------------- prepare
+
+
+def test_prepare_by_hand():
+    # two teachers, two users; user 1 has no validation item and is dropped
+    lists = _long([[[5, 3, 7], [1, 2, 3]],
+                   [[3, 9, -1], [4, 5, 6]]])
+    indptr, items = _csr([[9, 7, 11], []])
+    p = prepare(lists, indptr, items)
+    assert p.n_users == 1 and p.n == 3 and p.n_pos.tolist() == [3]
+    # distinct items of user 0's lists, sorted: 3, 5, 7, 9; then padding (user 1 has 6 distinct items)
+    assert p.ranks[0].tolist() == [[1, 0], [0, 3], [2, 3], [3, 1], [3, 3], [3, 3]]
+    assert p.hits[0].tolist() == [False, False, True, True, False, False]  # 11 is in no list: counted in n_pos
+
+
+def test_prepare_rejects_mismatched_users():
+    with pytest.raises(ValueError, match="validation items are given for 1 users, the lists for 2"):
+        prepare(torch.zeros(1, 2, 3, dtype=torch.long), _long([0, 1]), _long([4]))
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def _one_user(lists, valid):
+    indptr, items = _csr([valid])
+    return prepare(_long(lists), indptr, items)
+
+
+def test_recall_and_ndcg_by_hand():
+    # one teacher ranks 4, 2, 8, 6; validation items {2, 6, 10}
+    p = _one_user([[[4, 2, 8, 6]]], [2, 6, 10])
+    f = Fusion(["A"], "exp", 10.0, [1.0])
+    assert score_fusion(p, f, "recall@2") == pytest.approx(1 / 3)
+    assert score_fusion(p, f, "recall@4") == pytest.approx(2 / 3)
+    assert score_fusion(p, f, "precision@4") == pytest.approx(2 / 4)
+    assert score_fusion(p, f, "hit@1") == 0.0 and score_fusion(p, f, "hit@2") == 1.0
+    assert score_fusion(p, f, "mrr@4") == pytest.approx(1 / 2)
+    dcg = 1 / math.log2(3) + 1 / math.log2(5)
+    idcg = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert score_fusion(p, f, "ndcg@4") == pytest.approx(dcg / idcg)
+    idcg2 = 1 + 1 / math.log2(3)  # RecBole's ideal DCG stops at min(|valid|, K)
+    assert score_fusion(p, f, "ndcg@2") == pytest.approx((1 / math.log2(3)) / idcg2)
+
+
+def test_the_fused_top_k_is_the_ensemble_formulas():
+    """Scored on the union of the lists, a fusion ranks as ensemble_scores over the whole catalogue."""
+    g = torch.Generator().manual_seed(3)
+    m, u, n, n_items = 3, 40, 12, 60
+    lists = torch.stack([torch.stack([torch.randperm(n_items, generator=g)[:n] for _ in range(u)])
+                         for _ in range(m)])
+    valid = [torch.randperm(n_items, generator=g)[:4].tolist() for _ in range(u)]
+    indptr, items = _csr(valid)
+    p = prepare(lists, indptr, items)
+    weights = [2.0, 0.0, 0.5]
+    for kind, param in (("exp", 5.0), ("rrf", 60.0), ("power", 0.5)):
+        f = Fusion(list("ABC"), kind, param, weights)
+        key = {"exp": "tau", "rrf": "rrf_k", "power": "power"}[kind]
+        dense = ensemble_scores(lists, n_items, torch.tensor(weights), kind=kind, **{key: param})
+        top = torch.topk(dense, 10, dim=1).indices
+        want = sum(len(set(top[x].tolist()) & set(valid[x])) / 4 for x in range(u)) / u
+        assert score_fusion(p, f, "recall@10") == pytest.approx(want)
+
+
+# ---------------------------------------------------------------------------- the fit
+
+
+@pytest.fixture(scope="module")
+def oracle_and_noise():
+    """Teacher 'oracle' lists the validation items first; 'noise' lists random items."""
+    g = torch.Generator().manual_seed(0)
+    u, n_items, n = 80, 200, 30
+    valid = [torch.randperm(n_items, generator=g)[:5].tolist() for _ in range(u)]
+    oracle, noise = [], []
+    for items in valid:
+        rest = [i for i in torch.randperm(n_items, generator=g).tolist() if i not in items]
+        oracle.append(items + rest[: n - 5])
+        noise.append(torch.randperm(n_items, generator=g)[:n].tolist())
+    indptr, flat = _csr(valid)
+    return prepare(_long([noise, oracle]), indptr, flat)
+
+
+@pytest.mark.parametrize("method", ["greedy", "coordinate"])
+def test_the_oracle_gets_weight_and_the_noise_none(oracle_and_noise, method):
+    f = fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10", method=method)
+    assert f.weights[0] == 0 and f.weights[1] > 0
+    assert f.score == 1.0
+
+
+def test_greedy_is_never_below_the_best_single_teacher():
+    g = torch.Generator().manual_seed(5)
+    m, u, n, n_items = 4, 60, 20, 50
+    for trial in range(3):
+        lists = torch.stack([torch.stack([torch.randperm(n_items, generator=g)[:n] for _ in range(u)])
+                             for _ in range(m)])
+        indptr, items = _csr([torch.randperm(n_items, generator=g)[:3].tolist() for _ in range(u)])
+        p = prepare(lists, indptr, items)
+        f = fit_fusion(p, list("ABCD"), "ndcg@10", grid={"exp": [10.0], "rrf": [60.0]})
+        singles = [score_fusion(p, Fusion(list("ABCD"), "exp", 10.0, [float(i == x) for i in range(m)]), "ndcg@10")
+                   for x in range(m)]
+        assert f.score >= max(singles)
+        assert f.trace[0]["single_teacher_scores"] == singles
+
+
+def test_a_fit_repeats_bit_for_bit(oracle_and_noise):
+    a = fit_fusion(oracle_and_noise, ["noise", "oracle"], "ndcg@10")
+    b = fit_fusion(oracle_and_noise, ["noise", "oracle"], "ndcg@10")
+    assert (a.kind, a.param, a.weights, a.score, a.trace) == (b.kind, b.param, b.weights, b.score, b.trace)
+
+
+def test_ties_keep_the_released_default(oracle_and_noise):
+    """The oracle alone is perfect under every importance: the first candidate (exp, tau 10) stays."""
+    f = fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10")
+    assert (f.kind, f.param) == ("exp", 10.0) and list(DEFAULT_GRID)[0] == "exp" and DEFAULT_GRID["exp"][0] == 10.0
+    assert len(f.trace) == sum(len(v) for v in DEFAULT_GRID.values())
+
+
+def test_fixed_weights_search_only_the_importance(oracle_and_noise):
+    f = fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10", weights=[1.0, 3.0])
+    assert f.weights == [1.0, 3.0] and all(t["weights"] == [1.0, 3.0] for t in f.trace)
+
+
+def test_fixed_importance_searches_only_the_weights(oracle_and_noise):
+    f = fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10", fixed_importance=("rrf", 30.0))
+    assert (f.kind, f.param) == ("rrf", 30.0) and len(f.trace) == 1 and f.weights[0] == 0
+
+
+def test_fusion_config_keys():
+    f = Fusion(["BPR", "EASE"], "rrf", 30.0, [0.0, 2.0])
+    assert f.config() == {"ensemble_importance": "rrf", "ensemble_rrf_k": 30.0,
+                          "teacher_weights": {"BPR": 0.0, "EASE": 2.0}}
+    assert f.describe() == "rrf rrf_k=30; weights BPR 0, EASE 2"
+
+
+def test_halves_are_disjoint_and_cover():
+    a, b = halves(11, seed=4)
+    assert sorted(a.tolist() + b.tolist()) == list(range(11)) and len(a) == 5
+    assert halves(11, seed=4)[0].tolist() == a.tolist() and halves(11, seed=5)[0].tolist() != a.tolist()
+
+
+# ---------------------------------------------------------------------------- bad settings
+
+
+@pytest.mark.parametrize("metric, message", [
+    ("MAP@10", "valid_metric=MAP@10: the ensemble fit maximises one of Recall, Ndcg, Precision, Hit, Mrr"),
+    ("Recall", "valid_metric=Recall: the ensemble fit maximises"),
+    ("Recall@0", "valid_metric=Recall@0"),
+])
+def test_unknown_metric_is_one_line(metric, message):
+    with pytest.raises(ValueError, match=message):
+        parse_metric(metric)
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({}, "must map importance kinds"),
+    ({"gauss": [1]}, "ensemble_fit_grid names 'gauss': choose among exp, rrf, power"),
+    ({"exp": []}, r"ensemble_fit_grid\[exp\]=\[\] must be a non-empty list"),
+    ({"exp": [0]}, r"ensemble_fit_grid\[exp\] holds 0: each tau must be a number > 0"),
+    ({"rrf": [True]}, r"ensemble_fit_grid\[rrf\] holds True"),
+])
+def test_bad_grid_is_one_line(grid, message):
+    with pytest.raises(ValueError, match=message):
+        check_grid(grid)
+
+
+def test_unknown_method(oracle_and_noise):
+    with pytest.raises(ValueError, match="ensemble_fit_method='best': choose greedy or coordinate"):
+        fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10", method="best")

@@ -1,0 +1,140 @@
+"""The run's fusion (run/fusion.py): fitted on validation from real teachers' lists, stored and re-used,
+never reading the test split, and yielding to what the user sets."""
+
+import json
+
+import pytest
+import torch
+
+from recbole_hetcomp.distill.fit import Fusion, score_fusion
+from recbole_hetcomp.model import HetCompEnsemble
+from recbole_hetcomp.run.fusion import choose_fusion, validation_problem
+from recbole_hetcomp.run.pipeline import build_teachers
+from recbole_hetcomp.run.training import evaluate_model, load_data
+from recbole_hetcomp.trajectories.store import TrajectoryStore
+
+TEACHERS = ["BPR", "EASE", "CML"]
+SMALL = {"epochs": 4, "trajectory_top_n": 30, "valid_metric": "Recall@20", "show_progress": False, "state": "ERROR"}
+
+
+@pytest.fixture(scope="module")
+def run(synth_config, synth_shared, fresh_dir, tmp_path_factory):
+    data_path, name = synth_shared
+    store = tmp_path_factory.mktemp("fusion_store")
+    config = {**SMALL, "data_path": str(data_path), "trajectory_store": str(store)}
+    with fresh_dir("fusion"):
+        _, trajectories = build_teachers(name, TEACHERS, config_dict=config)
+        base = synth_config("HetCompEnsemble", **{k: v for k, v in config.items() if k != "data_path"})
+        data = load_data(base)
+    return {"base": base, "data": data, "trajectories": trajectories, "store": TrajectoryStore(store),
+            "config": config, "synth_config": synth_config}
+
+
+def _config(run, **over):
+    return run["synth_config"]("HetCompEnsemble", **{k: v for k, v in {**run["config"], **over}.items()
+                                                     if k != "data_path"})
+
+
+def test_the_fit_scores_as_recbole_evaluates(run):
+    """The fit's score of a fusion, from the lists alone, is RecBole's validation metric of that ensemble."""
+    fusion = Fusion(TEACHERS, "exp", 7.0, [1.0, 0.7, 0.3])
+    ensemble = HetCompEnsemble(run["base"], run["data"].train_dataset, trajectories=run["trajectories"],
+                               fusion=fusion)
+    valid = evaluate_model(ensemble, run["data"], phases=("valid",))["valid"]
+    problem = validation_problem(run["data"], run["trajectories"])
+    for metric in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"):
+        assert round(score_fusion(problem, fusion, metric), 4) == valid[metric], metric
+
+
+def test_the_fit_is_at_least_the_best_teacher_on_validation(run):
+    chosen = choose_fusion(run["base"], run["data"], run["trajectories"])
+    assert chosen.fitted
+    best = max(t.meta["valid"]["recall@20"] for t in run["trajectories"])
+    assert chosen.fusion.score >= best - 1e-4  # RecBole rounds to 4 places
+    record = chosen.record
+    assert record["valid_score"] == chosen.fusion.score and record["teachers"] == TEACHERS
+    assert record["best_teacher"]["score"] <= record["valid_score"]
+    assert record["settings"]["metric"] == "recall@20" and record["split_fingerprint"] == run["data"].fingerprint
+
+
+def test_held_out_halves(run):
+    record = choose_fusion(run["base"], run["data"], run["trajectories"]).record
+    held = record["held_out"]
+    assert len(held["folds"]) == 2
+    (a, b), (c, d) = (f["users"] for f in held["folds"])
+    assert a == d and b == c and a + b == record["users"]  # each half fits once and scores once
+    assert held["fitted"] == pytest.approx(sum(f["fitted"] for f in held["folds"]) / 2)
+
+
+def test_the_test_split_is_never_read(run):
+    """Permuting the test items changes nothing in the fit, bit for bit."""
+    data = run["data"]
+    before = choose_fusion(run["base"], data, run["trajectories"]).record
+    feat = data.test._dataset.inter_feat
+    iid = data.train_dataset.iid_field
+    original = feat[iid].clone()
+    feat[iid] = original[torch.randperm(len(original), generator=torch.Generator().manual_seed(1))]
+    try:
+        after = choose_fusion(run["base"], data, run["trajectories"]).record
+    finally:
+        feat[iid] = original
+    strip = lambda r: {k: v for k, v in r.items() if k != "fit_s"}  # noqa: E731
+    assert json.dumps(strip(after), sort_keys=True) == json.dumps(strip(before), sort_keys=True)
+
+
+def test_a_stored_fit_is_reused_and_refit_redoes_it(run, tmp_path):
+    store = TrajectoryStore(tmp_path / "store")
+    first = choose_fusion(run["base"], run["data"], run["trajectories"], store)
+    again = choose_fusion(run["base"], run["data"], run["trajectories"], store)
+    assert not first.record["reused"] and again.record["reused"]
+    assert (again.fusion.kind, again.fusion.param, again.fusion.weights) == \
+        (first.fusion.kind, first.fusion.param, first.fusion.weights)
+    files = list((tmp_path / "store" / "synth" / "fits").glob("fit-*.json"))
+    assert len(files) == 1 and not [p for p in files[0].parent.iterdir() if p.name.startswith(".")]
+    refit = choose_fusion(run["base"], run["data"], run["trajectories"], store, refit=True)
+    assert not refit.record["reused"] and refit.fusion.weights == first.fusion.weights
+    # other search settings are another fit
+    other = choose_fusion(_config(run, ensemble_fit_grid={"rrf": [60]}), run["data"], run["trajectories"], store)
+    assert not other.record["reused"] and other.fusion.kind == "rrf"
+    assert len(list(files[0].parent.glob("fit-*.json"))) == 2
+    # a damaged file is fitted again, not trusted
+    files[0].write_text("{not json")
+    assert not choose_fusion(run["base"], run["data"], run["trajectories"], store).record["reused"]
+
+
+def test_other_teachers_are_another_fit(run, tmp_path):
+    store = TrajectoryStore(tmp_path / "store")
+    choose_fusion(run["base"], run["data"], run["trajectories"], store)
+    two = choose_fusion(run["base"], run["data"], run["trajectories"][:2], store)
+    assert not two.record["reused"] and two.fusion.teachers == TEACHERS[:2]
+
+
+def test_the_users_weights_win(run):
+    chosen = choose_fusion(_config(run, teacher_weights={"BPR": 2.0, "CML": 0.5}), run["data"], run["trajectories"])
+    assert chosen.fitted and chosen.fusion.weights == [2.0, 1.0, 0.5]  # only the importance was searched
+    assert chosen.record["fixed"] == {"weights": [2.0, 1.0, 0.5]}
+
+
+def test_the_users_importance_wins(run):
+    chosen = choose_fusion(_config(run, ensemble_tau=30.0), run["data"], run["trajectories"])
+    assert chosen.fitted and (chosen.fusion.kind, chosen.fusion.param) == ("exp", 30.0)
+
+
+def test_weights_and_importance_given_means_no_fit(run):
+    chosen = choose_fusion(_config(run, teacher_weights={"EASE": 3.0}, ensemble_importance="rrf"), run["data"],
+                           run["trajectories"])
+    assert not chosen.fitted and chosen.record is None
+    assert (chosen.fusion.kind, chosen.fusion.param, chosen.fusion.weights) == ("rrf", 60.0, [1.0, 3.0, 1.0])
+    assert chosen.label == "teacher_weights"
+
+
+def test_ensemble_fit_false_is_the_config_fusion(run):
+    chosen = choose_fusion(_config(run, ensemble_fit=False), run["data"], run["trajectories"])
+    assert not chosen.fitted and chosen.fusion.weights == [1.0, 1.0, 1.0] and chosen.label == "equal weights"
+
+
+def test_weight_zero_teachers_drop_out(run):
+    fusion = choose_fusion(_config(run, ensemble_fit=False, teacher_weights={"CML": 0.0}), run["data"],
+                           run["trajectories"])
+    assert [t.teacher for t in fusion.active(run["trajectories"])] == ["BPR", "EASE"]
+    assert fusion.config(run["trajectories"])["teacher_weights"] == {"BPR": 1.0, "EASE": 1.0}
