@@ -138,3 +138,13 @@ def test_weight_zero_teachers_drop_out(run):
                            run["trajectories"])
     assert [t.teacher for t in fusion.active(run["trajectories"])] == ["BPR", "EASE"]
     assert fusion.config(run["trajectories"])["teacher_weights"] == {"BPR": 1.0, "EASE": 1.0}
+
+
+def test_the_yaml_grid_is_the_fits_default():
+    import yaml
+
+    from recbole_hetcomp.distill.fit import DEFAULT_GRID, check_grid
+    from recbole_hetcomp.settings import properties_dir
+
+    overall = yaml.safe_load((properties_dir() / "overall.yaml").read_text())
+    assert check_grid(overall["ensemble_fit_grid"]) == DEFAULT_GRID and overall["ensemble_fit"] is True

@@ -1,0 +1,176 @@
+"""The fitted ensemble against its best teacher and the equal-weight ensemble, and the two fit methods.
+
+    python benchmarks/ensemble_fit.py [--datasets ml-100k,citeulike-t] [--seeds 2020,2021,2022]
+                                      [--citeulike PATH] [--threads N] [--only-aggregate]
+
+On the accuracy runs' teachers (``benchmarks/accuracy.py``'s settings and store; teachers missing
+from the store are trained first), for each dataset and seed:
+
+- the best single teacher and the equal-weight ensemble (RecBole's evaluation);
+- for each fit method (``greedy``: selection with replacement from the best teacher, the default;
+  ``coordinate``: coordinate ascent from equal weights), a fresh fit on the validation split, timed
+  (the fit alone, and with its two held-out half fits), its validation score, its held-out gain
+  (fit on one half of the validation users, scored on the other, both ways round) and the fitted
+  ensemble's test metrics through RecBole's evaluator.
+
+Each (dataset, seed) is recorded in ``results/ensemble_fit/<dataset>-seed-<seed>.json`` and the
+tables, with the issue's targets, aggregate every record into ``results/ensemble_fit.{json,md}``.
+The fit times are measured in the same process one after the other; run it on a quiet machine.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import torch  # noqa: E402
+from accuracy import CITEULIKE, RESULTS, pipeline_settings  # noqa: E402
+from timing import machine  # noqa: E402
+
+from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
+from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
+
+RECORDS = RESULTS / "ensemble_fit"
+METHODS = ("greedy", "coordinate")
+METRICS = ("recall@20", "ndcg@20")
+
+
+def measure(dataset, seed, citeulike):
+    from recbole.utils import init_logger
+
+    from recbole_hetcomp.config import make_config
+    from recbole_hetcomp.run.fusion import choose_fusion, config_fusion
+    from recbole_hetcomp.run.pipeline import build_teachers, ensemble_row
+    from recbole_hetcomp.run.training import load_data
+
+    teachers, config, scoped = pipeline_settings(dataset, seed, citeulike)
+    base = make_config("HetCompEnsemble", dataset, None, config, [])
+    init_logger(base)
+    teachers = list(teachers or base["teachers"])
+    teacher_rows, trajectories = build_teachers(dataset, teachers, None, config, scoped)
+    data = load_data(base)
+    best = max(teacher_rows, key=lambda r: r["test"]["recall@20"])
+    best_valid = max(teacher_rows, key=lambda r: r["valid"][base["valid_metric"].lower()])
+    equal = ensemble_row(base, data, trajectories, teacher_rows, config_fusion(base, teachers), "equal weights")
+    out = {"dataset": dataset, "seed": seed, "date": date.today().isoformat(), "machine": machine(),
+           "versions": library_versions(), "valid_metric": base["valid_metric"].lower(), "users": None,
+           "teachers": {r["name"]: {"test": {m: r["test"][m] for m in METRICS},
+                                    "valid": r["valid"][base["valid_metric"].lower()]} for r in teacher_rows},
+           "best_teacher": best["name"], "best_teacher_on_validation": best_valid["name"],
+           "equal_weights": {"test": {m: equal["test"][m] for m in METRICS},
+                             "valid": equal["valid"][base["valid_metric"].lower()]},
+           "methods": {}}
+    for method in METHODS:
+        cfg = make_config("HetCompEnsemble", dataset, None, {**config, "ensemble_fit_method": method}, [])
+        start = time.perf_counter()
+        chosen = choose_fusion(cfg, data, trajectories)  # no store: a fresh fit, timed whole
+        total_s = time.perf_counter() - start
+        row = ensemble_row(cfg, data, trajectories, teacher_rows, chosen.fusion, "fitted on validation")
+        rec = chosen.record
+        out["users"] = rec["users"]
+        out["methods"][method] = {
+            "fusion": chosen.fusion.describe(), "weights": dict(zip(teachers, chosen.fusion.weights)),
+            "fit_s": rec["fit_s"], "fit_and_held_out_s": total_s,
+            "evaluations": sum(t["evaluations"] for t in rec["trace"]),
+            "valid_fit_score": rec["valid_score"], "valid_recbole": row["valid"][base["valid_metric"].lower()],
+            "held_out": {k: rec["held_out"].get(k) for k in ("fitted", "equal_weights", "best_teacher")},
+            "test": {m: row["test"][m] for m in METRICS}, "params": row["params"],
+            "infer_ms_per_1k_users": row["infer_ms_per_1k_users"]}
+        print(f"{dataset} seed {seed} {method}: {chosen.fusion.describe()}; valid {rec['valid_score']:.4f}; "
+              f"test recall@20 {row['test']['recall@20']:.4f} (best teacher {best['name']} "
+              f"{best['test']['recall@20']:.4f}, equal {equal['test']['recall@20']:.4f}); fit {rec['fit_s']:.2f} s",
+              flush=True)
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RECORDS / f"{dataset}-seed-{seed}.json", json.dumps(out, indent=1) + "\n")
+
+
+def _mean_std(xs):
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
+
+
+def _cell(xs, fmt="{:.4f}"):
+    mean, std = _mean_std(xs)
+    return fmt.format(mean) + ("" if std is None else " ± " + fmt.format(std))
+
+
+def aggregate():
+    records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
+    by_dataset = {}
+    for r in records:
+        by_dataset.setdefault(r["dataset"], []).append(r)
+    lines = ["# The fitted ensemble", "",
+             "Generated by `python benchmarks/ensemble_fit.py`: for each seed's teachers (the accuracy runs'), the "
+             "best single teacher, the equal-weight ensemble and the ensemble fitted on validation by each method; "
+             "test metrics through RecBole's evaluator. Held-out: fit on half of the validation users, score the "
+             "other half, both ways round (mean of the two). Fit: seconds of the fit alone (its held-out fits "
+             "excluded). Targets (test Recall@20, mean over seeds): fitted >= 1.02x the best single teacher, "
+             "never below 1.00x.", ""]
+    summary = {}
+    for dataset, recs in sorted(by_dataset.items()):
+        recs.sort(key=lambda r: r["seed"])
+        seeds = [r["seed"] for r in recs]
+        best = [r["teachers"][r["best_teacher"]]["test"]["recall@20"] for r in recs]
+        lines += [f"## {dataset}, seeds {', '.join(map(str, seeds))} ({recs[0]['users']} validation users)", "",
+                  f"Runs: {'; '.join(sorted({r['date'] + ', ' + r['machine'] for r in recs}))}.", "",
+                  "| row | test Recall@20 | test NDCG@20 | / best teacher (Recall@20) | valid "
+                  f"{recs[0]['valid_metric']} | held-out {recs[0]['valid_metric']} | fit s |",
+                  "|---|---|---|---|---|---|---|"]
+        lines.append(f"| best teacher ({', '.join(sorted({r['best_teacher'] for r in recs}))}) | {_cell(best)} | "
+                     f"{_cell([r['teachers'][r['best_teacher']]['test']['ndcg@20'] for r in recs])} | 1 | "
+                     f"{_cell([r['teachers'][r['best_teacher_on_validation']]['valid'] for r in recs])} | "
+                     f"{_cell([r['methods']['greedy']['held_out']['best_teacher'] for r in recs])} | - |")
+        eq = [r["equal_weights"]["test"]["recall@20"] for r in recs]
+        lines.append(f"| equal weights | {_cell(eq)} | "
+                     f"{_cell([r['equal_weights']['test']['ndcg@20'] for r in recs])} | "
+                     f"{_cell([e / b for e, b in zip(eq, best)], '{:.3f}')} | "
+                     f"{_cell([r['equal_weights']['valid'] for r in recs])} | "
+                     f"{_cell([r['methods']['greedy']['held_out']['equal_weights'] for r in recs])} | - |")
+        summary[dataset] = {"seeds": seeds, "best_teacher_recall@20": _mean_std(best)[0],
+                            "equal_weights_recall@20": _mean_std(eq)[0]}
+        for method in METHODS:
+            m = [r["methods"][method] for r in recs]
+            fit = [x["test"]["recall@20"] for x in m]
+            ratio = [f / b for f, b in zip(fit, best)]
+            lines.append(f"| fitted, {method} | {_cell(fit)} | {_cell([x['test']['ndcg@20'] for x in m])} | "
+                         f"{_cell(ratio, '{:.3f}')} | {_cell([x['valid_recbole'] for x in m])} | "
+                         f"{_cell([x['held_out']['fitted'] for x in m])} | {_cell([x['fit_s'] for x in m], '{:.2f}')} |")
+            summary[dataset][method] = {"recall@20": _mean_std(fit)[0], "ratio_to_best_teacher": _mean_std(ratio)[0],
+                                        "fit_s": _mean_std([x["fit_s"] for x in m])[0]}
+        g = summary[dataset]["greedy"]["ratio_to_best_teacher"]
+        lines += ["", f"Target, the default fit (greedy): {g:.3f}x the best single teacher's test Recall@20 "
+                      f"(>= 1.02: {'met' if g >= 1.02 else 'not met'}; >= 1.00: {'met' if g >= 1.0 else 'not met'}).",
+                  "", "Chosen fusions:", ""]
+        lines += [f"- seed {r['seed']}, {method}: {r['methods'][method]['fusion']}" for r in recs for method in METHODS]
+        lines.append("")
+    atomic_write_text(RESULTS / "ensemble_fit.md", "\n".join(lines))
+    atomic_write_text(RESULTS / "ensemble_fit.json", json.dumps({"summary": summary, "records": records}, indent=1)
+                      + "\n")
+    print("\n".join(lines))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", default="ml-100k,citeulike-t")
+    p.add_argument("--seeds", default="2020,2021,2022")
+    p.add_argument("--citeulike", default=str(CITEULIKE), help="path of CiteULike-t's users.dat")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--only-aggregate", action="store_true", help="do not measure, aggregate the records only")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.only_aggregate:
+        for dataset in args.datasets.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                measure(dataset, seed, Path(args.citeulike))
+    aggregate()
+
+
+if __name__ == "__main__":
+    main()
