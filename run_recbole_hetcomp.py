@@ -109,8 +109,6 @@ def read_users(value):
 def export(args):
     from recbole_hetcomp.run.inference import export_topk_csv, load_data_and_model
 
-    if not Path(args.load).is_file():
-        raise FileNotFoundError(f"no saved model at {args.load}: train one first (its path is in results.json)")
     _, model, dataset, *_ = load_data_and_model(args.load)
     out = Path(args.output or Path(args.load).parent) / "topk.csv"
     export_topk_csv(out, model, dataset, args.export_topk, read_users(args.users))

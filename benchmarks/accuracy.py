@@ -275,13 +275,20 @@ def markdown(result):
     return "\n".join(lines)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def seed_arguments(description):
+    """The options every script over the accuracy runs' seeds takes: datasets, seeds, CiteULike-t's file,
+    torch threads, and aggregating the records only."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--datasets", default="ml-100k,citeulike-t")
     p.add_argument("--seeds", default="2020,2021,2022")
     p.add_argument("--citeulike", default=str(CITEULIKE), help="path of CiteULike-t's users.dat")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--only-aggregate", action="store_true", help="do not run, aggregate finished runs only")
+    p.add_argument("--only-aggregate", action="store_true", help="do not run, aggregate the records only")
+    return p
+
+
+def main():
+    p = seed_arguments(__doc__.split("\n")[0])
     which = p.add_mutually_exclusive_group()
     which.add_argument("--no-ablations", action="store_true",
                        help="skip HetComp w/o DKC and w/o AKT (saves 2 student runs)")

@@ -18,7 +18,6 @@ tables, with the issue's targets, aggregate every record into ``results/ensemble
 The fit times are measured in the same process one after the other; run it on a quiet machine.
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from accuracy import CITEULIKE, RESULTS, pipeline_settings  # noqa: E402
+from accuracy import RESULTS, pipeline_settings, seed_arguments  # noqa: E402
 from timing import machine  # noqa: E402
 
 from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
@@ -156,13 +155,7 @@ def aggregate():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--datasets", default="ml-100k,citeulike-t")
-    p.add_argument("--seeds", default="2020,2021,2022")
-    p.add_argument("--citeulike", default=str(CITEULIKE), help="path of CiteULike-t's users.dat")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--only-aggregate", action="store_true", help="do not measure, aggregate the records only")
-    args = p.parse_args()
+    args = seed_arguments(__doc__.split("\n")[0]).parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.only_aggregate:

@@ -72,6 +72,14 @@ def fixtures():
     write("typo.yaml", "epochs: 2\nlerning_rate: 0.1\n")
     write("list.yaml", "- epochs\n- 2\n")
     write("a_file", "not a directory")
+    import random
+
+    import torch
+
+    (W / "garbage.pth").write_bytes(bytes(random.Random(1).getrandbits(8) for _ in range(2000)))
+    torch.save({"config": None, "state_dict": {"w": torch.zeros(1000)}}, W / "truncated.pth")
+    (W / "truncated.pth").write_bytes((W / "truncated.pth").read_bytes()[:600])
+    torch.save({"weights": torch.zeros(3)}, W / "foreign.pth")
 
 
 def run(args, **kw):
@@ -130,6 +138,29 @@ CASES = [
     ("output directory not writable", [*SYNTH, "--teachers", "BPR", "--output", "a_file/out"]),
     ("--export_topk without --load", [*SYNTH, "--export_topk", "5"]),
     ("--load of a missing model file", ["--load", "results/synth/HetComp.pth", "--export_topk", "5"]),
+    ("--load of a file of random bytes", ["--load", "garbage.pth", "--export_topk", "5"]),
+    ("--load of a truncated model file", ["--load", "truncated.pth", "--export_topk", "5"]),
+    ("--load of a torch file that is not a model", ["--load", "foreign.pth", "--export_topk", "5"]),
+    # values: type, range, membership, across keys (properties/ yaml comments and properties/schema.yaml)
+    ("seed not a number", [*SYNTH, "--teachers", "BPR", "--seed=abc"]),
+    ("student embedding size 0", [*SYNTH, "--teachers", "BPR", "--HetComp.embedding_size=0"]),
+    ("negative learning rate", [*SYNTH, "--teachers", "BPR", "--learning_rate=-0.01"]),
+    ("epochs 0", [*SYNTH, "--teachers", "BPR", "--epochs=0"]),
+    ("batch size not an integer", [*SYNTH, "--teachers", "BPR", "--train_batch_size=1.5"]),
+    ("dropout above 1", [*SYNTH, "--teachers", "BPR,NeuMF", "--dropout_prob=1.5"]),
+    ("negative teacher weight", [*SYNTH, "--teachers", "BPR,EASE", "--teacher_weights={'BPR': -1}"]),
+    ("unknown importance", [*SYNTH, "--teachers", "BPR", "--ensemble_importance=gauss"]),
+    ("unknown fit method", [*SYNTH, "--teachers", "BPR", "--ensemble_fit_method=best"]),
+    ("unknown metric", [*SYNTH, "--teachers", "BPR", "--metrics=['Recall','Foo']"]),
+    ("valid_metric not computed", [*SYNTH, "--teachers", "BPR", "--valid_metric=MRR@10"]),
+    ("valid_metric at a cut-off not computed", [*SYNTH, "--teachers", "BPR", "--valid_metric=Recall@30"]),
+    ("a cut-off of 0", [*SYNTH, "--teachers", "BPR", "--topk=[10,0]"]),
+    ("sampled evaluation", [*SYNTH, "--teachers", "BPR",
+                            "--eval_args={'split': {'RS': [0.8, 0.1, 0.1]}, 'mode': 'uni100'}"]),
+    ("zero negatives per positive", [*SYNTH, "--teachers", "BPR",
+                                     "--train_neg_sample_args={'distribution': 'uniform', 'sample_num': 0}"]),
+    ("--device=cuda without CUDA", [*SYNTH, "--teachers", "BPR", "--device=cuda"]),
+    ("--gpu_id without CUDA", [*SYNTH, "--teachers", "BPR", "--gpu_id=1"]),
 ]
 
 HEADER = """# Errors: what a bad input prints

@@ -14,6 +14,7 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_hetcomp.registry import get_model
+from recbole_hetcomp.schema import check_early
 from recbole_hetcomp.settings import properties_dir
 
 
@@ -21,6 +22,36 @@ class Config(RecBoleConfig):
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
         self._cmd_args = list(cmd_args or [])
         super().__init__(model, dataset, config_file_list, config_dict)
+
+    def _user_value(self, key):
+        """``key`` as the caller set it (a config file, the config dict or the command line), or None."""
+        return self.external_config_dict.get(key)
+
+    def _set_default_parameters(self):
+        check_early(self.final_config_dict)  # RecBole's own checks of these are a TypeError or NotImplementedError
+        super()._set_default_parameters()
+
+    def _init_device(self):
+        """RecBole's device choice, made explicit: RecBole ignores ``device`` and silently uses the CPU when
+        there is no CUDA; here ``device: cuda`` (or ``gpu``) or an explicit ``gpu_id`` without CUDA is an error,
+        and ``device: cpu`` stays on the CPU even where CUDA is available."""
+        import torch
+
+        wanted, gpu_id = self._user_value("device"), self._user_value("gpu_id")
+        super()._init_device()
+        if wanted is not None:
+            text = str(wanted).strip().lower()
+            if text == "cpu":
+                self.final_config_dict["device"] = torch.device("cpu")
+            elif text in ("cuda", "gpu") or text.startswith("cuda:"):
+                if not torch.cuda.is_available():
+                    raise ValueError(f"device={wanted}: this machine has no CUDA device (torch.cuda.is_available() "
+                                     "is False): drop --device to run on the CPU, or run on a machine with a GPU")
+            else:
+                raise ValueError(f"device={wanted}: must be cpu or cuda")
+        elif gpu_id not in (None, "") and not torch.cuda.is_available():
+            raise ValueError(f"gpu_id={gpu_id}: this machine has no CUDA device (torch.cuda.is_available() is "
+                             "False): drop --gpu_id to run on the CPU, or run on a machine with a GPU")
 
     def _load_cmd_line(self):
         parsed = {}

@@ -39,5 +39,5 @@ def positive_int(config, key):
     """``config[key]``, which must be a positive integer (not a bool); ``ValueError`` otherwise."""
     value = config[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}={value!r} must be a positive integer")
+        raise ValueError(f"{key}={value!r}: must be an integer > 0")
     return value

@@ -64,7 +64,7 @@ def test_evaluation_is_bounded_too_and_metrics_do_not_depend_on_the_bound(synth_
 @pytest.mark.parametrize("value", [0, -4096, 1.5, True])
 def test_a_bad_predict_batch_size_is_refused_before_anything_runs(synth, value, tmp_path):
     data_path, name = synth
-    with pytest.raises(ValueError, match=f"predict_batch_size={value!r} must be a positive integer"):
+    with pytest.raises(ValueError, match=f"predict_batch_size={value!r}: must be an integer > 0 or None"):
         check_pipeline(name, teachers=["BPR"], config_dict={"data_path": str(data_path), "state": "ERROR",
                                                              "predict_batch_size": value},
                        output=tmp_path / "out")

@@ -27,7 +27,7 @@ LAYERS = {
     f"{PACKAGE}.distill": 0, f"{PACKAGE}.losses": 0, f"{PACKAGE}.curriculum": 0,
     f"{PACKAGE}.trajectories": 1,
     f"{PACKAGE}.data": 2,
-    f"{PACKAGE}.settings": 3, f"{PACKAGE}.config": 3, f"{PACKAGE}.keys": 3, f"{PACKAGE}.registry": 3,
+    f"{PACKAGE}.settings": 3, f"{PACKAGE}.schema": 3, f"{PACKAGE}.config": 3, f"{PACKAGE}.keys": 3, f"{PACKAGE}.registry": 3,
     f"{PACKAGE}.model": 3, f"{PACKAGE}.trainer": 3, f"{PACKAGE}.utils": 3,
     f"{PACKAGE}.run": 4, f"{PACKAGE}.inference": 4,
     f"{PACKAGE}.distributed": 5,

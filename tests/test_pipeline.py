@@ -63,6 +63,12 @@ def test_results_files(two_runs):
     md = (out / "r2" / "results.md").read_text()
     assert table in md and "| HetComp | student |" in md
     assert not [p for p in (out / "r2").iterdir() if p.name.startswith(".")]
+    # the stages' wall times end the table, and the run's total
+    stages = [s["stage"] for s in payload["stages"]]
+    assert stages == ["teacher BPR (re-used from the store)", "teacher EASE (re-used from the store)",
+                      "ensemble of BPR+EASE", "HetComp", "baseline: MF without a teacher (BPR, embedding_size=6)"]
+    assert payload["total_s"] >= sum(s["s"] for s in payload["stages"]) - 0.5
+    assert "| stage | wall time |" in table and "| **total** |" in table.splitlines()[-1]
 
 
 def test_cli_rejects_bad_arguments_with_one_line(synth_shared, capsys):
@@ -225,3 +231,31 @@ def test_unwritable_output_fails_before_any_training(synth_shared, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "not writable" in err[0] and "--output" in err[0]
+
+
+def test_one_dataset_build_per_run(two_runs):
+    first_payload = json.loads((two_runs[3] / "r1" / "results.json").read_text())
+    assert first_payload["dataset_builds"] == 1  # the check, two teachers, three students and the MF baseline
+
+
+def test_a_shared_split_trains_exactly_as_its_own_build(synth_config, fresh_dir, tmp_path):
+    """Loaders over the shared split give the same model as RecBole's own build of the same config."""
+    from recbole_hetcomp.run import training
+
+    with fresh_dir("shared_split"):
+        alone = training.load_data(synth_config("BPR", epochs=3))
+        _, own = training.train_model(alone, tmp_path)
+        with training.shared_split():
+            before = training.builds
+            training.load_data(synth_config("EASE"))  # builds the split ...
+            shared = training.load_data(synth_config("BPR", epochs=3))  # ... which BPR re-uses
+            assert training.builds == before + 1
+        _, again = training.train_model(shared, tmp_path)
+        assert shared.fingerprint == alone.fingerprint and again["test"] == own["test"]
+        assert again["valid"] == own["valid"]
+        # other data settings are another split, built again
+        with training.shared_split():
+            before = training.builds
+            training.load_data(synth_config("BPR"))
+            training.load_data(synth_config("BPR", seed=7))
+            assert training.builds == before + 2

@@ -304,3 +304,13 @@ def test_clamped_scores_give_the_spec_loss_and_gradients(synth_config, teachers)
             torch.testing.assert_close(got, want)
             for g, w in zip(got_grads, want_grads):
                 torch.testing.assert_close(g, w)
+
+
+def test_a_one_shot_model_validates_whatever_eval_step(synth_config, fresh_dir, tmp_path):
+    """RecBole's TraditionalTrainer sets epochs to 1 after choosing eval_step = min(eval_step, epochs): EASE with
+    eval_step 3 was never validated, kept no checkpoint and failed when tested. Ours validates it once."""
+    from recbole_hetcomp.run.training import load_data, train_model
+
+    with fresh_dir("one_shot"):
+        trainer, row = train_model(load_data(synth_config("EASE", eval_step=3)), tmp_path)
+    assert trainer.eval_step == 1 and row["valid"] and row["test"]

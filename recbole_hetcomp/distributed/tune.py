@@ -121,6 +121,7 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     from recbole_hetcomp.run.fusion import choose_fusion
     from recbole_hetcomp.run.pipeline import build_teachers, prepare_output
     from recbole_hetcomp.run.preflight import check_output, check_pipeline
+    from recbole_hetcomp.schema import check_values
     from recbole_hetcomp.trajectories.store import TrajectoryStore
 
     global_args = split_global_args(cmd_args)
@@ -155,6 +156,7 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     else:
         check_output(output)
         check_keys({name: base}, config_files, cmd_args)
+        check_values(base)
     output = prepare_output(output) / "tune"
     output.mkdir(exist_ok=True)
     files = [str(Path(f).resolve()) for f in config_files or []]

@@ -5,6 +5,7 @@ import io
 import os
 import shutil
 import time
+from pathlib import Path
 
 import torch
 from recbole.data import create_dataset, data_preparation
@@ -51,21 +52,55 @@ def save_model(trainer, path):
     return path
 
 
+FIX = "give a model file this package wrote (results/<dataset>/<Model>.pth)"
+
+
+def read_model_file(model_file):
+    """The checkpoint dict of a model file this package wrote; ``ValueError`` with one line naming the file
+    when it is missing, damaged, truncated or foreign."""
+    path = Path(model_file)
+    if not path.is_file():
+        raise ValueError(f"no saved model at {path}: train one first (its path is in results.json)")
+    try:
+        checkpoint = load_checkpoint(path, "cpu")
+    except Exception as e:  # unpickling, zip and I/O errors all mean: not a readable checkpoint
+        reason = " ".join(str(e).split())[:80] or type(e).__name__
+        raise ValueError(f"{path} cannot be read as a model file ({type(e).__name__}: {reason}): it is damaged, "
+                         f"truncated or not a checkpoint; {FIX}") from None
+    if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
+        held = f"keys {', '.join(map(str, list(checkpoint)[:5]))}" if isinstance(checkpoint, dict) else \
+            f"a {type(checkpoint).__name__}"
+        raise ValueError(f"{path} is not a recbole-hetcomp model file (it holds {held}, no config and "
+                         f"state_dict); {FIX}")
+    return checkpoint
+
+
 def load_data_and_model(model_file):
     """RecBole's ``load_data_and_model`` for plugin models: returns
     (config, model, dataset, train_data, valid_data, test_data).
 
     The checkpoint is one this package wrote (it pickles its Config), so it is loaded with
     ``weights_only=False``. A HetComp student comes back ready to predict, without its teachers.
+    A missing, damaged or foreign file, or one of a model this version does not know, is a
+    ``ValueError`` naming the file.
     """
-    checkpoint = load_checkpoint(model_file, "cpu")
+    checkpoint = read_model_file(model_file)
     config = checkpoint["config"]
+    try:
+        model_class = get_model(config["model"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{model_file} holds a model this version does not know ({e}); {FIX}") from None
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train._dataset).to(config["device"])
-    model.load_state_dict(checkpoint["state_dict"])
+    model = model_class(config, train._dataset).to(config["device"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{model_file}: its weights do not fit a {config['model']} model of this version "
+                         f"({first}); {FIX}") from None
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
     return config, model, dataset, train, valid, test

@@ -16,12 +16,14 @@ from recbole.utils import init_logger
 from recbole_hetcomp.config import make_config, scoped_args, split_global_args
 from recbole_hetcomp.keys import check_keys
 from recbole_hetcomp.model import HetCompEnsemble
+from recbole_hetcomp.run import training
 from recbole_hetcomp.run.fusion import choose_fusion, config_fusion, given_label
 from recbole_hetcomp.run.plots import write_plots
 from recbole_hetcomp.run.preflight import check_output, check_pipeline
 from recbole_hetcomp.run.results import write_results
 from recbole_hetcomp.run.teachers import fit_teacher
-from recbole_hetcomp.run.training import evaluate_model, load_data, train_model
+from recbole_hetcomp.run.training import evaluate_model, load_data, shared_split, train_model
+from recbole_hetcomp.schema import check_values
 from recbole_hetcomp.trajectories.recorder import check_milestones
 from recbole_hetcomp.trajectories.store import TrajectoryStore
 
@@ -35,18 +37,30 @@ ABLATIONS = (
 
 
 class Progress:
-    """Logs ``[i/n] stage (elapsed)`` when a stage starts and its duration when it ends."""
+    """Logs ``[i/n] stage (elapsed)`` when a stage starts and its duration when it ends; keeps each stage's
+    time for the end of the table (:meth:`markdown`)."""
 
     def __init__(self, total):
         self.total, self.done, self.start = total, 0, time.time()
+        self.stages = []
 
     def begin(self, label):
         self.done += 1
-        self.stage_start = time.time()
+        self.label, self.stage_start = label, time.time()
         logger.info(f"[{self.done}/{self.total}] {label} ({_clock(time.time() - self.start)} elapsed)")
 
     def end(self, note=""):
-        logger.info(f"[{self.done}/{self.total}] done in {_clock(time.time() - self.stage_start)}{note}")
+        seconds = time.time() - self.stage_start
+        self.stages.append({"stage": self.label + note, "s": round(seconds, 1)})
+        logger.info(f"[{self.done}/{self.total}] done in {_clock(seconds)}{note}")
+
+    def total_s(self):
+        return round(time.time() - self.start, 1)
+
+    def markdown(self):
+        lines = ["| stage | wall time |", "|---|---|"]
+        lines += [f"| {s['stage']} | {_clock(s['s'])} |" for s in self.stages]
+        return "\n".join(lines + [f"| **total** | **{_clock(self.total_s())}** |"])
 
 
 def _clock(seconds):
@@ -170,6 +184,14 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
     then trained by ``runner.fit(...)`` inside the context manager ``session`` instead of one
     after another here. :func:`recbole_hetcomp.distributed.parallel.ray_teacher_runner` makes one
     that trains them as Ray tasks (this layer never imports Ray)."""
+    with shared_split():  # the dataset and split are built once and shared by every model of the run
+        return _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output, rebuild, student,
+                             ablations, teacher_runner, refit_ensemble)
+
+
+def _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output, rebuild, student, ablations,
+                  teacher_runner, refit_ensemble):
+    builds_before = training.builds
     global_args = split_global_args(cmd_args)
     base = make_config("HetCompEnsemble", dataset, config_files, config_dict, global_args)
     init_logger(base)
@@ -235,7 +257,8 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
     extra = {"split_fingerprint": protocol.fingerprint, "plots": plots}
     if fusion.fitted:
         extra["ensemble_fit"] = fusion.record
-    table = write_results(output, dataset, rows, extra=extra)
+    extra.update(stages=progress.stages, total_s=progress.total_s(), dataset_builds=training.builds - builds_before)
+    table = write_results(output, dataset, rows, extra=extra, footer=progress.markdown())
     return rows, table
 
 
@@ -248,6 +271,7 @@ def run_baseline(model, dataset, config_files=None, config_dict=None, cmd_args=N
     output = output or Path("results") / dataset
     check_output(output)
     check_keys({config["model"]: config}, config_files, cmd_args)
+    check_values(config)
     data = load_data(config)
     output = prepare_output(output)
     workdir = output / "checkpoints"

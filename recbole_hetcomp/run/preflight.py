@@ -32,8 +32,8 @@ from recbole_hetcomp.keys import check_keys, check_teacher_names
 from recbole_hetcomp.run.fusion import fit_settings
 from recbole_hetcomp.run.teachers import check_teacher
 from recbole_hetcomp.run.training import load_data
+from recbole_hetcomp.schema import check_values
 from recbole_hetcomp.settings import positive_int
-from recbole_hetcomp.trainer.base import pair_batch_bound
 from recbole_hetcomp.trajectories.recorder import check_milestones
 from recbole_hetcomp.trajectories.store import TrajectoryStore, teacher_key
 
@@ -147,8 +147,7 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
             global_args)
     check_keys(configs, config_files, cmd_args)
     for config in configs.values():
-        positive_int(config, "eval_batch_size")
-        pair_batch_bound(config)
+        check_values(config)  # every key's type and range (properties/ yaml), and the rules across keys
     for name in teachers:
         check_milestones(configs[name]["trajectory_milestones"])
     teacher_weight_vector(teachers, base["teacher_weights"])

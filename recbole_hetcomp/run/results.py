@@ -23,9 +23,10 @@ def markdown_table(rows, columns=METRIC_COLUMNS):
     return "\n".join(lines)
 
 
-def write_results(output_dir, dataset, rows, extra=None):
-    """``results.json`` and ``results.md`` in ``output_dir``; returns the markdown table."""
-    table = markdown_table(rows)
+def write_results(output_dir, dataset, rows, extra=None, footer=None):
+    """``results.json`` and ``results.md`` in ``output_dir``; returns the markdown table (and ``footer``,
+    markdown after it: the run's stage times)."""
+    table = markdown_table(rows) + (f"\n\n{footer}" if footer else "")
     payload = {"dataset": dataset, "rows": rows, **(extra or {})}
     atomic_write_text(Path(output_dir) / "results.json", json.dumps(payload, indent=1, default=str) + "\n")
     atomic_write_text(Path(output_dir) / "results.md", f"# Results on {dataset}\n\n{table}\n")

@@ -5,13 +5,17 @@
     trainer, row = train_model(data, "checkpoints/")
 """
 
+import contextlib
+import importlib
+import logging
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
+from recbole.data import create_dataset, create_samplers, data_preparation, get_dataloader
+from recbole.utils import ModelType, init_seed
+from recbole.utils.argument_list import dataset_arguments
 
 from recbole_hetcomp.data import checks, citeulike
 from recbole_hetcomp.data.movielens import ensure_dataset
@@ -19,6 +23,8 @@ from recbole_hetcomp.registry import count_parameters, get_model, get_trainer
 from recbole_hetcomp.run.inference import full_ranking_ms_per_1k_users, save_model
 from recbole_hetcomp.trainer import CheckpointMixin, bound_pair_batches
 from recbole_hetcomp.trajectories.store import split_fingerprint
+
+logger = logging.getLogger("recbole_hetcomp")
 
 
 @dataclass
@@ -37,8 +43,78 @@ class Data:
         return self.train._dataset
 
 
+#: While a run shares its split (:func:`shared_split`): {key: (dataset, built split, fingerprint)}.
+_shared = None
+#: How many times this process built a RecBole dataset and split (what :func:`shared_split` saves).
+builds = 0
+
+# What RecBole itself compares before it re-uses a saved dataset (its create_dataset), plus the split's settings
+# and our data keys: two configs equal on these build the same dataset and split.
+_SPLIT_KEYS = (*dataset_arguments, "seed", "repeatable", "reproducibility", "eval_args", "dataset", "data_path",
+               "split_seed", "dataset_archive")
+
+
+@contextlib.contextmanager
+def shared_split():
+    """Inside this block :func:`load_data` builds each distinct dataset and split once and gives every later
+    config with the same data settings its own data loaders over the same split (a run's teachers, students and
+    baseline). Outside it, every call builds its own, as RecBole's ``run_recbole`` does."""
+    global _shared
+    outer = _shared
+    if outer is None:
+        _shared = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _shared = None
+
+
+def _split_key(config):
+    """The key of ``config``'s dataset and split, or None where it is not RecBole's plain ``Dataset`` (a model
+    with a dataset class of its own, sequential or knowledge-based models): those are never shared."""
+    if hasattr(importlib.import_module("recbole.data.dataset"), f"{config['model']}Dataset"):
+        return None
+    if config["MODEL_TYPE"] not in (ModelType.GENERAL, ModelType.TRADITIONAL):
+        return None
+    return repr([(k, config[k]) for k in _SPLIT_KEYS])
+
+
+def _recbole_data(config):
+    """RecBole's own ``create_dataset`` and ``data_preparation``, for datasets that are never shared."""
+    global builds
+    builds += 1
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    return dataset, train, valid, test, split_fingerprint(train._dataset, valid._dataset, test._dataset)
+
+
+def _build(config):
+    """RecBole's dataset and split of ``config``, seeded as ``run_recbole`` seeds them."""
+    global builds
+    builds += 1
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    return dataset, dataset.build()
+
+
+def _fingerprint(loaders):
+    # taken from the loaders' datasets, after they are made: RecBole's loaders reorder the split in place
+    return split_fingerprint(*(loader._dataset for loader in loaders))
+
+
+def _loaders(config, dataset, built):
+    """``config``'s data loaders over a built split: RecBole's ``data_preparation`` without the build."""
+    samplers = create_samplers(config, dataset, built)
+    return (get_dataloader(config, "train")(config, built[0], samplers[0], shuffle=config["shuffle"]),
+            get_dataloader(config, "valid")(config, built[1], samplers[1], shuffle=False),
+            get_dataloader(config, "test")(config, built[2], samplers[2], shuffle=False))
+
+
 def load_data(config):
-    """Build dataset and split exactly as RecBole's ``run_recbole`` does, seeded the same way.
+    """Build dataset and split exactly as RecBole's ``run_recbole`` does, seeded the same way (inside
+    :func:`shared_split`, once per distinct data settings).
 
     A MovieLens dataset whose atomic files are missing is first converted from the official
     GroupLens archive (``dataset_archive``, a local copy, or a download): see
@@ -53,10 +129,23 @@ def load_data(config):
         ensure_dataset(config["dataset"], data_root, archive=config["dataset_archive"],
                        download=config["dataset_download"] is not False)
     checks.check_atomic_files(config)  # one clear line for a missing, empty or garbled .inter
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
-    fingerprint = split_fingerprint(train._dataset, valid._dataset, test._dataset)
+    key = _split_key(config)
+    if key is None:  # RecBole's own path, every time
+        dataset, train, valid, test, fingerprint = _recbole_data(config)
+    else:
+        cached = _shared.get(key) if _shared is not None else None
+        loaders = _loaders(config, cached[0], cached[1]) if cached is not None else None
+        if loaders is not None and _fingerprint(loaders) != cached[2]:  # never seen; a fresh build is always right
+            logger.warning(f"{config['model']}'s loaders changed the shared split: building its own")
+            cached = None
+        if cached is None:
+            dataset, built = _build(config)
+            loaders = _loaders(config, dataset, built)
+            cached = (dataset, built, _fingerprint(loaders))
+            if _shared is not None:
+                _shared.setdefault(key, cached)
+        dataset, _, fingerprint = cached
+        train, valid, test = loaders
     data = Data(config, dataset, train, valid, test, fingerprint)
     checks.check_split(data)  # no validation or test interactions at all is an error
     return data

@@ -47,13 +47,18 @@ def bound_pair_batches(trainer, config):
 class CheckpointMixin:
     """Overrides ``evaluate`` only to load the best checkpoint with ``weights_only=False``, and
     ``_valid_epoch`` only to keep its full result (``last_valid_result``) for progress reports;
-    its constructor bounds pair scoring (:func:`bound_pair_batches`)."""
+    its constructor bounds pair scoring (:func:`bound_pair_batches`) and makes every model validate
+    at least once."""
 
     last_valid_result = None
 
     def __init__(self, config, model):
         super().__init__(config, model)
         bound_pair_batches(self, config)
+        # RecBole validates at least once, after the last epoch (eval_step = min(eval_step, epochs)), but its
+        # TraditionalTrainer (EASE, Pop, ItemKNN) sets epochs to 1 after that: with eval_step > 1 such a model
+        # was never validated, kept no checkpoint and failed when tested. The same rule, applied again:
+        self.eval_step = min(self.eval_step, self.epochs)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
