@@ -78,7 +78,7 @@ def table(dataset):
         sources = ([({}, json.loads(base.read_text()))] if base.exists() else []) + [(rec["settings"], rec)]
         for settings, r in sources:
             rows = {row_key(x): x for x in r["rows"]}
-            student = rows["HetComp"]
+            student = rows.get("HetComp") or rows["HetComp (learns equal weights)"]
             mf = next(x for x in r["rows"] if x["kind"] == "baseline")
             teachers = [x for x in r["rows"] if x["kind"] == "teacher"]
             best = max(teachers, key=lambda x: x["test"]["recall@20"])

@@ -88,6 +88,9 @@ def test_aggregate_orders_rows_by_kind(added):
 def test_old_records_name_their_ensemble_equal_weights(accuracy):
     module, _ = accuracy
     assert module.row_key({"kind": "ensemble", "name": "Ensemble(BPR+EASE)"}) == "Ensemble (equal weights)"
+    # a student of the equal-weight ensemble is another row than one of the fitted ensemble
+    assert module.row_key({"kind": "student", "name": "HetComp"}) == "HetComp (learns equal weights)"
+    assert module.row_key({"kind": "student", "name": "HetComp", "ensemble": "fitted on validation"}) == "HetComp"
     assert module.row_key({"kind": "ensemble", "name": "Ensemble (fitted on validation)"}) == \
         "Ensemble (fitted on validation)"
 
@@ -148,7 +151,8 @@ def test_a_row_of_some_seeds_only_says_which_and_has_no_std(accuracy, tmp_path, 
     module, _ = accuracy
 
     def row(name, kind, recall):
-        return {"name": name, "kind": kind, "params": 10, "test": {"recall@20": recall}}
+        learnt = {"ensemble": "fitted on validation"} if kind in ("student", "ablation") else {}
+        return {"name": name, "kind": kind, "params": 10, "test": {"recall@20": recall}, **learnt}
 
     records = tmp_path / "records" / "hand"
     records.mkdir(parents=True)
