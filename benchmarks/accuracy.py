@@ -18,7 +18,8 @@ trains the ablation rows that recorded runs lack (see :func:`add_ablations`).
 
 CiteULike-t follows the paper's protocol (5-core users, per-user random 60/20/20 split, see
 :mod:`recbole_hetcomp.data.citeulike`); its split is fixed (``split_seed: 0``) and the seed varies
-training only. ``ml-1m`` is included when its archive is available (``--datasets ml-1m``).
+training only. ``--datasets ml-1m`` reads ``data/ml-1m.zip`` (``python benchmarks/ml1m_data.py`` builds it from the
+real ml-1m); it is converted once into ``data/ml-1m/``.
 
 Accuracy does not depend on what else runs on the machine; the training times recorded here do,
 so the timing benchmarks are separate scripts (``cost.py``, ``curriculum_speed.py``). It does depend
@@ -69,6 +70,8 @@ def pipeline_settings(dataset, seed, citeulike):
     config = {"seed": seed, "show_progress": False, "trajectory_store": str(RUNS / dataset / "trajectories")}
     if dataset == "citeulike-t":
         config["dataset_archive"] = str(citeulike)
+    elif dataset in ("ml-1m", "ml-10m", "ml-20m"):  # data/<name>.zip, built by benchmarks/ml1m_data.py for ml-1m
+        config["data_path"] = str(ROOT / "data")
     teachers = TEACHERS.get(dataset)
     step = TEACHER_EVAL_STEP.get(dataset)
     return teachers, config, [f"--{t}.eval_step={step}" for t in teachers] if step else []
