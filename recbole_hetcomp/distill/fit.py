@@ -226,6 +226,11 @@ class Fusion:
         return {"ensemble_importance": self.kind, key: self.param,
                 "teacher_weights": {t: float(w) for t, w in zip(self.teachers, self.weights)}}
 
+    def active(self, trajectories):
+        """The ``trajectories`` (anything with a ``teacher`` name) whose teacher weighs above 0, in their order."""
+        weights = dict(zip(self.teachers, self.weights))
+        return [t for t in trajectories if weights[t.teacher] > 0]
+
     def describe(self):
         weights = ", ".join(f"{t} {w:g}" for t, w in zip(self.teachers, self.weights))
         return f"{self.kind} {PARAMETER[self.kind]}={self.param:g}; weights {weights}"

@@ -22,7 +22,17 @@ from dataclasses import dataclass
 import torch
 
 from recbole_hetcomp.distill.ensemble import importance_from_config, teacher_weight_vector
-from recbole_hetcomp.distill.fit import PARAMETER, Fusion, check_grid, fit_fusion, halves, parse_metric, prepare, score_fusion
+from recbole_hetcomp.distill.fit import (
+    METHODS,
+    PARAMETER,
+    Fusion,
+    check_grid,
+    fit_fusion,
+    halves,
+    parse_metric,
+    prepare,
+    score_fusion,
+)
 from recbole_hetcomp.settings import positive_int
 
 logger = logging.getLogger("recbole_hetcomp")
@@ -46,9 +56,8 @@ class RunFusion:
         return "fitted on validation" if self.fitted else given_label(self.fusion)
 
     def active(self, trajectories):
-        """The trajectories of the teachers with a weight above 0, in run order, and their weights."""
-        weights = dict(zip(self.fusion.teachers, self.fusion.weights))
-        return [t for t in trajectories if weights[t.teacher] > 0]
+        """The trajectories of the teachers with a weight above 0, in run order."""
+        return self.fusion.active(trajectories)
 
     def config(self, trajectories):
         """Config keys that make an ensemble or a student of ``self.active(trajectories)`` use this fusion."""
@@ -65,8 +74,7 @@ def given_label(fusion):
 def user_set(config, keys):
     """The ``keys`` a user set for ``config``: in a config file, a config dict or on the command line
     (not our properties/ defaults)."""
-    given = {**config.file_config_dict, **config.variable_config_dict, **config.cmd_config_dict}
-    return [k for k in keys if k in given]
+    return [k for k in keys if k in config.external_config_dict]  # RecBole's merge of those three
 
 
 def config_fusion(config, teachers):
@@ -82,8 +90,8 @@ def fit_settings(config):
     metric = config["valid_metric"]
     parse_metric(metric)
     method = config["ensemble_fit_method"]
-    if method not in ("greedy", "coordinate"):
-        raise ValueError(f"ensemble_fit_method={method!r}: choose greedy or coordinate")
+    if method not in METHODS:
+        raise ValueError(f"ensemble_fit_method={method!r}: choose {' or '.join(METHODS)}")
     return {"metric": str(metric).lower(), "method": method, "grid": check_grid(config["ensemble_fit_grid"]),
             "max_steps": positive_int(config, "ensemble_fit_max_steps"), "patience": 2}
 
@@ -121,6 +129,11 @@ def _best_single(fusion):
     return best, singles[best]
 
 
+def _fit(problem, names, settings, fixed):
+    return fit_fusion(problem, names, settings["metric"], grid=settings["grid"], method=settings["method"],
+                      max_steps=settings["max_steps"], patience=settings["patience"], **fixed)
+
+
 def _held_out(problem, given, settings, fixed, seed):
     """Fit on one half of the validation users, score the other half; both ways round."""
     names = given.teachers
@@ -128,8 +141,7 @@ def _held_out(problem, given, settings, fixed, seed):
     a, b = halves(problem.n_users, seed)
     for fit_rows, score_rows in ((a, b), (b, a)):
         fit_part, score_part = problem.subset(fit_rows), problem.subset(score_rows)
-        fitted = fit_fusion(fit_part, names, settings["metric"], grid=settings["grid"], method=settings["method"],
-                            max_steps=settings["max_steps"], patience=settings["patience"], **fixed)
+        fitted = _fit(fit_part, names, settings, fixed)
         row = {"users": [int(fit_rows.numel()), int(score_rows.numel())],
                "fitted": score_fusion(score_part, fitted, settings["metric"]),
                "equal_weights": score_fusion(score_part, given, settings["metric"]), "fusion": fitted.describe()}
@@ -170,8 +182,7 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
         return RunFusion(fusion, fitted=True, record={**record, "reused": True})
     start = time.perf_counter()
     problem = validation_problem(data, trajectories)
-    fusion = fit_fusion(problem, names, settings["metric"], grid=settings["grid"], method=settings["method"],
-                        max_steps=settings["max_steps"], patience=settings["patience"], **fixed)
+    fusion = _fit(problem, names, settings, fixed)
     fit_s = time.perf_counter() - start
     held_out = _held_out(problem, given, settings, fixed, config["seed"])
     single = _best_single(fusion)

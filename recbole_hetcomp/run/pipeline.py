@@ -155,7 +155,7 @@ def ensemble_row(base, data, trajectories, teacher_rows, fusion, label):
     :class:`~recbole_hetcomp.distill.fit.Fusion`): its row. Teachers of weight 0 are left out of it,
     of its parameters and of its inference time (the ensemble runs only the others, then fuses)."""
     weights = dict(zip(fusion.teachers, fusion.weights))
-    active = [t for t in trajectories if weights[t.teacher] > 0]
+    active = fusion.active(trajectories)
     ensemble = HetCompEnsemble(base, data.train_dataset, trajectories=active, fusion=fusion)
     result = evaluate_model(ensemble, data, timing=True)
     by_name = {r["name"]: r for r in teacher_rows}
