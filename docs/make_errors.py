@@ -275,9 +275,10 @@ def main():
 def comparable(text):
     """The page without what may differ between two correct runs: how many of RecBole's INFO lines an
     interrupted run printed before the signal arrived, and where in a truncated meta.json (whose length
-    depends on the machine's library versions and CPU) the JSON parser stopped."""
+    depends on the machine's library versions and CPU) the JSON parser stopped, and what it said there."""
     text = re.sub(r"\(after \d+ earlier lines?\)", "(after N earlier lines)", text)
-    return re.sub(r"line \d+ column \d+ \(char \d+\)", "line L column C (char N)", text).splitlines()
+    text = re.sub(r"line \d+ column \d+ \(char \d+\)", "line L column C (char N)", text)
+    return re.sub(r"is unreadable \(.*?: line L", "is unreadable (<JSON parser's message>: line L", text).splitlines()
 
 
 if __name__ == "__main__":
