@@ -2,7 +2,8 @@
 
 Precedence, lowest first:
 RecBole's overall / model / dataset yaml  <  our ``properties/overall.yaml``  <
-our ``properties/model/<Model>.yaml``  <  our ``properties/dataset/<dataset>.yaml``  <
+our ``properties/model/<Model>.yaml``  <  our ``properties/dataset/<dataset>.yaml`` (its
+``<Model>.key`` lines, for that model only, over its plain keys)  <
 config files  <  config dict  <  command-line ``--key=value``.
 
 Unlike RecBole's own ``Config``, command-line arguments are read only from the
@@ -109,7 +110,16 @@ class Config(RecBoleConfig):
         props = properties_dir()
         for path in (props / "overall.yaml", props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"):
             if path.is_file():
-                self._update_internal_config_dict(str(path))
+                self._apply_scoped(self._update_internal_config_dict(str(path)) or {}, model)
+
+    def _apply_scoped(self, loaded, model):
+        """A ``<Model>.key: value`` line of our yaml (a dataset's settings for one model, the yaml form of the
+        command line's ``--<Model>.key=value``) sets ``key`` for that model only, over the file's plain ``key``."""
+        for key in [k for k in loaded if isinstance(k, str) and "." in k]:
+            value = self.internal_config_dict.pop(key)
+            scope, name = key.split(".", 1)
+            if scope == model:
+                self.internal_config_dict[name] = value
 
 
 def make_config(model, dataset, config_files=None, config_dict=None, cmd_args=None):

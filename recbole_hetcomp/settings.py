@@ -30,8 +30,8 @@ def our_keys():
             loaded = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError):
             continue
-        if isinstance(loaded, dict):
-            keys.update(loaded)
+        if isinstance(loaded, dict):  # a dataset's ``<Model>.key`` line sets ``key``, whose spec is elsewhere
+            keys.update(k for k in loaded if not (isinstance(k, str) and "." in k))
     return frozenset(keys)
 
 

@@ -235,3 +235,36 @@ def test_properties_dir():
     assert (props / "overall.yaml").is_file()
     assert (props / "model" / "CML.yaml").is_file()
     assert _yaml(props / "model" / "CML.yaml")["margin"] == 0.5
+
+
+def _props_with_dataset_yaml(tmp_path, monkeypatch, name, text):
+    import shutil
+
+    import recbole_hetcomp.config
+
+    props = tmp_path / "props"
+    shutil.copytree(properties_dir(), props)
+    (props / "dataset" / f"{name}.yaml").write_text(text)
+    monkeypatch.setattr(recbole_hetcomp.config, "properties_dir", lambda: props)
+
+
+def test_a_datasets_scoped_line_sets_the_key_for_that_model_only(synth_config, synth_shared, tmp_path, monkeypatch):
+    _props_with_dataset_yaml(tmp_path, monkeypatch, synth_shared[1], (
+        "train_batch_size: 512\n"
+        "BPR.train_batch_size: 4096  # BPR only, over the plain line above whatever the order\n"
+        "CML.learning_rate: 0.3\n"))
+    bpr, ease = synth_config("BPR"), synth_config("EASE")
+    assert bpr["train_batch_size"] == 4096 and ease["train_batch_size"] == 512
+    assert bpr["learning_rate"] != 0.3 and ease["learning_rate"] != 0.3
+    assert not [k for k in bpr.final_config_dict if "." in k]  # no scoped key reaches a config
+    # what the caller sets still wins over the dataset's settings
+    assert synth_config("BPR", train_batch_size=64)["train_batch_size"] == 64
+    assert synth_config("BPR", cmd_args=["--train_batch_size=32"])["train_batch_size"] == 32
+
+
+def test_every_scope_in_our_dataset_yaml_names_a_known_model():
+    for path in sorted((properties_dir() / "dataset").glob("*.yaml")):
+        for key in _yaml(path) or {}:
+            if "." in key:
+                scope, name = key.split(".", 1)
+                assert get_model(scope) is not None and name, f"{path.name}: {key}"

@@ -314,3 +314,45 @@ def test_a_one_shot_model_validates_whatever_eval_step(synth_config, fresh_dir, 
     with fresh_dir("one_shot"):
         trainer, row = train_model(load_data(synth_config("EASE", eval_step=3)), tmp_path)
     assert trainer.eval_step == 1 and row["valid"] and row["test"]
+
+
+# ---------------------------------------------------------------------------- hetcomp_batch: users
+
+
+def test_user_batches_visit_every_user_with_history_once_an_epoch(synth_config, teachers):
+    data, model, trainer = make_trainer(synth_config, teachers, hetcomp_batch="users", hetcomp_batch_size=7)
+    counts = (model.history_indptr[1:] - model.history_indptr[:-1]).cpu()
+    with_history = torch.nonzero(counts).view(-1)
+    assert 0 not in with_history.tolist()  # RecBole's padding user has no history
+    batches = trainer.user_batches
+    assert len(batches) == -(-with_history.numel() // 7)
+    epochs = []
+    for _ in range(2):
+        seen = [b[model.USER_ID] for b in batches]
+        assert all(s.numel() == 7 for s in seen[:-1]) and 0 < seen[-1].numel() <= 7
+        epochs.append(torch.cat(seen))
+        assert torch.equal(torch.sort(epochs[-1]).values, with_history)  # each user exactly once
+    assert not torch.equal(epochs[0], epochs[1])  # a new order each epoch
+
+
+def test_user_batches_are_the_steps_of_a_training_epoch(synth_config, teachers):
+    data, model, trainer = make_trainer(synth_config, teachers, hetcomp_batch="users", hetcomp_batch_size=7)
+    steps = []
+    model.calculate_loss = lambda interaction: steps.append(interaction[model.USER_ID].clone()) or (
+        model.user_embedding.weight.sum() * 0.0)
+    trainer._train_epoch(data.train, 0)
+    assert len(steps) == len(trainer.user_batches) and sum(s.numel() for s in steps) == (
+        trainer.user_batches.users.numel())
+    default = make_trainer(synth_config, teachers)[2]
+    assert default.user_batches is None  # the released batching stays the default
+
+
+def test_user_batches_train_a_student_that_beats_an_untrained_one(synth_config, teachers):
+    from recbole_hetcomp.run.training import evaluate_model
+
+    data, model, trainer = make_trainer(synth_config, teachers, hetcomp_batch="users", hetcomp_batch_size=16,
+                                        epochs=60, learning_rate=0.01, eval_step=10, stopping_step=10)
+    untrained = evaluate_model(model, data, phases=("test",))["test"]
+    trainer.fit(data.train, data.valid, saved=True, show_progress=False)
+    trained = dict(trainer.evaluate(data.test, load_best_model=True))
+    assert trained["recall@10"] > untrained["recall@10"] + 0.1

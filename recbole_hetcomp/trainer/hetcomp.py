@@ -6,13 +6,19 @@ teachers' current points, and chooses the loss: the overall loss while DKC is un
 the rank loss once every (teacher, user) pair is at its final point (adaptive knowledge
 transfer). Fitting, evaluation, early stopping and checkpoints are RecBole's.
 
+Steps: RecBole's batches of ``train_batch_size`` interactions (the released code's), or with
+``hetcomp_batch: users`` :class:`UserBatches`, every user once an epoch.
+
 Run modes: ``dkc: False`` starts every pair at the final point (ensemble distillation
 without curriculum, rank loss throughout); ``akt: False`` keeps the curriculum but uses
 the rank loss throughout.
 """
 
 import logging
+import math
 
+import torch
+from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 
 from recbole_hetcomp.distill.curriculum import Curriculum
@@ -20,6 +26,25 @@ from recbole_hetcomp.distill.ensemble import importance_from_config, teacher_wei
 from recbole_hetcomp.trainer.base import CheckpointMixin
 
 logger = logging.getLogger("recbole_hetcomp")
+
+
+class UserBatches:
+    """Every user that has training items once, in a new random order each epoch (torch's global generator, which
+    RecBole's seed initialises), ``size`` users a batch: what ``hetcomp_batch: users`` trains on instead of
+    RecBole's batches of interactions. The loss reads only the users of a batch (its targets are per user)."""
+
+    shuffle = True  # what RecBole's _train_epoch asks of its data (it only acts on it in distributed training)
+
+    def __init__(self, users, size, uid_field):
+        self.users, self.size, self.uid_field = users, int(size), uid_field
+
+    def __len__(self):
+        return math.ceil(self.users.numel() / self.size)
+
+    def __iter__(self):
+        order = self.users[torch.randperm(self.users.numel())]
+        for a in range(0, order.numel(), self.size):
+            yield Interaction({self.uid_field: order[a:a + self.size]})
 
 
 class HetCompTrainer(CheckpointMixin, Trainer):
@@ -37,6 +62,11 @@ class HetCompTrainer(CheckpointMixin, Trainer):
         self.loss_switch_epoch = None
         self.dkc_done_epoch = None
         self.epoch_losses = {}
+        self.user_batches = None
+        if config["hetcomp_batch"] == "users":
+            counts = model.history_indptr[1:] - model.history_indptr[:-1]
+            self.user_batches = UserBatches(torch.nonzero(counts).view(-1).cpu(), config["hetcomp_batch_size"],
+                                            model.USER_ID)
         self._apply_targets(0)
 
     def _apply_targets(self, epoch):
@@ -57,7 +87,8 @@ class HetCompTrainer(CheckpointMixin, Trainer):
                              for n, row in zip(self.curriculum.names, shares.tolist()))
             logger.info(f"HetComp: epoch {epoch_idx}: DKC moved {advanced} pairs; share of users per point: {text}")
             self._apply_targets(epoch_idx)
-        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        steps = train_data if self.user_batches is None else self.user_batches
+        return super()._train_epoch(steps, epoch_idx, loss_func=loss_func, show_progress=show_progress)
 
     def curriculum_summary(self):
         """What a run's results keep of its curriculum."""
