@@ -59,6 +59,8 @@ def parse_args(argv):
                    help="fit the ensemble's fusion on validation again even if a fit of the same teachers is stored")
     p.add_argument("--no_student", action="store_true", help="stop after the teachers and their ensemble")
     p.add_argument("--ablations", action="store_true", help="also run HetComp without DKC and without AKT")
+    p.add_argument("--kd_baselines", action="store_true",
+                   help="also run the ranking-KD baselines RD, RRD, DCD and CL-DRD on the same student and ensemble")
     p.add_argument("--load", default=None, metavar="MODEL_FILE",
                    help="a saved model (e.g. results/<dataset>/HetComp.pth) to export recommendations from")
     p.add_argument("--export_topk", type=int, default=None, metavar="K",
@@ -181,7 +183,7 @@ def main(argv=None):
                                              config_files=split_list(args.config_files), cmd_args=cmd_args,
                                              output=args.output, rebuild=args.rebuild_teachers,
                                              student=not args.no_student, ablations=args.ablations,
-                                             teacher_runner=teacher_runner(args),
+                                             kd_baselines=args.kd_baselines, teacher_runner=teacher_runner(args),
                                              refit_ensemble=args.refit_ensemble)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: temporary files are gone, stores are complete
         if args.debug:

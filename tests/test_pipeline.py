@@ -259,3 +259,24 @@ def test_a_shared_split_trains_exactly_as_its_own_build(synth_config, fresh_dir,
             training.load_data(synth_config("BPR"))
             training.load_data(synth_config("BPR", seed=7))
             assert training.builds == before + 2
+
+
+def test_cli_kd_baselines_add_their_rows_learning_the_same_ensemble(synth_shared, tmp_path, two_runs, capsys):
+    import run_recbole_hetcomp as cli
+
+    data_path, name = synth_shared
+    _, _, _, out = two_runs
+    code = cli.main(["-d", name, "--teachers", "BPR,EASE", "--kd_baselines", "--output", str(tmp_path / "kd"),
+                     f"--data_path={data_path}", f"--trajectory_store={out / 'store'}",  # the stored teachers
+                     *[f"--{k}={v}" for k, v in SMALL.items()], "--HetComp.epochs=10", "--HetComp.eval_step=5"])
+    assert code == 0
+    rows = json.loads((tmp_path / "kd" / "results.json").read_text())["rows"]
+    kd_rows = [r for r in rows if r["kind"] == "kd baseline"]
+    assert [r["name"] for r in kd_rows] == ["RD (KD of the ensemble)", "RRD (KD of the ensemble)",
+                                             "DCD (KD of the ensemble)", "CL-DRD (KD of the ensemble)"]
+    student = next(r for r in rows if r["kind"] == "student")
+    for r in kd_rows:
+        assert r["params"] == student["params"] and r["fusion"] == student["fusion"]
+        assert r["curriculum"]["steps"] == [] and r["test"]["recall@10"] > 0
+    printed = capsys.readouterr().out
+    assert all(r["name"] in printed for r in kd_rows)

@@ -356,3 +356,59 @@ def test_user_batches_train_a_student_that_beats_an_untrained_one(synth_config, 
     trainer.fit(data.train, data.valid, saved=True, show_progress=False)
     trained = dict(trainer.evaluate(data.test, load_best_model=True))
     assert trained["recall@10"] > untrained["recall@10"] + 0.1
+
+
+# ---------------------------------------------------------------------------- kd_method: the ranking-KD baselines
+
+
+@pytest.mark.parametrize("method", ["rd", "rrd", "dcd", "cldrd"])
+def test_a_kd_baseline_learns_the_final_ensemble_without_curriculum(synth_config, teachers, method):
+    from recbole_hetcomp.run.training import evaluate_model
+
+    data, model, trainer = make_trainer(synth_config, teachers, kd_method=method, epochs=40, learning_rate=0.01,
+                                        eval_step=10, stopping_step=10, cldrd_stage_epochs=10, rd_warmup=5)
+    final = Curriculum(teachers, model.n_items, k_target=20, p_obs=5, k=10, enabled=False,
+                       imp=trainer.curriculum.imp, weights=trainer.curriculum.weights).targets()
+    assert trainer.curriculum.done and torch.equal(model.target.cpu(), final)  # the final ensemble from epoch 0
+    untrained = evaluate_model(model, data, phases=("test",))["test"]
+    trainer.fit(data.train, data.valid, saved=True, show_progress=False)
+    assert not trainer.curriculum.history  # no DKC step ever ran
+    trained = dict(trainer.evaluate(data.test, load_best_model=True))
+    assert trained["recall@10"] > untrained["recall@10"] + 0.1, (method, untrained, trained)
+
+
+def test_a_kd_baselines_loss_is_its_kd_term_plus_bpr(synth_config, teachers):
+    from recbole_hetcomp.distill import kd
+
+    data, model, trainer = make_trainer(synth_config, teachers, kd_method="rrd", kd_weight=0.5)
+    batch = next(iter(data.train))
+    users = torch.unique(batch[model.USER_ID])
+    scores = model.forward(users).clamp(-model.clamp, model.clamp)
+    kd_term = kd.rrd_loss(scores, model.target[users], model.train_mask(users))
+    torch.manual_seed(0)
+    total = model.calculate_loss(batch)
+    torch.manual_seed(0)
+    bpr = model._bpr_loss(batch, users, model.train_mask(users))
+    assert torch.allclose(total, 0.5 * kd_term + bpr)
+    model.kd_method = "cldrd"  # CL-DRD has no base loss
+    assert torch.allclose(model.calculate_loss(batch), 0.5 * kd.cldrd_loss(
+        scores, model.target[users], model.train_mask(users), kd.cldrd_groups(0, 20)))
+
+
+def test_kd_baselines_stage_with_the_epoch(synth_config, teachers):
+    _, model, trainer = make_trainer(synth_config, teachers, kd_method="cldrd", cldrd_stage_epochs=3)
+    from recbole_hetcomp.distill import kd
+
+    assert [trainer._baseline_stage(e)["groups"] for e in (0, 2, 3, 6, 100)] == [
+        kd.cldrd_groups(s, 20) for s in (0, 0, 1, 2, 2)]
+    _, _, rd = make_trainer(synth_config, teachers, kd_method="rd", rd_warmup=4)
+    assert [rd._baseline_stage(e)["dynamic"] for e in (0, 3, 4)] == [False, False, True]
+    _, _, hetcomp = make_trainer(synth_config, teachers)
+    assert hetcomp._baseline_stage(7) == {}
+
+
+def test_an_unknown_kd_method_is_one_line(synth_config):
+    from recbole_hetcomp.schema import check_values
+
+    with pytest.raises(ValueError, match=r"kd_method=distil: must be one of hetcomp, rd, rrd, dcd, cldrd"):
+        check_values(synth_config("HetComp", kd_method="distil"))

@@ -8,6 +8,10 @@ takes the unique users of the batch and applies the overall (set-level) loss or 
 ``score_clamp``, computed in a [B, I] buffer the model keeps between batches. The targets and the
 loss mode are set by :class:`~recbole_hetcomp.trainer.hetcomp.HetCompTrainer`, which runs
 the curriculum. Built without trajectories the model only predicts (e.g. reloaded for use).
+
+With ``kd_method`` other than ``hetcomp`` the same student learns the final ensemble through a
+ranking-KD baseline instead (RD, RRD, DCD, CL-DRD: :mod:`recbole_hetcomp.distill.kd`), without
+curriculum, on autograd [B, I] scores.
 """
 
 import torch
@@ -15,7 +19,13 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_hetcomp.distill import kd
 from recbole_hetcomp.distill.losses import factorised_loss
+
+#: ``kd_method``: HetComp's own losses, or a ranking-KD baseline on the final ensemble (:mod:`recbole_hetcomp.distill.kd`).
+KD_METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd")
+#: The baselines whose papers train the student on its own loss too (BPR here) beside the distillation term.
+WITH_BASE_LOSS = ("rd", "rrd", "dcd")
 
 
 class HetComp(GeneralRecommender):
@@ -32,6 +42,13 @@ class HetComp(GeneralRecommender):
         self.loss_weights = {"overall": float(config["overall_loss_weight"]),
                              "rank": float(config["rank_loss_weight"])}
         self.trajectories = trajectories
+        self.kd_method = config["kd_method"]
+        if self.kd_method not in KD_METHODS:
+            raise ValueError(f"kd_method={self.kd_method}: must be one of {', '.join(KD_METHODS)}")
+        self.kd_weight = float(config["kd_weight"])
+        self.kd_options = ({"lam": float(config["rd_lambda"]), "mu": float(config["rd_mu"])}
+                           if self.kd_method == "rd" else {})  # DCD: every mis-ranked candidate, no sampling
+        self.kd_stage = {}  # what the trainer sets per epoch: RD's ``dynamic``, CL-DRD's ``groups``
         csr = dataset.inter_matrix(form="csr")  # training interactions, one row per user
         self.register_buffer("history_indptr", torch.from_numpy(csr.indptr).long(), persistent=False)
         self.register_buffer("history_items", torch.from_numpy(csr.indices).long(), persistent=False)
@@ -72,10 +89,53 @@ class HetComp(GeneralRecommender):
             raise RuntimeError("HetComp has no ensemble target: train it with HetCompTrainer and the "
                                "teachers' trajectories")
         users = torch.unique(interaction[self.USER_ID])
+        if self.kd_method != "hetcomp":
+            return self._baseline_loss(interaction, users)
         loss = factorised_loss(self.loss_mode, self.user_embedding(users), self.item_embedding.weight,
                                self.observed[users], self.target[users], self.train_mask(users),
                                clamp=self.clamp, workspace=self._workspace(users.numel()))
         return self.loss_weights[self.loss_mode] * loss
+
+    def _baseline_loss(self, interaction, users):
+        """A ranking-KD baseline: ``kd_weight`` times its distillation term on the batch's users against the final
+        ensemble's T(u), plus (RD, RRD, DCD, as in their papers) the student's own BPR loss on the batch's
+        interactions, one uniform negative each. Both terms are sums (over users, over interactions)."""
+        mask = self.train_mask(users)
+        scores = self.forward(users).clamp(-self.clamp, self.clamp)
+        top = self.target[users]
+        options = {**self.kd_options, **self.kd_stage}
+        if self.kd_method == "rd":
+            loss = kd.rd_loss(scores, top, mask, **options)
+        elif self.kd_method == "rrd":
+            loss = kd.rrd_loss(scores, top, mask)
+        elif self.kd_method == "dcd":
+            loss = kd.rrd_loss(scores, top, mask) + kd.dcd_loss(scores, top, mask, **options)
+        else:
+            loss = kd.cldrd_loss(scores, top, mask, options.get("groups") or kd.cldrd_groups(0, top.shape[1]))
+        loss = self.kd_weight * loss
+        if self.kd_method in WITH_BASE_LOSS:
+            loss = loss + self._bpr_loss(interaction, users, mask)
+        return loss
+
+    def _bpr_loss(self, interaction, users, mask):
+        """BPR over the batch's (user, item) interactions, each against one item drawn uniformly, drawn again once
+        where the first draw is a training item of that user (a second hit is kept: rare, and harmless). With
+        ``hetcomp_batch: users`` (no items in the batch) each user's positive is one of its training items."""
+        if self.ITEM_ID in interaction:
+            u, pos = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        else:
+            start = self.history_indptr[users]
+            count = self.history_indptr[users + 1] - start
+            u = users[count > 0]
+            pick = (torch.rand(u.numel(), device=u.device) * count[count > 0]).long()
+            pos = self.history_items[start[count > 0] + pick]
+        row = torch.searchsorted(users, u)  # users are unique and sorted (torch.unique)
+        neg = torch.randint(1, self.n_items, u.shape, device=u.device)
+        again = torch.randint(1, self.n_items, u.shape, device=u.device)
+        neg = torch.where(mask[row, neg], again, neg)
+        user_e = self.user_embedding(u)
+        diff = (user_e * self.item_embedding(pos)).sum(-1) - (user_e * self.item_embedding(neg)).sum(-1)
+        return -torch.nn.functional.logsigmoid(diff).sum()
 
     def _workspace(self, n_users):
         """A float buffer for the batch's [B, I] scores and, when clamped, their raw values (2 B I),

@@ -1,8 +1,9 @@
 """The pipeline behind ``run_recbole_hetcomp.py``.
 
 Teachers with trajectories (trained or re-used), their ensemble, then the HetComp student,
-the same-size MF trained without a teacher, and optionally the ablations, all on one split
-and evaluated by RecBole's evaluator.
+the same-size MF trained without a teacher, and optionally the ablations and the ranking-KD
+baselines (the same student learning the same ensemble), all on one split and evaluated by
+RecBole's evaluator.
 """
 
 import contextlib
@@ -33,6 +34,14 @@ logger = logging.getLogger("recbole_hetcomp")
 ABLATIONS = (
     ("HetComp w/o DKC (ensemble KD)", {"dkc": False}),
     ("HetComp w/o AKT", {"akt": False}),
+)
+
+# (row name, config overrides) of the ranking-KD baselines: the same MF student and target, no curriculum.
+KD_BASELINES = (
+    ("RD (KD of the ensemble)", {"kd_method": "rd"}),
+    ("RRD (KD of the ensemble)", {"kd_method": "rrd"}),
+    ("DCD (KD of the ensemble)", {"kd_method": "dcd"}),
+    ("CL-DRD (KD of the ensemble)", {"kd_method": "cldrd"}),
 )
 
 
@@ -172,7 +181,7 @@ def ensemble_row(base, data, trajectories, teacher_rows, fusion, label):
 
 def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cmd_args=None,
                  output=None, rebuild=False, student=True, ablations=False, teacher_runner=None,
-                 refit_ensemble=False):
+                 refit_ensemble=False, kd_baselines=False):
     """Teachers, ensemble and (by default) student and MF baseline; returns (rows, table).
 
     With ``ensemble_fit`` (the default) the fusion is fitted on validation
@@ -186,11 +195,11 @@ def run_pipeline(dataset, teachers=None, config_files=None, config_dict=None, cm
     that trains them as Ray tasks (this layer never imports Ray)."""
     with shared_split():  # the dataset and split are built once and shared by every model of the run
         return _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output, rebuild, student,
-                             ablations, teacher_runner, refit_ensemble)
+                             ablations, teacher_runner, refit_ensemble, kd_baselines)
 
 
 def _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output, rebuild, student, ablations,
-                  teacher_runner, refit_ensemble):
+                  teacher_runner, refit_ensemble, kd_baselines):
     builds_before = training.builds
     global_args = split_global_args(cmd_args)
     base = make_config("HetCompEnsemble", dataset, config_files, config_dict, global_args)
@@ -204,7 +213,9 @@ def _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output
     workdir = output / "checkpoints"
     base["checkpoint_dir"] = str(workdir)
 
-    n_students = (1 + (len(ABLATIONS) if ablations else 0) + 1) if student else 0
+    extra_students = [(label, "ablation", over) for label, over in ABLATIONS if ablations] + [
+        (label, "kd baseline", over) for label, over in KD_BASELINES if kd_baselines]
+    n_students = (1 + len(extra_students) + 1) if student else 0
     ray_teachers, session = None, contextlib.nullcontext()
     if teacher_runner is not None:
         ray_teachers, session = teacher_runner(base)
@@ -233,10 +244,7 @@ def _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output
     progress.end()
 
     if student:
-        runs = [("HetComp", "student", {})]
-        if ablations:
-            runs += [(label, "ablation", over) for label, over in ABLATIONS]
-        for label, kind, over in runs:
+        for label, kind, over in [("HetComp", "student", {}), *extra_students]:
             progress.begin(label)
             save_to = output / "HetComp.pth" if kind == "student" else None
             row, data = train_student(dataset, trajectories, workdir, config_files, {**(config_dict or {}), **over},

@@ -9,6 +9,10 @@ transfer). Fitting, evaluation, early stopping and checkpoints are RecBole's.
 Steps: RecBole's batches of ``train_batch_size`` interactions (the released code's), or with
 ``hetcomp_batch: users`` :class:`UserBatches`, every user once an epoch.
 
+``kd_method`` other than ``hetcomp``: a ranking-KD baseline learns the final ensemble from the
+first epoch (no DKC); this trainer then only sets what its loss changes per epoch (RD's warm-up,
+CL-DRD's stages).
+
 Run modes: ``dkc: False`` starts every pair at the final point (ensemble distillation
 without curriculum, rank loss throughout); ``akt: False`` keeps the curriculum but uses
 the rank loss throughout.
@@ -21,6 +25,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 
+from recbole_hetcomp.distill import kd
 from recbole_hetcomp.distill.curriculum import Curriculum
 from recbole_hetcomp.distill.ensemble import importance_from_config, teacher_weight_vector
 from recbole_hetcomp.trainer.base import CheckpointMixin
@@ -54,11 +59,15 @@ class HetCompTrainer(CheckpointMixin, Trainer):
             raise ValueError("HetCompTrainer needs a HetComp model built with the teachers' trajectories")
         names = [t.teacher for t in model.trajectories]
         self.akt = bool(config["akt"])
+        self.kd_method = config["kd_method"]
+        baseline = self.kd_method != "hetcomp"  # a KD baseline learns the final ensemble: no curriculum
         self.curriculum = Curriculum(
             model.trajectories, model.n_items, k_target=config["hetcomp_k"], p_obs=config["hetcomp_p"],
             weights=teacher_weight_vector(names, config["teacher_weights"]), imp=importance_from_config(config),
             alpha=config["dkc_alpha"], period=config["dkc_period"], start=config["dkc_start"],
-            k=config["dkc_k"], enabled=bool(config["dkc"]), device=self.device)
+            k=config["dkc_k"], enabled=bool(config["dkc"]) and not baseline, device=self.device)
+        self.rd_warmup = config["rd_warmup"]
+        self.cldrd_stage_epochs = config["cldrd_stage_epochs"]
         self.loss_switch_epoch = None
         self.dkc_done_epoch = None
         self.epoch_losses = {}
@@ -68,6 +77,7 @@ class HetCompTrainer(CheckpointMixin, Trainer):
             self.user_batches = UserBatches(torch.nonzero(counts).view(-1).cpu(), config["hetcomp_batch_size"],
                                             model.USER_ID)
         self._apply_targets(0)
+        model.kd_stage = self._baseline_stage(0)
 
     def _apply_targets(self, epoch):
         done = self.curriculum.done
@@ -79,7 +89,18 @@ class HetCompTrainer(CheckpointMixin, Trainer):
             self.loss_switch_epoch = epoch
             logger.info(f"HetComp: epoch {epoch}: using the rank loss from now on")
 
+    def _baseline_stage(self, epoch):
+        """What a KD baseline's loss changes with the epoch: RD's rank-discrepancy weights after ``rd_warmup``
+        epochs of position weights alone, CL-DRD's target groups (a finer stage every ``cldrd_stage_epochs``)."""
+        if self.kd_method == "rd":
+            return {"dynamic": epoch >= self.rd_warmup}
+        if self.kd_method == "cldrd":
+            stage = min(epoch // self.cldrd_stage_epochs, kd.CLDRD_STAGES - 1)
+            return {"groups": kd.cldrd_groups(stage, self.model.target.shape[1])}
+        return {}
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.kd_stage = self._baseline_stage(epoch_idx)
         if self.curriculum.due(epoch_idx):
             advanced = self.curriculum.step(self.model.top_unobserved(self.curriculum.k), epoch_idx)
             shares = self.curriculum.shares()

@@ -1,0 +1,377 @@
+"""Tests for recbole_hetcomp.distill.kd (RD, RRD, DCD, CL-DRD); expected values are worked out by hand below."""
+
+import math
+
+import pytest
+import torch
+
+from recbole_hetcomp.distill.kd import CLDRD_STAGES, cldrd_groups, cldrd_loss, dcd_loss, rd_loss, rrd_loss
+
+E = math.exp
+L = math.log
+
+
+def _t(rows, dtype=torch.long):
+    return torch.tensor(rows, dtype=dtype)
+
+
+def _s(rows):
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def _mask(n_items, train_rows):
+    m = torch.zeros(len(train_rows), n_items, dtype=torch.bool)
+    for u, items in enumerate(train_rows):
+        m[u, list(items)] = True
+    return m
+
+
+def _logsig(x):
+    return -math.log1p(math.exp(-x))
+
+
+def _close(got, expected):
+    assert got.dim() == 0
+    assert got.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# RD.  Case R: I = 6, training item {0}; unobserved 1..5 with scores
+#   item: 1    2    3    4    5
+#   a   : 0.5  1.5  1.0  3.0  2.0   -> student ranks (1-based): 4:1, 5:2, 2:3, 3:4, 1:5
+# T = [1, 2, 3]: teacher positions r = 1, 2, 3; rank_S = 5, 3, 4; rank_S - r = 4, 1, 1.
+# ---------------------------------------------------------------------------
+R_SCORES = [[0.0, 0.5, 1.5, 1.0, 3.0, 2.0]]
+R_TOP = [[1, 2, 3]]
+
+
+def _case_r(scores=R_SCORES, top=R_TOP):
+    return _s(scores), _t(top), _mask(6, [{0}])
+
+
+def test_rd_position_weight_by_hand():
+    # w_a(r) = e^{-r/2} / (e^{-1/2} + e^{-1} + e^{-3/2}); loss = -sum w_a(r) log sigmoid(a_{T_r})
+    z = E(-0.5) + E(-1.0) + E(-1.5)
+    expected = -(E(-0.5) * _logsig(0.5) + E(-1.0) * _logsig(1.5) + E(-1.5) * _logsig(1.0)) / z
+    _close(rd_loss(*_case_r(), lam=2.0, dynamic=False), expected)
+
+
+def test_rd_hybrid_weight_by_hand():
+    # lam = 1, mu = 0.5: w_b = tanh(0.5 * 4), tanh(0.5 * 1), tanh(0.5 * 1); w ∝ e^{-r} * w_b
+    p = [E(-1) * math.tanh(2.0), E(-2) * math.tanh(0.5), E(-3) * math.tanh(0.5)]
+    z = sum(p)
+    expected = -(p[0] * _logsig(0.5) + p[1] * _logsig(1.5) + p[2] * _logsig(1.0)) / z
+    _close(rd_loss(*_case_r(), lam=1.0, mu=0.5), expected)
+
+
+def test_rd_defaults_are_lam_1_mu_01():
+    p = [E(-1) * math.tanh(0.4), E(-2) * math.tanh(0.1), E(-3) * math.tanh(0.1)]
+    expected = -(p[0] * _logsig(0.5) + p[1] * _logsig(1.5) + p[2] * _logsig(1.0)) / sum(p)
+    _close(rd_loss(*_case_r()), expected)
+
+
+def test_rd_ties_rank_in_the_items_favour_and_an_all_zero_hybrid_gives_0():
+    # All scores 0: every unobserved item has rank 1, so rank_S - r <= 0 at every position: w_b = 0
+    # everywhere and the user contributes 0. Position weights alone still give log 2 (-log sigmoid(0)).
+    scores, top, train = torch.zeros(1, 6), _t([[1, 2]]), _mask(6, [{0}])
+    _close(rd_loss(scores, top, train), 0.0)
+    _close(rd_loss(scores, top, train, dynamic=False), L(2))
+
+
+def test_rd_static_weight_ignores_the_students_ranks_and_dynamic_does_not():
+    moved = [[0.0, 0.5, 1.5, 1.0, -3.0, -2.0]]  # only non-target items change: ranks of T change
+    static = rd_loss(*_case_r(), dynamic=False), rd_loss(*_case_r(moved), dynamic=False)
+    assert static[0].item() == pytest.approx(static[1].item(), rel=1e-6)
+    dynamic = rd_loss(*_case_r(), mu=0.5), rd_loss(*_case_r(moved), mu=0.5)
+    # moved: ranks 1:3, 2:1, 3:2 -> rank_S - r = 2, -1, -1: only position 1 keeps a weight
+    _close(dynamic[1], -_logsig(0.5))
+    assert dynamic[0].item() != pytest.approx(dynamic[1].item(), rel=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# RRD.  Case Q: I = 6, training items {0, 5}; T = [3, 1]; tail Unobs \ T = {2, 4}.
+#   a = [9.0, 0.2, -0.3, 1.1, 0.7, 5.0]
+# ---------------------------------------------------------------------------
+Q_SCORES = [[9.0, 0.2, -0.3, 1.1, 0.7, 5.0]]
+
+
+def _case_q(scores=Q_SCORES, top=((3, 1),)):
+    return _s(scores), _t([list(r) for r in top]), _mask(6, [{0, 5}])
+
+
+def test_rrd_by_hand():
+    expected = -(1.1 - L(E(1.1) + E(0.2) + E(-0.3) + E(0.7))) - (0.2 - L(E(0.2) + E(-0.3) + E(0.7)))
+    _close(rrd_loss(*_case_q()), expected)
+
+
+def test_rrd_ignores_the_order_of_uninteresting_items_but_not_of_the_list():
+    base = rrd_loss(*_case_q()).item()
+    permuted = [[9.0, 0.2, 0.7, 1.1, -0.3, 5.0]]  # items 2 and 4 swap scores
+    assert rrd_loss(*_case_q(permuted)).item() == pytest.approx(base, rel=1e-6)
+    swapped = [[9.0, 1.1, -0.3, 0.2, 0.7, 5.0]]  # the two list items swap scores
+    assert rrd_loss(*_case_q(swapped)).item() > base + 0.1
+
+
+# ---------------------------------------------------------------------------
+# CL-DRD.  Case Q with T = [3, 1, 4]; Unobs = {1, 2, 3, 4}.
+# ---------------------------------------------------------------------------
+def test_cldrd_groups_by_hand():
+    case = _case_q(top=((3, 1, 4),))
+    # groups [1, 3]: G1 = {3}, G2 = {1, 4}, R = {2}
+    expected = (-(1.1 - L(E(1.1) + E(0.2) + E(0.7) + E(-0.3)))
+                - (0.2 - L(E(0.2) + E(-0.3)))
+                - (0.7 - L(E(0.7) + E(-0.3))))
+    _close(cldrd_loss(*case, [1, 3]), expected)
+    # groups [2]: G1 = {3, 1}; item 4 is past the last end, so it joins R = {2, 4}
+    expected = -(1.1 - L(E(1.1) + E(-0.3) + E(0.7))) - (0.2 - L(E(0.2) + E(-0.3) + E(0.7)))
+    _close(cldrd_loss(*case, [2]), expected)
+    # groups [2, 10]: the end 10 is cut to K = 3 -> G1 = {3, 1}, G2 = {4}, R = {2}
+    expected = (-(1.1 - L(E(1.1) + E(0.7) + E(-0.3)))
+                - (0.2 - L(E(0.2) + E(0.7) + E(-0.3)))
+                - (0.7 - L(E(0.7) + E(-0.3))))
+    _close(cldrd_loss(*case, [2, 10]), expected)
+
+
+def test_cldrd_no_order_within_a_group_but_order_between_groups():
+    case = _case_q(top=((3, 1, 4),))
+    base = cldrd_loss(*case, [2, 3]).item()
+    within = [[9.0, 1.1, -0.3, 0.2, 0.7, 5.0]]  # items 3 and 1 (same group) swap scores
+    assert cldrd_loss(*_case_q(within, ((3, 1, 4),)), [2, 3]).item() == pytest.approx(base, rel=1e-6)
+    across = [[9.0, 0.7, -0.3, 1.1, 0.2, 5.0]]  # items 1 (group 1) and 4 (group 2) swap: now in group order
+    assert cldrd_loss(*_case_q(across, ((3, 1, 4),)), [2, 3]).item() < base - 0.1
+
+
+def test_cldrd_with_singleton_groups_equals_rrd():
+    scores, top, train = _random_batch(seed=3)
+    k = top.shape[1]
+    got = cldrd_loss(scores, top, train, list(range(1, k + 1)))
+    assert got.item() == pytest.approx(rrd_loss(scores, top, train).item(), rel=1e-5)
+    assert cldrd_loss(scores, top, train, cldrd_groups(CLDRD_STAGES - 1, k)).item() == pytest.approx(got.item())
+
+
+def test_cldrd_group_schedule():
+    assert cldrd_groups(0, 50) == [5, 50]
+    assert cldrd_groups(1, 50) == [1, 2, 3, 4, 5, 25, 50]
+    assert cldrd_groups(2, 50) == list(range(1, 51))
+    assert cldrd_groups(7, 50) == cldrd_groups(2, 50)
+    assert cldrd_groups(0, 100) == [10, 100]
+    assert [cldrd_groups(s, 3) for s in range(3)] == [[3], [1, 3], [1, 2, 3]]
+    assert [cldrd_groups(s, 1) for s in range(3)] == [[1], [1], [1]]
+    for k in range(1, 61):
+        stages = [cldrd_groups(s, k) for s in range(CLDRD_STAGES)]
+        for coarse, fine in zip(stages, stages[1:]):
+            assert set(coarse) <= set(fine), (k, coarse, fine)
+        for ends in stages:
+            assert ends == sorted(set(ends)) and ends[-1] == k and ends[0] >= 1
+
+
+@pytest.mark.parametrize("bad", [[], [0, 2], [3, 2], [2, 2]])
+def test_cldrd_rejects_bad_groups(bad):
+    with pytest.raises(ValueError):
+        cldrd_loss(*_case_q(), bad)
+
+
+def test_cldrd_groups_rejects_bad_arguments():
+    for stage, k in [(-1, 10), (0, 0), (1.5, 10), (0, 2.0)]:
+        with pytest.raises(ValueError):
+            cldrd_groups(stage, k)
+
+
+# ---------------------------------------------------------------------------
+# DCD.  Case D: I = 6, training item {0}; T = [1, 2, 3]
+#   item:  1     2     3    4    5
+#   a   :  0.5  -0.5   1.0  3.0  1.8  -> student ranks 4:1, 5:2, 3:3, 1:4, 2:5
+# Teacher: 1 -> [1, 1], 2 -> [2, 2], 3 -> [3, 3]; 4 and 5 tied after the list -> [4, 5].
+#   d_up = rho - hi : item 1: 4 - 1 = 3, item 2: 5 - 2 = 3, item 3: 0   -> P = [1, 2]
+#   d_down = lo - rho: item 4: 4 - 1 = 3, item 5: 4 - 2 = 2             -> N = {4, 5}
+# ---------------------------------------------------------------------------
+D_SCORES = [[0.0, 0.5, -0.5, 1.0, 3.0, 1.8]]
+
+
+def _case_d():
+    return _s(D_SCORES), _t([[1, 2, 3]]), _mask(6, [{0}])
+
+
+def test_dcd_user_side_by_hand():
+    expected = -(0.5 - L(E(0.5) + E(-0.5) + E(3.0) + E(1.8))) - (-0.5 - L(E(-0.5) + E(3.0) + E(1.8)))
+    _close(dcd_loss(*_case_d()), expected)
+    _close(dcd_loss(*_case_d(), item_side=False), expected)  # one user: no item-side term
+
+
+def test_dcd_sampling_draws_from_the_mis_ranked_candidates_only():
+    s = dict(enumerate(D_SCORES[0]))
+    combos = {(p, n): L(1 + E(s[n] - s[p])) for p in (1, 2) for n in (4, 5)}  # listmle([p], {n})
+    assert len({round(v, 6) for v in combos.values()}) == 4
+    seen = set()
+    for seed in range(20):
+        got = dcd_loss(*_case_d(), k=1, generator=torch.Generator().manual_seed(seed)).item()
+        match = [c for c, v in combos.items() if v == pytest.approx(got, rel=1e-5)]
+        assert len(match) == 1, (seed, got)
+        seen.add(match[0][0])
+        again = dcd_loss(*_case_d(), k=1, generator=torch.Generator().manual_seed(seed)).item()
+        assert again == got
+    assert seen == {1, 2}
+    # k at least the number of candidates keeps them all: the deterministic value
+    full = dcd_loss(*_case_d()).item()
+    assert dcd_loss(*_case_d(), k=2, generator=torch.Generator().manual_seed(0)).item() == pytest.approx(full)
+
+
+# Case DD, two users, I = 6.  user 0: training {0}, T = [3, 1]; user 1: training {0, 5}, T = [3, 2].
+# Consistent scores: each user's own order agrees with its list, and per item the users agree:
+#   item 3: both at position 1 (tied); item 1: user 0 listed (pos 2), user 1 not -> user 0 first;
+#   item 2: user 1 listed, user 0 not -> user 1 first; item 4: nobody lists it; item 5: user 0 only.
+DD_CONSISTENT = [[0.0, 1.0, -1.0, 2.0, -2.0, -3.0],
+                 [0.0, 0.5, 2.0, 3.0, -1.0, 9.0]]
+DD_BROKEN = [[0.0, 1.0, -1.0, 2.0, -2.0, -3.0],
+             [0.0, 1.5, 2.0, 3.0, -1.0, 9.0]]  # user 1 now scores item 1 above user 0
+
+
+def _case_dd(scores):
+    return _s(scores), _t([[3, 1], [3, 2]]), _mask(6, [{0}, {0, 5}])
+
+
+def test_dcd_is_zero_when_the_student_agrees_with_the_teacher():
+    _close(dcd_loss(*_case_dd(DD_CONSISTENT)), 0.0)
+    # a tie in the teacher's order accepts either student order: swap the users on item 3
+    tied = [row[:] for row in DD_CONSISTENT]
+    tied[0][3], tied[1][3] = 3.5, 3.0
+    _close(dcd_loss(*_case_dd(tied)), 0.0)
+
+
+def test_dcd_item_side_by_hand():
+    # User sides still agree (user 1: 3.0 > 2.0 > 1.5 > -1.0). Item 1 over users {0, 1}: teacher
+    # ranks user 0 first ([1, 1]), user 1 after ([2, 2]); the student ranks user 1 first:
+    # user 0 has d_up = 2 - 1 = 1 (P = [user 0]), user 1 has d_down = 2 - 1 = 1 (N = {user 1}).
+    expected = -(1.0 - L(E(1.0) + E(1.5)))
+    _close(dcd_loss(*_case_dd(DD_BROKEN)), expected)
+    _close(dcd_loss(*_case_dd(DD_BROKEN), item_side=False), 0.0)
+    # the item side couples the batch's users: each user alone has loss 0
+    s, top, train = _case_dd(DD_BROKEN)
+    singles = sum(dcd_loss(s[u:u + 1], top[u:u + 1], train[u:u + 1]).item() for u in range(2))
+    assert singles == 0.0
+
+
+def test_dcd_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        dcd_loss(*_case_d(), k=0)
+    with pytest.raises(ValueError):
+        dcd_loss(*_case_d(), eps=0.0)
+
+
+# ---------------------------------------------------------------------------
+# Properties shared by every loss
+# ---------------------------------------------------------------------------
+def _random_batch(seed, b=3, n_items=12, k=4, low=-3.0, high=3.0):
+    """Random scores; training items (column 0 always); T = k distinct unobserved items, row 1 padded."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.empty(b, n_items).uniform_(low, high, generator=g)
+    train = torch.rand(b, n_items, generator=g) < 0.3
+    train[:, 0] = True
+    rows = []
+    for u in range(b):
+        free = (~train[u]).nonzero().flatten()
+        rows.append(free[torch.randperm(len(free), generator=g)[:k]].tolist())
+    top = _t(rows)
+    top[1, -2:] = -1
+    return scores, top, train
+
+
+LOSSES = {
+    "rd": lambda s, t, m: rd_loss(s, t, m, mu=0.5),
+    "rd_static": lambda s, t, m: rd_loss(s, t, m, dynamic=False),
+    "rrd": rrd_loss,
+    "cldrd": lambda s, t, m: cldrd_loss(s, t, m, [1, 3]),
+    "dcd_user": lambda s, t, m: dcd_loss(s, t, m, item_side=False),
+    "dcd": dcd_loss,
+}
+ADDITIVE = ["rd", "rd_static", "rrd", "cldrd", "dcd_user"]  # the DCD item side couples the batch's users
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_padding_contributes_nothing(name):
+    fn = LOSSES[name]
+    scores, top, train = _random_batch(seed=1)
+    padded = torch.cat([top, torch.full((top.shape[0], 2), -1)], 1)
+    assert fn(scores, padded, train).item() == pytest.approx(fn(scores, top, train).item(), rel=1e-6)
+    # a row of padding only: that user contributes nothing
+    empty = top.clone()
+    empty[0] = -1
+    rest = fn(scores[1:], top[1:], train[1:]).item()
+    if name in ADDITIVE:
+        assert fn(scores, empty, train).item() == pytest.approx(rest, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_training_items_appear_in_no_term(name):
+    fn = LOSSES[name]
+    scores, top, train = _random_batch(seed=2)
+    scores.requires_grad_(True)
+    loss = fn(scores, top, train)
+    loss.backward()
+    assert torch.all(scores.grad[train] == 0)
+    assert bool(scores.grad.abs().sum() > 0)
+    moved = scores.detach().clone()
+    moved[train] = torch.linspace(-40, 40, int(train.sum()))
+    assert fn(moved, top, train).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_gradients_are_finite_at_extreme_scores(name):
+    fn = LOSSES[name]
+    for seed in range(3):
+        scores, top, train = _random_batch(seed=10 + seed, n_items=30, k=6, low=-40.0, high=40.0)
+        scores[0, :10] = 40.0  # ties at the bound
+        scores[2, :10] = -40.0
+        scores.requires_grad_(True)
+        loss = fn(scores, top, train)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(scores.grad).all()
+
+
+@pytest.mark.parametrize("name", ADDITIVE)
+def test_loss_is_the_sum_over_users(name):
+    fn = LOSSES[name]
+    scores, top, train = _random_batch(seed=4, b=2)
+    both = fn(scores, top, train)
+    singles = sum(fn(scores[u:u + 1], top[u:u + 1], train[u:u + 1]) for u in range(2))
+    assert both.item() == pytest.approx(singles.item(), rel=1e-6)
+    assert both.dim() == 0 and both.device == scores.device and both.dtype == scores.dtype
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_float64_and_0_1_train_mask(name):
+    fn = LOSSES[name]
+    scores, top, train = _random_batch(seed=5)
+    expected = fn(scores, top, train).item()
+    got = fn(scores.double(), top, train.to(torch.uint8))
+    assert got.dtype == torch.float64
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_shape_errors():
+    scores, top, train = _random_batch(seed=6)
+    with pytest.raises(ValueError):
+        rrd_loss(scores, top[:2], train)
+    with pytest.raises(ValueError):
+        rrd_loss(scores, top, train[:, :5])
+    with pytest.raises(ValueError):
+        rd_loss(scores, top, train, lam=0.0)
+    with pytest.raises(ValueError):
+        rrd_loss(scores, torch.full_like(top, 99), train)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_gradients_match_finite_differences(name):
+    # Random scores have no ties, so a small step changes no rank or set: the loss is smooth there.
+    fn = LOSSES[name]
+    scores, top, train = _random_batch(seed=7)
+    x = scores.double().requires_grad_(True)
+    assert fn(x, top, train).item() > 0
+    assert torch.autograd.gradcheck(lambda z: fn(z, top, train), (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_an_empty_target_list_gives_0(name):
+    scores, _, train = _random_batch(seed=8)
+    got = LOSSES[name](scores, torch.zeros(3, 0, dtype=torch.long), train)
+    assert got.dim() == 0 and got.item() == 0.0
