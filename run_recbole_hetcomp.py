@@ -59,6 +59,9 @@ def parse_args(argv):
                    help="fit the ensemble's fusion on validation again even if a fit of the same teachers is stored")
     p.add_argument("--no_student", action="store_true", help="stop after the teachers and their ensemble")
     p.add_argument("--ablations", action="store_true", help="also run HetComp without DKC and without AKT")
+    p.add_argument("--student", default=None, metavar="MODEL",
+                   help="the student's architecture: MF (default) or a RecBole general model such as LightGCN; "
+                        "its settings are HetComp's (--HetComp.embedding_size=8)")
     p.add_argument("--kd_baselines", action="store_true",
                    help="also run the ranking-KD baselines RD, RRD, DCD and CL-DRD on the same student and ensemble")
     p.add_argument("--load", default=None, metavar="MODEL_FILE",
@@ -158,6 +161,8 @@ def main(argv=None):
     args, cmd_args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.archive:
         cmd_args = [*cmd_args, f"--dataset_archive={Path(args.archive).resolve()}"]
+    if args.student:
+        cmd_args = [*cmd_args, f"--HetComp.student={args.student}"]
     from recbole_hetcomp.run import preflight
 
     preflight.last_plan = None  # interrupted_message() reports this run's plan only

@@ -11,6 +11,9 @@ Unlike RecBole's own ``Config``, command-line arguments are read only from the
 caller's back (so library use and tests see exactly what they pass).
 """
 
+from pathlib import Path
+
+import recbole
 import yaml
 from recbole.config import Config as RecBoleConfig
 
@@ -108,9 +111,21 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         props = properties_dir()
-        for path in (props / "overall.yaml", props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"):
+        for path in (props / "overall.yaml", *self._student_files(model, props), props / "model" / f"{model}.yaml",
+                     props / "dataset" / f"{dataset}.yaml"):
             if path.is_file():
                 self._apply_scoped(self._update_internal_config_dict(str(path)) or {}, model)
+
+    def _student_files(self, model, props):
+        """For HetComp with ``student: <Model>`` (not MF): that model's RecBole defaults and ours, laid under
+        HetComp's yaml (so the student keeps HetComp's embedding size, learning rate and batches)."""
+        student = self.external_config_dict.get("student")
+        if model != "HetComp" or student in (None, "MF") or not isinstance(student, str):
+            return []
+
+
+        return [Path(recbole.__file__).parent / "properties" / "model" / f"{student}.yaml",
+                props / "model" / f"{student}.yaml"]
 
     def _apply_scoped(self, loaded, model):
         """A ``<Model>.key: value`` line of our yaml (a dataset's settings for one model, the yaml form of the

@@ -85,14 +85,15 @@ def get_trainer(model_type, model_name):
     return recbole_get_trainer(model_type, model_name)
 
 
-# Entries of RecBole's ``other_parameter()`` that cache training data rather than learned weights.
-_DATA_CACHES = ("interaction_matrix", "pred_mat")
+# Entries of RecBole's ``other_parameter()`` that cache training data or copies of learned weights rather than
+# weights: LightGCN's (and NGCF's, ...) full-catalogue embeddings, filled by its full_sort_predict.
+_DATA_CACHES = ("interaction_matrix", "pred_mat", "restore_user_e", "restore_item_e")
 
 
 def count_parameters(model):
     """Learned numbers a model keeps: its trainable tensors, plus the fitted arrays that one-shot
     models (EASE, ItemKNN, SLIM, Pop) keep outside ``nn.Parameter``s (sparse ones by non-zeros).
-    RecBole's one-element ``fake_loss`` placeholder and cached training data are not counted."""
+    RecBole's one-element ``fake_loss`` placeholder, cached training data and cached embeddings are not counted."""
     total = sum(p.numel() for name, p in model.named_parameters() if name != "fake_loss")
     for name, value in (model.other_parameter() or {}).items():
         if name in _DATA_CACHES:

@@ -66,7 +66,7 @@ def test_results_files(two_runs):
     # the stages' wall times end the table, and the run's total
     stages = [s["stage"] for s in payload["stages"]]
     assert stages == ["teacher BPR (re-used from the store)", "teacher EASE (re-used from the store)",
-                      "ensemble of BPR+EASE", "HetComp", "baseline: MF without a teacher (BPR, embedding_size=6)"]
+                      "ensemble of BPR+EASE", "HetComp", "baseline: MF w/o KD (BPR, d=6)"]
     assert payload["total_s"] >= sum(s["s"] for s in payload["stages"]) - 0.5
     assert "| stage | wall time |" in table and "| **total** |" in table.splitlines()[-1]
 
@@ -280,3 +280,31 @@ def test_cli_kd_baselines_add_their_rows_learning_the_same_ensemble(synth_shared
         assert r["curriculum"]["steps"] == [] and r["test"]["recall@10"] > 0
     printed = capsys.readouterr().out
     assert all(r["name"] in printed for r in kd_rows)
+
+
+def test_cli_student_lightgcn_and_its_own_baseline(synth_shared, tmp_path, two_runs, capsys):
+    import run_recbole_hetcomp as cli
+
+    data_path, name = synth_shared
+    _, _, _, out = two_runs
+    code = cli.main(["-d", name, "--teachers", "BPR,EASE", "--student", "LightGCN", "--output", str(tmp_path / "s"),
+                     f"--data_path={data_path}", f"--trajectory_store={out / 'store'}",
+                     *[f"--{k}={v}" for k, v in SMALL.items()], "--HetComp.epochs=10", "--HetComp.eval_step=5",
+                     "--HetComp.embedding_size=4"])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads((tmp_path / "s" / "results.json").read_text())["rows"]
+    student, baseline = rows[-2], rows[-1]
+    assert student["name"] == "HetComp" and baseline["name"] == "LightGCN w/o KD (d=4)"
+    assert student["params"] == baseline["params"] == 4 * (61 + 81)
+    assert rows[0]["reused"]  # the teachers (BPR at its own settings) are the stored ones: --student is HetComp's
+
+
+def test_cli_student_that_cannot_learn_is_one_line_before_training(synth_shared, tmp_path, capsys):
+    import run_recbole_hetcomp as cli
+
+    data_path, name = synth_shared
+    code = cli.main(["-d", name, "--teachers", "BPR", "--student", "NeuMF", "--output", str(tmp_path / "s"),
+                     f"--data_path={data_path}", *[f"--{k}={v}" for k, v in SMALL.items()]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "student=NeuMF: it cannot score the whole catalogue" in err[0]
+    assert not (tmp_path / "s").exists() and not (tmp_path / "trajectories").exists()

@@ -388,7 +388,7 @@ def test_a_kd_baselines_loss_is_its_kd_term_plus_bpr(synth_config, teachers):
     torch.manual_seed(0)
     total = model.calculate_loss(batch)
     torch.manual_seed(0)
-    bpr = model._bpr_loss(batch, users, model.train_mask(users))
+    bpr = model._bpr_loss(batch, users, model.train_mask(users), scores)
     assert torch.allclose(total, 0.5 * kd_term + bpr)
     model.kd_method = "cldrd"  # CL-DRD has no base loss
     assert torch.allclose(model.calculate_loss(batch), 0.5 * kd.cldrd_loss(
@@ -412,3 +412,63 @@ def test_an_unknown_kd_method_is_one_line(synth_config):
 
     with pytest.raises(ValueError, match=r"kd_method=distil: must be one of hetcomp, rd, rrd, dcd, cldrd"):
         check_values(synth_config("HetComp", kd_method="distil"))
+
+
+# ---------------------------------------------------------------------------- student: any general RecBole model
+
+
+def test_a_lightgcn_student_learns_with_hetcomps_losses(synth_config, teachers):
+    from recbole_hetcomp.run.training import evaluate_model
+
+    data, model, trainer = make_trainer(synth_config, teachers, student="LightGCN", embedding_size=4, epochs=40,
+                                        learning_rate=0.01, eval_step=10, stopping_step=10)
+    assert model.net is not None and model.net.n_layers == 2  # LightGCN's own RecBole default
+    assert not hasattr(model, "user_embedding")
+    assert sum(p.numel() for p in model.parameters()) == 4 * (model.n_users + model.n_items)
+    untrained = evaluate_model(model, data, phases=("test",))["test"]
+    trainer.fit(data.train, data.valid, saved=True, show_progress=False)
+    trained = dict(trainer.evaluate(data.test, load_best_model=True))
+    assert trained["recall@10"] > untrained["recall@10"] + 0.1
+    assert trainer.curriculum_summary()["steps"]  # DKC ran on the LightGCN student's own lists
+
+
+def test_a_general_students_scores_follow_its_weights(synth_config, teachers):
+    _, model, trainer = make_trainer(synth_config, teachers, student="LightGCN", embedding_size=4)
+    users = torch.tensor([1, 2])
+    model.eval()
+    before = model.full_sort_predict({model.USER_ID: users}).clone()
+    model.train()
+    with torch.no_grad():
+        model.net.user_embedding.weight.mul_(2.0)
+    model.eval()  # a cache filled before the change must not answer
+    assert not torch.allclose(model.full_sort_predict({model.USER_ID: users}), before)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("NeuMF", "cannot score the whole catalogue at once"),
+    ("EASE", "fitted in one shot, not by gradient"),
+    ("Pop", "fitted in one shot, not by gradient"),
+    ("SASRec", "a SEQUENTIAL model; the student must be a general recommender"),
+    ("Foo", "not a RecBole model"),
+])
+def test_a_student_that_cannot_learn_is_one_line(synth_config, teachers, name, reason):
+    with pytest.raises(ValueError, match=f"student={name}: .*{reason}"):
+        make_trainer(synth_config, teachers, student=name)
+
+
+def test_a_general_student_without_gradient_is_one_line(synth_config, teachers, monkeypatch):
+    from recbole.model.abstract_recommender import GeneralRecommender
+
+    import recbole_hetcomp.model.hetcomp as hetcomp_model
+
+    class Counts(GeneralRecommender):  # a general model whose full-catalogue scores are constants
+        def __init__(self, config, dataset):
+            super().__init__(config, dataset)
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def full_sort_predict(self, interaction):
+            return torch.ones(interaction[self.USER_ID].numel() * self.n_items)
+
+    monkeypatch.setattr(hetcomp_model, "recbole_model", lambda name: Counts)
+    with pytest.raises(ValueError, match="student=Counts: its full-catalogue scores carry no gradient"):
+        make_trainer(synth_config, teachers, student="Counts")

@@ -15,17 +15,48 @@ curriculum, on autograd [B, I] scores.
 """
 
 import torch
-from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.utils import InputType
+from recbole.data.interaction import Interaction
+from recbole.model.abstract_recommender import AbstractRecommender, GeneralRecommender
+from recbole.utils import InputType, ModelType
+from recbole.utils import get_model as recbole_model
 from torch import nn
 
 from recbole_hetcomp.distill import kd
-from recbole_hetcomp.distill.losses import factorised_loss
+from recbole_hetcomp.distill.losses import factorised_loss, overall_loss, rank_loss
+from recbole_hetcomp.model.cml import CML
 
 #: ``kd_method``: HetComp's own losses, or a ranking-KD baseline on the final ensemble (:mod:`recbole_hetcomp.distill.kd`).
 KD_METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd")
 #: The baselines whose papers train the student on its own loss too (BPR here) beside the distillation term.
 WITH_BASE_LOSS = ("rd", "rrd", "dcd")
+
+
+#: Caches of full-catalogue embeddings that RecBole models fill in ``full_sort_predict`` (LightGCN, NGCF, ...) and
+#: clear in their own ``calculate_loss``, which a student never calls: cleared here instead (:meth:`HetComp._fresh`).
+_SCORE_CACHES = ("restore_user_e", "restore_item_e")
+
+
+def student_class(name):
+    """The class of a student architecture other than MF: our CML or a RecBole general model; ``ValueError``
+    naming the reason for anything else."""
+    if name == "CML":
+        return CML
+    try:
+        cls = recbole_model(name)
+    except (ValueError, ImportError, AttributeError):
+        raise ValueError(f"student={name}: not a RecBole model; use MF (the default) or a general model with a "
+                         "differentiable full-catalogue score, e.g. LightGCN") from None
+    kind = getattr(cls, "type", None)
+    if kind == ModelType.TRADITIONAL:
+        raise ValueError(f"student={name}: it is fitted in one shot, not by gradient, so it cannot learn from "
+                         "HetComp's losses; use MF, LightGCN, or another model trained by gradient")
+    if kind != ModelType.GENERAL:
+        raise ValueError(f"student={name}: a {getattr(kind, 'name', kind)!s} model; the student must be a general "
+                         "recommender (users x items)")
+    if cls.full_sort_predict is AbstractRecommender.full_sort_predict:
+        raise ValueError(f"student={name}: it cannot score the whole catalogue at once (no full_sort_predict), "
+                         "which HetComp's losses need; use MF, LightGCN, or another model that has one")
+    return cls
 
 
 class HetComp(GeneralRecommender):
@@ -34,10 +65,16 @@ class HetComp(GeneralRecommender):
     def __init__(self, config, dataset, trajectories=None):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
-        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
-        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
-        nn.init.normal_(self.user_embedding.weight, std=config["init_std"])
-        nn.init.normal_(self.item_embedding.weight, std=config["init_std"])
+        self.student = config["student"]
+        self.net = None  # the student's network when it is not MF
+        if self.student == "MF":
+            self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+            self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
+            nn.init.normal_(self.user_embedding.weight, std=config["init_std"])
+            nn.init.normal_(self.item_embedding.weight, std=config["init_std"])
+        else:
+            self.net = student_class(self.student)(config, dataset)
+            self._check_differentiable()
         self.clamp = float(config["score_clamp"])
         self.loss_weights = {"overall": float(config["overall_loss_weight"]),
                              "rank": float(config["rank_loss_weight"])}
@@ -81,8 +118,33 @@ class HetComp(GeneralRecommender):
         mask[:, 0] = True
         return mask
 
+    def _check_differentiable(self):
+        with torch.enable_grad():
+            scores = self.forward(torch.ones(1, dtype=torch.long))
+        self._fresh()
+        if not scores.requires_grad:
+            raise ValueError(f"student={self.student}: its full-catalogue scores carry no gradient (a model fitted in "
+                             "one shot or from counts, such as EASE, ItemKNN or Pop, cannot learn from HetComp's "
+                             "losses); use MF, LightGCN, or another model trained by gradient")
+
+    def _fresh(self):
+        """Forget the full-catalogue embeddings a RecBole student cached in its ``full_sort_predict``."""
+        for name in _SCORE_CACHES:
+            if getattr(self.net, name, None) is not None:
+                setattr(self.net, name, None)
+
+    def train(self, mode=True):
+        if self.net is not None:
+            self._fresh()  # a cache filled before this switch belongs to other weights
+        return super().train(mode)
+
     def forward(self, users):
-        return self.user_embedding(users) @ self.item_embedding.weight.t()
+        """The users' scores of every item, [B, I] (with gradient when training)."""
+        if self.net is None:
+            return self.user_embedding(users) @ self.item_embedding.weight.t()
+        if self.training:
+            self._fresh()  # the weights changed since the last batch
+        return self.net.full_sort_predict(Interaction({self.USER_ID: users})).view(users.numel(), self.n_items)
 
     def calculate_loss(self, interaction):
         if self.target.numel() == 0:
@@ -91,6 +153,11 @@ class HetComp(GeneralRecommender):
         users = torch.unique(interaction[self.USER_ID])
         if self.kd_method != "hetcomp":
             return self._baseline_loss(interaction, users)
+        if self.net is not None:  # a general student: the losses on its autograd [B, I] scores
+            fn = overall_loss if self.loss_mode == "overall" else rank_loss
+            loss = fn(self.forward(users).clamp(-self.clamp, self.clamp), self.observed[users], self.target[users],
+                      self.train_mask(users))
+            return self.loss_weights[self.loss_mode] * loss
         loss = factorised_loss(self.loss_mode, self.user_embedding(users), self.item_embedding.weight,
                                self.observed[users], self.target[users], self.train_mask(users),
                                clamp=self.clamp, workspace=self._workspace(users.numel()))
@@ -114,13 +181,14 @@ class HetComp(GeneralRecommender):
             loss = kd.cldrd_loss(scores, top, mask, options.get("groups") or kd.cldrd_groups(0, top.shape[1]))
         loss = self.kd_weight * loss
         if self.kd_method in WITH_BASE_LOSS:
-            loss = loss + self._bpr_loss(interaction, users, mask)
+            loss = loss + self._bpr_loss(interaction, users, mask, scores)
         return loss
 
-    def _bpr_loss(self, interaction, users, mask):
-        """BPR over the batch's (user, item) interactions, each against one item drawn uniformly, drawn again once
-        where the first draw is a training item of that user (a second hit is kept: rare, and harmless). With
-        ``hetcomp_batch: users`` (no items in the batch) each user's positive is one of its training items."""
+    def _bpr_loss(self, interaction, users, mask, scores):
+        """BPR over the batch's (user, item) interactions, on the users' (clamped) ``scores``, each against one item
+        drawn uniformly, drawn again once where the first draw is a training item of that user (a second hit is
+        kept: rare, and harmless). With ``hetcomp_batch: users`` (no items in the batch) each user's positive is
+        one of its training items."""
         if self.ITEM_ID in interaction:
             u, pos = interaction[self.USER_ID], interaction[self.ITEM_ID]
         else:
@@ -133,9 +201,7 @@ class HetComp(GeneralRecommender):
         neg = torch.randint(1, self.n_items, u.shape, device=u.device)
         again = torch.randint(1, self.n_items, u.shape, device=u.device)
         neg = torch.where(mask[row, neg], again, neg)
-        user_e = self.user_embedding(u)
-        diff = (user_e * self.item_embedding(pos)).sum(-1) - (user_e * self.item_embedding(neg)).sum(-1)
-        return -torch.nn.functional.logsigmoid(diff).sum()
+        return -torch.nn.functional.logsigmoid(scores[row, pos] - scores[row, neg]).sum()
 
     def _workspace(self, n_users):
         """A float buffer for the batch's [B, I] scores and, when clamped, their raw values (2 B I),
@@ -150,6 +216,8 @@ class HetComp(GeneralRecommender):
         return ws
 
     def predict(self, interaction):
+        if self.net is not None:
+            return self.net.predict(interaction)
         u = self.user_embedding(interaction[self.USER_ID])
         i = self.item_embedding(interaction[self.ITEM_ID])
         return (u * i).sum(-1)
@@ -160,6 +228,8 @@ class HetComp(GeneralRecommender):
     @torch.no_grad()
     def top_unobserved(self, k, chunk_users=1024):
         """Every user's top-k items outside their training items: long [U, k]."""
+        if self.net is not None:
+            self._fresh()
         out = torch.zeros(self.n_users, k, dtype=torch.long, device=self.history_items.device)
         for a in range(0, self.n_users, chunk_users):
             users = torch.arange(a, min(a + chunk_users, self.n_users), device=self.history_items.device)

@@ -20,7 +20,7 @@ from recbole_hetcomp.model import HetCompEnsemble
 from recbole_hetcomp.run import training
 from recbole_hetcomp.run.fusion import choose_fusion, config_fusion, given_label
 from recbole_hetcomp.run.plots import write_plots
-from recbole_hetcomp.run.preflight import check_output, check_pipeline
+from recbole_hetcomp.run.preflight import check_output, check_pipeline, no_kd_baseline
 from recbole_hetcomp.run.results import write_results
 from recbole_hetcomp.run.teachers import fit_teacher
 from recbole_hetcomp.run.training import evaluate_model, load_data, shared_split, train_model
@@ -253,12 +253,12 @@ def _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output
             rows.append(row)
             progress.end()
             if kind == "student":
-                student_dim = data.config["embedding_size"]
-        progress.begin(f"baseline: MF without a teacher (BPR, embedding_size={student_dim})")
-        data = load_data(make_config("BPR", dataset, config_files,
-                                     {**(config_dict or {}), "embedding_size": student_dim}, global_args))
+                baseline = no_kd_baseline(data.config)
+        model, name, over = baseline
+        progress.begin(f"baseline: {name}")
+        data = load_data(make_config(model, dataset, config_files, {**(config_dict or {}), **over}, global_args))
         _, row = train_model(data, workdir)
-        row.update(name=f"MF w/o KD (BPR, d={student_dim})", kind="baseline")
+        row.update(name=name, kind="baseline")
         rows.append(row)
         progress.end()
     plots = write_plots(output, rows)

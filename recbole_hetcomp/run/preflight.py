@@ -29,6 +29,7 @@ from recbole_hetcomp.config import make_config, scoped_args, split_global_args
 from recbole_hetcomp.data.checks import warn_uncovered
 from recbole_hetcomp.distill.ensemble import importance, importance_from_config, teacher_weight_vector
 from recbole_hetcomp.keys import check_keys, check_teacher_names
+from recbole_hetcomp.model.hetcomp import HetComp
 from recbole_hetcomp.run.fusion import fit_settings
 from recbole_hetcomp.run.teachers import check_teacher
 from recbole_hetcomp.run.training import load_data
@@ -63,6 +64,15 @@ def catalogue_room(train_dataset):
     items = train_dataset.item_num - 1  # RecBole's id 0 is padding
     max_train = int(np.diff(train_dataset.inter_matrix(form="csr").indptr).max())
     return items, max_train, items - max_train
+
+
+def no_kd_baseline(student_config):
+    """(model, row label, config overrides) of the student's architecture trained without a teacher, at the
+    student's embedding size: BPR-trained MF for the MF student, else the student's model with its own loss."""
+    d, student = student_config["embedding_size"], student_config["student"]
+    if student == "MF":
+        return "BPR", f"MF w/o KD (BPR, d={d})", {"embedding_size": d}
+    return student, f"{student} w/o KD (d={d})", {"embedding_size": d}
 
 
 def check_student(config, train_dataset, top_n):
@@ -141,10 +151,9 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
         configs[name] = make_config(name, dataset, config_files, config_dict, scoped_args(cmd_args, name, run_models))
     configs["HetComp"] = make_config("HetComp", dataset, config_files, config_dict,
                                      scoped_args(cmd_args, "HetComp", run_models))
-    if student:  # the MF baseline: BPR with the student's embedding size and the global arguments
-        configs["BPR (MF baseline)"] = make_config(
-            "BPR", dataset, config_files, {**(config_dict or {}), "embedding_size": configs["HetComp"]["embedding_size"]},
-            global_args)
+    if student:  # the baseline: the student's architecture without a teacher, the global arguments
+        model, label, over = no_kd_baseline(configs["HetComp"])
+        configs[label] = make_config(model, dataset, config_files, {**(config_dict or {}), **over}, global_args)
     check_keys(configs, config_files, cmd_args)
     for config in configs.values():
         check_values(config)  # every key's type and range (properties/ yaml), and the rules across keys
@@ -165,6 +174,8 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
     if student:
         check_student(configs["HetComp"], protocol.train_dataset,
                       min(configs[name]["trajectory_top_n"] for name in teachers))
+        if configs["HetComp"]["student"] != "MF":  # it scores the whole catalogue, with a gradient: build it once
+            HetComp(configs["HetComp"], protocol.train_dataset)
     store = TrajectoryStore(base["trajectory_store"])
     keys = {name: teacher_key(configs[name], protocol.fingerprint) for name in teachers}
     paths = {name: store.path(dataset, configs[name]["model"], keys[name]) for name in teachers}
