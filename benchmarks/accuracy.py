@@ -2,7 +2,7 @@
 
     python benchmarks/accuracy.py [--datasets ml-100k,citeulike-t] [--seeds 2020,2021,2022]
                                   [--citeulike PATH] [--threads N] [--only-aggregate]
-                                  [--no-ablations | --add-ablations]
+                                  [--no-ablations | --add-ablations | --add-kd-baselines]
 
 For each dataset and seed it runs the whole pipeline (``run_pipeline`` with ``--ablations``),
 exactly as ``python run_recbole_hetcomp.py -d <dataset> --ablations --seed=<seed>`` would:
@@ -77,7 +77,7 @@ def pipeline_settings(dataset, seed, citeulike):
     return teachers, config, [f"--{t}.eval_step={step}" for t in teachers] if step else []
 
 
-def run_one(dataset, seed, citeulike, ablations=True, student=None, out=None):
+def run_one(dataset, seed, citeulike, ablations=True, student=None, out=None, kd_baselines=False):
     """One pipeline run into ``out`` (default :func:`run_dir`); ``student`` ({key: value}) sets the
     student's own keys (``--HetComp.key=value``; its ``embedding_size`` also sets the MF baseline's)
     and leaves the teachers as they are."""
@@ -87,7 +87,7 @@ def run_one(dataset, seed, citeulike, ablations=True, student=None, out=None):
     teachers, config, scoped = pipeline_settings(dataset, seed, citeulike)
     scoped += [f"--HetComp.{key}={value}" for key, value in (student or {}).items()]
     run_pipeline(dataset, teachers=teachers, config_dict=config, cmd_args=scoped or None, output=out,
-                 ablations=ablations)
+                 ablations=ablations, kd_baselines=kd_baselines)
     atomic_write_text(out / "run.json", json.dumps({"date": date.today().isoformat(), "machine": machine()}) + "\n")
 
 
@@ -114,16 +114,16 @@ def teacher_tests(rows):
     return {r["name"]: r["test"] for r in rows if r["kind"] == "teacher"}
 
 
-def add_ablations(dataset, seed, citeulike):
-    """Train the ablation rows a recorded run lacks, one student at a time, each merged into the
-    record as soon as it finishes (a stopped session keeps the rows it finished). The teachers come
-    from the store, or are retrained, and must match the record's test metrics exactly: otherwise
-    the ablations would distil other teachers than the recorded student did."""
+def add_ablations(dataset, seed, citeulike, kind="ablation"):
+    """Train the ablation rows (``kind="kd baseline"``: the KD baselines' rows) a recorded run lacks, one student
+    at a time, each merged into the record as soon as it finishes (a stopped session keeps the rows it finished).
+    The teachers come from the store, or are retrained, and must match the record's test metrics exactly:
+    otherwise the added rows would distil other teachers than the recorded student did."""
     from recbole.utils import init_logger
 
     from recbole_hetcomp.config import make_config, scoped_args
     from recbole_hetcomp.run.fusion import choose_fusion
-    from recbole_hetcomp.run.pipeline import ABLATIONS, build_teachers, train_student
+    from recbole_hetcomp.run.pipeline import ABLATIONS, KD_BASELINES, build_teachers, train_student
     from recbole_hetcomp.run.training import load_data
     from recbole_hetcomp.trajectories.store import TrajectoryStore
 
@@ -131,7 +131,8 @@ def add_ablations(dataset, seed, citeulike):
     if not path.exists():
         raise SystemExit(f"no recorded run of {dataset} seed {seed} ({path}): run it first, without --add-ablations")
     record = json.loads(path.read_text())
-    missing = [(label, over) for label, over in ABLATIONS if label not in {r["name"] for r in record["rows"]}]
+    variants = KD_BASELINES if kind == "kd baseline" else ABLATIONS
+    missing = [(label, over) for label, over in variants if label not in {r["name"] for r in record["rows"]}]
     if not missing:
         return
     teachers, config, scoped = pipeline_settings(dataset, seed, citeulike)
@@ -161,12 +162,12 @@ def add_ablations(dataset, seed, citeulike):
         with tempfile.TemporaryDirectory(prefix="ablation-", dir=run_dir(dataset, seed)) as workdir:
             row, _ = train_student(dataset, trajectories, Path(workdir), None, {**config, **over}, hetcomp_args,
                                    fusion=fusion)
-        row.update(name=label, kind="ablation", added=f"{date.today().isoformat()}, {machine()}")
+        row.update(name=label, kind=kind, added=f"{date.today().isoformat()}, {machine()}")
         record["rows"].append(row)
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
-KIND_ORDER = ("teacher", "ensemble", "student", "ablation", "baseline")
+KIND_ORDER = ("teacher", "ensemble", "student", "ablation", "kd baseline", "baseline")
 
 
 def row_key(row):
@@ -304,26 +305,31 @@ def main():
                        help="skip HetComp w/o DKC and w/o AKT (saves 2 student runs)")
     which.add_argument("--add-ablations", action="store_true",
                        help="train the ablation rows that recorded runs lack, one at a time, each recorded when it ends")
+    which.add_argument("--add-kd-baselines", action="store_true",
+                       help="train the KD baselines' rows (RD, RRD, DCD, CL-DRD) that recorded runs lack, likewise")
+    p.add_argument("--kd-baselines", action="store_true", help="new runs also train the KD baselines' rows")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     datasets = [d for d in args.datasets.split(",") if d]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    if args.add_ablations and args.only_aggregate:
-        p.error("--add-ablations trains; drop --only-aggregate")
-    if not args.only_aggregate and not args.add_ablations:
+    adding = "ablation" if args.add_ablations else "kd baseline" if args.add_kd_baselines else None
+    if adding and args.only_aggregate:
+        p.error("--add-ablations and --add-kd-baselines train; drop --only-aggregate")
+    if not args.only_aggregate and not adding:
         for dataset in datasets:
             for seed in seeds:
                 if not (run_dir(dataset, seed) / "results.json").exists():
                     print(f"== {dataset} seed {seed}", flush=True)
-                    run_one(dataset, seed, args.citeulike, ablations=not args.no_ablations)
+                    run_one(dataset, seed, args.citeulike, ablations=not args.no_ablations,
+                            kd_baselines=args.kd_baselines)
     for run in sorted(RUNS.glob("*/seed-*")):  # finished runs of this call and of earlier ones
         if run.name[len("seed-"):].isdigit() and (run / "results.json").exists():
             record_run(run, run.parent.name, int(run.name[len("seed-"):]))
-    if args.add_ablations:  # after the records above, so a finished but unrecorded run counts
+    if adding:  # after the records above, so a finished but unrecorded run counts
         for dataset in datasets:
             for seed in seeds:
-                add_ablations(dataset, seed, args.citeulike)
+                add_ablations(dataset, seed, args.citeulike, kind=adding)
     # every dataset with a recorded run, not only those of this call
     everything = sorted(p.name for p in RECORDS.iterdir() if p.is_dir()) if RECORDS.is_dir() else []
     results = [r for r in (aggregate(d) for d in everything) if r]
