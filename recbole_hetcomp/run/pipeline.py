@@ -94,7 +94,7 @@ def teacher_row(traj):
     meta = traj.meta
     return {"name": traj.teacher, "kind": "teacher", "params": meta.get("params", 0),
             "test": meta.get("test", {}), "valid": meta.get("valid", {}),
-            "train_s": meta.get("train_s"), "reused": meta.get("reused", False),
+            "train_s": meta.get("train_s"), "epochs": meta.get("epochs"), "reused": meta.get("reused", False),
             "infer_ms_per_1k_users": meta.get("infer_ms_per_1k_users"),
             "milestone_epochs": meta.get("milestone_epochs")}
 
