@@ -2,7 +2,8 @@
 
 Precedence, lowest first:
 RecBole's overall / model / dataset yaml  <  our ``properties/overall.yaml``  <
-our ``properties/model/<Model>.yaml``  <  our ``properties/dataset/<dataset>.yaml`` (its
+our ``properties/model/<Model>.yaml`` (for HetComp with ``student: <Model>``, that model's RecBole and
+our yaml first)  <  our ``properties/dataset/<dataset>.yaml`` (its
 ``<Model>.key`` lines, for that model only, over its plain keys)  <
 config files  <  config dict  <  command-line ``--key=value``.
 
@@ -17,6 +18,7 @@ import recbole
 import yaml
 from recbole.config import Config as RecBoleConfig
 
+from recbole_hetcomp.model.hetcomp import student_class
 from recbole_hetcomp.registry import get_model
 from recbole_hetcomp.schema import check_early
 from recbole_hetcomp.settings import properties_dir
@@ -120,10 +122,14 @@ class Config(RecBoleConfig):
         """For HetComp with ``student: <Model>`` (not MF): that model's RecBole defaults and ours, laid under
         HetComp's yaml (so the student keeps HetComp's embedding size, learning rate and batches)."""
         student = self.external_config_dict.get("student")
-        if model != "HetComp" or student in (None, "MF") or not isinstance(student, str):
+        if model != "HetComp" or student is None or str(student).upper() == "MF":
             return []
-
-
+        try:
+            student = get_model(student).__name__  # as RecBole spells it (lightgcn -> LightGCN)
+        except ValueError:
+            pass  # student_class names the problem in one line
+        student = student_class(student).__name__  # one line for a model that cannot be a student
+        self.external_config_dict["student"] = student
         return [Path(recbole.__file__).parent / "properties" / "model" / f"{student}.yaml",
                 props / "model" / f"{student}.yaml"]
 
@@ -133,8 +139,10 @@ class Config(RecBoleConfig):
         for key in [k for k in loaded if isinstance(k, str) and "." in k]:
             value = self.internal_config_dict.pop(key)
             scope, name = key.split(".", 1)
-            if scope == model:
+            if scope.lower() == str(model).lower():
                 self.internal_config_dict[name] = value
+            else:
+                get_model(scope)  # a scope that names no model is an error, as on the command line
 
 
 def make_config(model, dataset, config_files=None, config_dict=None, cmd_args=None):

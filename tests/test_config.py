@@ -268,3 +268,17 @@ def test_every_scope_in_our_dataset_yaml_names_a_known_model():
             if "." in key:
                 scope, name = key.split(".", 1)
                 assert get_model(scope) is not None and name, f"{path.name}: {key}"
+
+
+def test_a_scope_in_a_datasets_yaml_that_names_no_model_is_an_error(synth_config, synth_shared, tmp_path, monkeypatch):
+    _props_with_dataset_yaml(tmp_path, monkeypatch, synth_shared[1], "LightGNC.train_batch_size: 4096\n")
+    with pytest.raises(ValueError, match="unknown model 'LightGNC'"):
+        synth_config("BPR")
+    _props_with_dataset_yaml(tmp_path / "b", monkeypatch, synth_shared[1], "lightgcn.train_batch_size: 4096\n")
+    assert synth_config("LightGCN")["train_batch_size"] == 4096  # scopes are case-insensitive, as on the CLI
+
+
+def test_a_general_student_brings_its_own_defaults_under_hetcomps(synth_config):
+    config = synth_config("HetComp", student="lightgcn")
+    assert config["student"] == "LightGCN" and config["n_layers"] == 2  # RecBole's LightGCN default
+    assert config["embedding_size"] == 6 and config["learning_rate"] == 0.001  # HetComp's, not LightGCN's 64

@@ -287,7 +287,7 @@ def test_cli_student_lightgcn_and_its_own_baseline(synth_shared, tmp_path, two_r
 
     data_path, name = synth_shared
     _, _, _, out = two_runs
-    code = cli.main(["-d", name, "--teachers", "BPR,EASE", "--student", "LightGCN", "--output", str(tmp_path / "s"),
+    code = cli.main(["-d", name, "--teachers", "BPR,EASE", "--student", "lightgcn", "--output", str(tmp_path / "s"),
                      f"--data_path={data_path}", f"--trajectory_store={out / 'store'}",
                      *[f"--{k}={v}" for k, v in SMALL.items()], "--HetComp.epochs=10", "--HetComp.eval_step=5",
                      "--HetComp.embedding_size=4"])
@@ -295,16 +295,22 @@ def test_cli_student_lightgcn_and_its_own_baseline(synth_shared, tmp_path, two_r
     rows = json.loads((tmp_path / "s" / "results.json").read_text())["rows"]
     student, baseline = rows[-2], rows[-1]
     assert student["name"] == "HetComp" and baseline["name"] == "LightGCN w/o KD (d=4)"
-    assert student["params"] == baseline["params"] == 4 * (61 + 81)
+    assert student["params"] == baseline["params"] == 4 * (61 + 81)  # lightgcn: names are case-insensitive
     assert rows[0]["reused"]  # the teachers (BPR at its own settings) are the stored ones: --student is HetComp's
 
 
-def test_cli_student_that_cannot_learn_is_one_line_before_training(synth_shared, tmp_path, capsys):
+@pytest.mark.parametrize("student, message", [
+    ("NeuMF", "student=NeuMF: it cannot score the whole catalogue"),
+    ("SASRec", "student=SASRec: a SEQUENTIAL model"),
+    ("Foo", "student=Foo: not a RecBole model"),
+    ("EASE", "student=EASE: it is fitted in one shot"),
+])
+def test_cli_student_that_cannot_learn_is_one_line_before_training(synth_shared, tmp_path, capsys, student, message):
     import run_recbole_hetcomp as cli
 
     data_path, name = synth_shared
-    code = cli.main(["-d", name, "--teachers", "BPR", "--student", "NeuMF", "--output", str(tmp_path / "s"),
+    code = cli.main(["-d", name, "--teachers", "BPR", "--student", student, "--output", str(tmp_path / "s"),
                      f"--data_path={data_path}", *[f"--{k}={v}" for k, v in SMALL.items()]])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "student=NeuMF: it cannot score the whole catalogue" in err[0]
+    assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "s").exists() and not (tmp_path / "trajectories").exists()

@@ -252,8 +252,9 @@ def test_tensors_follow_the_configured_device(synth_config, teachers):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_one_epoch_on_cuda(synth_config, teachers):
-    data, model, trainer = make_trainer(synth_config, teachers, use_gpu=True)
+@pytest.mark.parametrize("student", ["MF", "LightGCN"])
+def test_one_epoch_on_cuda(synth_config, teachers, student):
+    data, model, trainer = make_trainer(synth_config, teachers, use_gpu=True, student=student)
     assert trainer.device.type == "cuda"
     for epoch in range(0, 11):
         trainer._train_epoch(data.train, epoch)
@@ -472,3 +473,18 @@ def test_a_general_student_without_gradient_is_one_line(synth_config, teachers, 
     monkeypatch.setattr(hetcomp_model, "recbole_model", lambda name: Counts)
     with pytest.raises(ValueError, match="student=Counts: its full-catalogue scores carry no gradient"):
         make_trainer(synth_config, teachers, student="Counts")
+
+
+def test_a_model_file_saved_before_the_student_keys_loads_as_mf(synth_config, teachers):
+    data = student_data(synth_config)
+    for key in ("student", "kd_method", "kd_weight", "rd_lambda", "rd_mu"):
+        data.config.final_config_dict.pop(key)  # what an older HetComp.pth's pickled config holds
+    model = HetComp(data.config, data.train_dataset)
+    assert model.net is None and model.kd_method == "hetcomp" and model.user_embedding.weight.shape[1] == 4
+
+
+def test_dkc_lists_come_from_the_model_in_eval_mode(synth_config, teachers):
+    _, model, _ = make_trainer(synth_config, teachers, student="NGCF", embedding_size=4)
+    model.train()
+    first = model.top_unobserved(10)
+    assert model.training and torch.equal(model.top_unobserved(10), first)  # no dropout in them; mode restored

@@ -114,3 +114,16 @@ def csr_to_padded(indptr, items, users=None, pad=-1):
         src = (starts.unsqueeze(1) + pos)[keep]
         out[keep] = items[src]
     return out
+
+
+def csr_row_mask(indptr, items, rows, n_items):
+    """bool [len(rows), n_items]: True at each row's CSR items and at column 0 (RecBole's padding item). The work
+    is the rows' entries, not len(rows) times the longest row."""
+    start = indptr[rows]
+    count = indptr[rows + 1] - start
+    at = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), count)
+    shift = torch.repeat_interleave(start - (torch.cumsum(count, 0) - count), count)
+    mask = torch.zeros(rows.numel(), n_items, dtype=torch.bool, device=rows.device)
+    mask[at, items[torch.arange(at.numel(), device=rows.device) + shift]] = True
+    mask[:, 0] = True
+    return mask

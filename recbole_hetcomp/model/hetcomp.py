@@ -9,7 +9,8 @@ takes the unique users of the batch and applies the overall (set-level) loss or 
 loss mode are set by :class:`~recbole_hetcomp.trainer.hetcomp.HetCompTrainer`, which runs
 the curriculum. Built without trajectories the model only predicts (e.g. reloaded for use).
 
-With ``kd_method`` other than ``hetcomp`` the same student learns the final ensemble through a
+With ``student`` other than ``MF`` the student is that RecBole model (``self.net``), trained by the same losses on
+its full-catalogue scores. With ``kd_method`` other than ``hetcomp`` the same student learns the final ensemble through a
 ranking-KD baseline instead (RD, RRD, DCD, CL-DRD: :mod:`recbole_hetcomp.distill.kd`), without
 curriculum, on autograd [B, I] scores.
 """
@@ -22,6 +23,7 @@ from recbole.utils import get_model as recbole_model
 from torch import nn
 
 from recbole_hetcomp.distill import kd
+from recbole_hetcomp.distill.ensemble import csr_row_mask
 from recbole_hetcomp.distill.losses import factorised_loss, overall_loss, rank_loss
 from recbole_hetcomp.model.cml import CML
 
@@ -31,15 +33,10 @@ KD_METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd")
 WITH_BASE_LOSS = ("rd", "rrd", "dcd")
 
 
-#: Caches of full-catalogue embeddings that RecBole models fill in ``full_sort_predict`` (LightGCN, NGCF, ...) and
-#: clear in their own ``calculate_loss``, which a student never calls: cleared here instead (:meth:`HetComp._fresh`).
-_SCORE_CACHES = ("restore_user_e", "restore_item_e")
-
-
 def student_class(name):
     """The class of a student architecture other than MF: our CML or a RecBole general model; ``ValueError``
     naming the reason for anything else."""
-    if name == "CML":
+    if str(name).lower() == "cml":
         return CML
     try:
         cls = recbole_model(name)
@@ -52,7 +49,7 @@ def student_class(name):
                          "HetComp's losses; use MF, LightGCN, or another model trained by gradient")
     if kind != ModelType.GENERAL:
         raise ValueError(f"student={name}: a {getattr(kind, 'name', kind)!s} model; the student must be a general "
-                         "recommender (users x items)")
+                         "recommender (users x items): use MF, LightGCN, or another general model")
     if cls.full_sort_predict is AbstractRecommender.full_sort_predict:
         raise ValueError(f"student={name}: it cannot score the whole catalogue at once (no full_sort_predict), "
                          "which HetComp's losses need; use MF, LightGCN, or another model that has one")
@@ -65,7 +62,7 @@ class HetComp(GeneralRecommender):
     def __init__(self, config, dataset, trajectories=None):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
-        self.student = config["student"]
+        self.student = config["student"] or "MF"  # a model file saved before the key existed: the MF student
         self.net = None  # the student's network when it is not MF
         if self.student == "MF":
             self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
@@ -73,16 +70,16 @@ class HetComp(GeneralRecommender):
             nn.init.normal_(self.user_embedding.weight, std=config["init_std"])
             nn.init.normal_(self.item_embedding.weight, std=config["init_std"])
         else:
-            self.net = student_class(self.student)(config, dataset)
-            self._check_differentiable()
+            self.net = student_class(self.student)(config, dataset).to(self.device)  # RecBole models put some
+            self._check_differentiable()  # buffers (LightGCN's adjacency) on the device at once
         self.clamp = float(config["score_clamp"])
         self.loss_weights = {"overall": float(config["overall_loss_weight"]),
                              "rank": float(config["rank_loss_weight"])}
         self.trajectories = trajectories
-        self.kd_method = config["kd_method"]
+        self.kd_method = config["kd_method"] or "hetcomp"  # likewise
         if self.kd_method not in KD_METHODS:
             raise ValueError(f"kd_method={self.kd_method}: must be one of {', '.join(KD_METHODS)}")
-        self.kd_weight = float(config["kd_weight"])
+        self.kd_weight = float(config["kd_weight"]) if self.kd_method != "hetcomp" else 1.0
         self.kd_options = ({"lam": float(config["rd_lambda"]), "mu": float(config["rd_mu"])}
                            if self.kd_method == "rd" else {})  # DCD: every mis-ranked candidate, no sampling
         self.kd_stage = {}  # what the trainer sets per epoch: RD's ``dynamic``, CL-DRD's ``groups``
@@ -108,19 +105,11 @@ class HetComp(GeneralRecommender):
         Built from the training matrix's CSR rows, so the work is the batch's interactions,
         not B times the longest history.
         """
-        start = self.history_indptr[users]
-        count = self.history_indptr[users + 1] - start
-        rows = torch.repeat_interleave(torch.arange(users.numel(), device=users.device), count)
-        shift = torch.repeat_interleave(start - (torch.cumsum(count, 0) - count), count)
-        items = self.history_items[torch.arange(rows.numel(), device=users.device) + shift]
-        mask = torch.zeros(users.numel(), self.n_items, dtype=torch.bool, device=users.device)
-        mask[rows, items] = True
-        mask[:, 0] = True
-        return mask
+        return csr_row_mask(self.history_indptr, self.history_items, users, self.n_items)
 
     def _check_differentiable(self):
         with torch.enable_grad():
-            scores = self.forward(torch.ones(1, dtype=torch.long))
+            scores = self.forward(torch.ones(1, dtype=torch.long, device=self.device))
         self._fresh()
         if not scores.requires_grad:
             raise ValueError(f"student={self.student}: its full-catalogue scores carry no gradient (a model fitted in "
@@ -128,8 +117,10 @@ class HetComp(GeneralRecommender):
                              "losses); use MF, LightGCN, or another model trained by gradient")
 
     def _fresh(self):
-        """Forget the full-catalogue embeddings a RecBole student cached in its ``full_sort_predict``."""
-        for name in _SCORE_CACHES:
+        """Forget what a RecBole student cached in its ``full_sort_predict`` (LightGCN's and NGCF's full-catalogue
+        embeddings, DMF's item tower: its ``other_parameter_name``), which it clears in its own ``calculate_loss``,
+        never called here."""
+        for name in getattr(self.net, "other_parameter_name", ()):
             if getattr(self.net, name, None) is not None:
                 setattr(self.net, name, None)
 
@@ -228,11 +219,12 @@ class HetComp(GeneralRecommender):
     @torch.no_grad()
     def top_unobserved(self, k, chunk_users=1024):
         """Every user's top-k items outside their training items: long [U, k]."""
-        if self.net is not None:
-            self._fresh()
+        was_training = self.training
+        self.eval()  # no dropout in the lists DKC compares (and a fresh cache for a RecBole student)
         out = torch.zeros(self.n_users, k, dtype=torch.long, device=self.history_items.device)
         for a in range(0, self.n_users, chunk_users):
             users = torch.arange(a, min(a + chunk_users, self.n_users), device=self.history_items.device)
             scores = self.forward(users).masked_fill(self.train_mask(users), float("-inf"))
             out[users] = torch.topk(scores, k, dim=1).indices
+        self.train(was_training)
         return out

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import recbole
 import torch
+import yaml
 
 from recbole_hetcomp.config import make_config, scoped_args, split_global_args
 from recbole_hetcomp.data.checks import warn_uncovered
@@ -68,11 +70,15 @@ def catalogue_room(train_dataset):
 
 def no_kd_baseline(student_config):
     """(model, row label, config overrides) of the student's architecture trained without a teacher, at the
-    student's embedding size: BPR-trained MF for the MF student, else the student's model with its own loss."""
+    student's size: BPR-trained MF for the MF student, else the student's model with its own loss and the
+    student's values of its architecture keys (those of its RecBole yaml: LightGCN's ``n_layers``, ...)."""
     d, student = student_config["embedding_size"], student_config["student"]
     if student == "MF":
         return "BPR", f"MF w/o KD (BPR, d={d})", {"embedding_size": d}
-    return student, f"{student} w/o KD (d={d})", {"embedding_size": d}
+    path = Path(recbole.__file__).parent / "properties" / "model" / f"{student}.yaml"
+    keys = set(yaml.safe_load(path.read_text()) or {}) if path.is_file() else set()
+    over = {k: student_config[k] for k in keys if k in student_config and "neg_sample" not in k}
+    return student, f"{student} w/o KD (d={d})", {**over, "embedding_size": d}
 
 
 def check_student(config, train_dataset, top_n):

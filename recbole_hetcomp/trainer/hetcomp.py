@@ -38,7 +38,7 @@ class UserBatches:
     RecBole's seed initialises), ``size`` users a batch: what ``hetcomp_batch: users`` trains on instead of
     RecBole's batches of interactions. The loss reads only the users of a batch (its targets are per user)."""
 
-    shuffle = True  # what RecBole's _train_epoch asks of its data (it only acts on it in distributed training)
+    shuffle = False  # what RecBole's _train_epoch asks (True makes it reseed a sampler, in distributed training)
 
     def __init__(self, users, size, uid_field):
         self.users, self.size, self.uid_field = users, int(size), uid_field
@@ -59,7 +59,7 @@ class HetCompTrainer(CheckpointMixin, Trainer):
             raise ValueError("HetCompTrainer needs a HetComp model built with the teachers' trajectories")
         names = [t.teacher for t in model.trajectories]
         self.akt = bool(config["akt"])
-        self.kd_method = config["kd_method"]
+        self.kd_method = config["kd_method"] or "hetcomp"
         baseline = self.kd_method != "hetcomp"  # a KD baseline learns the final ensemble: no curriculum
         self.curriculum = Curriculum(
             model.trajectories, model.n_items, k_target=config["hetcomp_k"], p_obs=config["hetcomp_p"],
@@ -87,7 +87,8 @@ class HetCompTrainer(CheckpointMixin, Trainer):
             self.dkc_done_epoch = epoch
         if mode == "rank" and self.loss_switch_epoch is None:
             self.loss_switch_epoch = epoch
-            logger.info(f"HetComp: epoch {epoch}: using the rank loss from now on")
+            if self.kd_method == "hetcomp":
+                logger.info(f"HetComp: epoch {epoch}: using the rank loss from now on")
 
     def _baseline_stage(self, epoch):
         """What a KD baseline's loss changes with the epoch: RD's rank-discrepancy weights after ``rd_warmup``
