@@ -488,3 +488,13 @@ def test_dkc_lists_come_from_the_model_in_eval_mode(synth_config, teachers):
     model.train()
     first = model.top_unobserved(10)
     assert model.training and torch.equal(model.top_unobserved(10), first)  # no dropout in them; mode restored
+
+
+def test_a_kd_baselines_bpr_covers_every_training_item_of_a_user_batch(synth_config, teachers):
+    _, model, _ = make_trainer(synth_config, teachers, kd_method="rd", hetcomp_batch="users")
+    users = torch.tensor([1, 2, 5])
+    mask = model.train_mask(users)
+    scores = torch.zeros(3, model.n_items, requires_grad=True)
+    loss = model._bpr_loss({model.USER_ID: users}, users, mask, scores)
+    n_train = int((model.history_indptr[users + 1] - model.history_indptr[users]).sum())
+    assert n_train > 3 and loss.item() == pytest.approx(n_train * math.log(2))  # a pair per training item, at 0

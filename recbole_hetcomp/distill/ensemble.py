@@ -116,14 +116,20 @@ def csr_to_padded(indptr, items, users=None, pad=-1):
     return out
 
 
-def csr_row_mask(indptr, items, rows, n_items):
-    """bool [len(rows), n_items]: True at each row's CSR items and at column 0 (RecBole's padding item). The work
-    is the rows' entries, not len(rows) times the longest row."""
+def csr_entries(indptr, items, rows):
+    """The CSR entries of ``rows``, flat: (the position in ``rows`` of each entry's row, its item), both long."""
     start = indptr[rows]
     count = indptr[rows + 1] - start
     at = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), count)
     shift = torch.repeat_interleave(start - (torch.cumsum(count, 0) - count), count)
+    return at, items[torch.arange(at.numel(), device=rows.device) + shift]
+
+
+def csr_row_mask(indptr, items, rows, n_items):
+    """bool [len(rows), n_items]: True at each row's CSR items and at column 0 (RecBole's padding item). The work
+    is the rows' entries, not len(rows) times the longest row."""
+    at, entries = csr_entries(indptr, items, rows)
     mask = torch.zeros(rows.numel(), n_items, dtype=torch.bool, device=rows.device)
-    mask[at, items[torch.arange(at.numel(), device=rows.device) + shift]] = True
+    mask[at, entries] = True
     mask[:, 0] = True
     return mask

@@ -23,7 +23,7 @@ from recbole.utils import get_model as recbole_model
 from torch import nn
 
 from recbole_hetcomp.distill import kd
-from recbole_hetcomp.distill.ensemble import csr_row_mask
+from recbole_hetcomp.distill.ensemble import csr_entries, csr_row_mask
 from recbole_hetcomp.distill.losses import factorised_loss, overall_loss, rank_loss
 from recbole_hetcomp.model.cml import CML
 
@@ -178,17 +178,14 @@ class HetComp(GeneralRecommender):
     def _bpr_loss(self, interaction, users, mask, scores):
         """BPR over the batch's (user, item) interactions, on the users' (clamped) ``scores``, each against one item
         drawn uniformly, drawn again once where the first draw is a training item of that user (a second hit is
-        kept: rare, and harmless). With ``hetcomp_batch: users`` (no items in the batch) each user's positive is
-        one of its training items."""
+        kept: rare, and harmless). With ``hetcomp_batch: users`` (no items in the batch) the interactions are
+        all of the batch users' training items, so an epoch covers every interaction once either way."""
         if self.ITEM_ID in interaction:
             u, pos = interaction[self.USER_ID], interaction[self.ITEM_ID]
+            row = torch.searchsorted(users, u)  # users are unique and sorted (torch.unique)
         else:
-            start = self.history_indptr[users]
-            count = self.history_indptr[users + 1] - start
-            u = users[count > 0]
-            pick = (torch.rand(u.numel(), device=u.device) * count[count > 0]).long()
-            pos = self.history_items[start[count > 0] + pick]
-        row = torch.searchsorted(users, u)  # users are unique and sorted (torch.unique)
+            row, pos = csr_entries(self.history_indptr, self.history_items, users)
+            u = users[row]
         neg = torch.randint(1, self.n_items, u.shape, device=u.device)
         again = torch.randint(1, self.n_items, u.shape, device=u.device)
         neg = torch.where(mask[row, neg], again, neg)
