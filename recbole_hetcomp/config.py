@@ -130,8 +130,7 @@ class Config(RecBoleConfig):
             pass  # student_class names the problem in one line
         student = student_class(student).__name__  # one line for a model that cannot be a student
         self.external_config_dict["student"] = student
-        return [Path(recbole.__file__).parent / "properties" / "model" / f"{student}.yaml",
-                props / "model" / f"{student}.yaml"]
+        return [recbole_model_yaml(student), props / "model" / f"{student}.yaml"]
 
     def _apply_scoped(self, loaded, model):
         """A ``<Model>.key: value`` line of our yaml (a dataset's settings for one model, the yaml form of the
@@ -143,6 +142,11 @@ class Config(RecBoleConfig):
                 self.internal_config_dict[name] = value
             else:
                 get_model(scope)  # a scope that names no model is an error, as on the command line
+
+
+def recbole_model_yaml(model):
+    """The path of RecBole's own yaml defaults for ``model`` (it may not exist: not every model has one)."""
+    return Path(recbole.__file__).parent / "properties" / "model" / f"{model}.yaml"
 
 
 def make_config(model, dataset, config_files=None, config_dict=None, cmd_args=None):

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import recbole
 import torch
 import yaml
 
-from recbole_hetcomp.config import make_config, scoped_args, split_global_args
+from recbole_hetcomp.config import make_config, recbole_model_yaml, scoped_args, split_global_args
 from recbole_hetcomp.data.checks import warn_uncovered
 from recbole_hetcomp.distill.ensemble import importance, importance_from_config, teacher_weight_vector
 from recbole_hetcomp.keys import check_keys, check_teacher_names
@@ -75,7 +74,7 @@ def no_kd_baseline(student_config):
     d, student = student_config["embedding_size"], student_config["student"]
     if student == "MF":
         return "BPR", f"MF w/o KD (BPR, d={d})", {"embedding_size": d}
-    path = Path(recbole.__file__).parent / "properties" / "model" / f"{student}.yaml"
+    path = recbole_model_yaml(student)
     keys = set(yaml.safe_load(path.read_text()) or {}) if path.is_file() else set()
     over = {k: student_config[k] for k in keys if k in student_config and "neg_sample" not in k}
     return student, f"{student} w/o KD (d={d})", {**over, "embedding_size": d}
