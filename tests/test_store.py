@@ -394,3 +394,15 @@ def test_metric_decimal_place_changes_the_trajectory(rounding_runs):
 def test_metric_decimal_place_changes_the_key(rounding_runs):
     (d4, _), (d0, _) = rounding_runs[4], rounding_runs[0]
     assert teacher_key(d4.config, d4.fingerprint) != teacher_key(d0.config, d0.fingerprint)
+
+
+def test_load_maps_the_arrays_and_keeps_writes_private(saved):
+    store, traj, path = saved
+    got = store.load(DS, TEACHER, KEY, FP)
+    maps = [line.split() for line in open("/proc/self/maps") if line.rstrip().endswith(str(path / "top.npy"))]
+    spans = [tuple(int(x, 16) for x in fields[0].split("-")) for fields in maps]
+    assert any(a <= got.top.data_ptr() < b for a, b in spans)  # the tensor's memory is the file's mapping
+    before = (path / "top.npy").read_bytes()
+    got.top[0, 0, 0] = 49  # copy-on-write: this process's copy changes, the file does not
+    assert (path / "top.npy").read_bytes() == before
+    assert torch.equal(store.load(DS, TEACHER, KEY, FP).top, traj.top)

@@ -72,6 +72,7 @@ __all__ = [
     "dkc_step",
     "dkc_done",
     "point_shares",
+    "observed_top",
 ]
 
 #: Upper bound on the entries of the [chunk users, items] position map built by the discrepancy
@@ -145,7 +146,8 @@ def _discrepancy_rows(student: torch.Tensor, source: torch.Tensor, rows: torch.T
     device = source.device
     n_users, n_lists = rows.shape
     k = source.shape[1]
-    source = source.to(torch.long)  # gather indices are int64 (no copy when they already are)
+    # ``source`` keeps its dtype (the curriculum's int32 lists): a chunk's rows are selected in it and
+    # widened to the int64 that gather needs, never the whole of ``source``
     student = student.to(device=device, dtype=torch.long).reshape(n_users, k)
     rows = rows.to(device=device, dtype=torch.long)
     acc = _acc_dtype(device)
@@ -162,6 +164,7 @@ def _discrepancy_rows(student: torch.Tensor, source: torch.Tensor, rows: torch.T
         positions = torch.arange(k, device=device, dtype=pos_dtype).expand(c, k)
         table = torch.empty(c, k + 1, dtype=torch.long, device=device)
         lists = torch.empty(c * n_lists, k, dtype=torch.long, device=device)
+        picked = lists if source.dtype == torch.long else torch.empty(c * n_lists, k, dtype=source.dtype, device=device)
         pos = torch.empty(c, n_lists * k, dtype=pos_dtype, device=device)
         pos_long = torch.empty(c, n_lists * k, dtype=torch.long, device=device)
         hit_weights = torch.empty(c, n_lists * k, dtype=torch.long, device=device)
@@ -173,7 +176,9 @@ def _discrepancy_rows(student: torch.Tensor, source: torch.Tensor, rows: torch.T
             t = table[:n].zero_()
             t.scatter_add_(1, m.gather(1, s).long(), weights.expand(n, k))
             li = lists[: n * n_lists]
-            torch.index_select(source, 0, rows[start : start + n].reshape(-1), out=li)
+            torch.index_select(source, 0, rows[start : start + n].reshape(-1), out=picked[: n * n_lists])
+            if picked is not lists:
+                li.copy_(picked[: n * n_lists])
             li.clamp_(max=absent)
             p = pos[:n]
             torch.gather(m, 1, li.view(n, n_lists * k), out=p)
@@ -347,10 +352,26 @@ def point_shares(v: torch.Tensor, T: int) -> torch.Tensor:
     return counts / max(n_users, 1)
 
 
+def observed_top(trajectories, n_items, p_obs, weights=None, imp=None, device="cpu", chunk_users=1024):
+    """Pobs [U, p_obs]: the ensemble's first ``p_obs`` training items of each user, from every teacher's ranking
+    of them (its CSR ``obs_indptr``/``obs_items``). Users go a chunk at a time, each padded to its own longest
+    list, so memory follows the chunk: a padded [U, longest user] block would be 8 GB a teacher at ml-20m."""
+    n_users = trajectories[0].obs_indptr.numel() - 1
+    out = torch.full((n_users, p_obs), -1, dtype=torch.long, device=device)
+    for start in range(0, n_users, chunk_users):
+        users = torch.arange(start, min(n_users, start + chunk_users))
+        obs = [csr_to_padded(t.obs_indptr, t.obs_items, users) for t in trajectories]
+        width = max(o.shape[1] for o in obs)
+        obs = torch.stack([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=-1) for o in obs])
+        out[start:start + users.numel()] = ensemble_top(obs.to(device), n_items, p_obs, weights, **(imp or {}))
+    return out
+
+
 class Curriculum:
     """DKC state of one student run over the teachers' stored trajectories.
 
-    Holds every teacher's points as long [M, T, U, N], the current point ``v`` [M, U] and
+    Holds every teacher's points as int32 [M, T, U, N] (item ids fit, and it halves the largest state
+    of a run: 1.3 GB at ml-20m's shape), the current point ``v`` [M, U] and
     the remembered distance ``last`` [M, U]. :meth:`targets` rebuilds the ensemble target
     T(u) [U, K] from the current points; :attr:`observed` is Pobs [U, P], built once from
     the final points' rankings of the training items (as in the released code).
@@ -360,7 +381,7 @@ class Curriculum:
     def __init__(self, trajectories, n_items, *, k_target=100, p_obs=10, weights=None, imp=None,
                  alpha=1.05, period=10, start=10, k=50, enabled=True, device="cpu"):
         self.names = [t.teacher for t in trajectories]
-        self.tops = torch.stack([t.top for t in trajectories]).to(device=device, dtype=torch.long)
+        self.tops = torch.stack([t.top for t in trajectories]).to(device=device, dtype=torch.int32)
         m, n_points, n_users, n = self.tops.shape
         if n < k_target or n < k:
             raise ValueError(f"the stored lists hold N={n} items per user, fewer than hetcomp_k={k_target} "
@@ -379,10 +400,7 @@ class Curriculum:
         self.started = False
         self.history = []
 
-        obs = [csr_to_padded(t.obs_indptr, t.obs_items) for t in trajectories]
-        width = max(o.shape[1] for o in obs)
-        obs = torch.stack([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=-1) for o in obs])
-        self.observed = ensemble_top(obs.to(device), n_items, p_obs, self.weights, **self.imp)
+        self.observed = observed_top(trajectories, n_items, p_obs, self.weights, self.imp, device)
 
     @property
     def done(self):

@@ -53,7 +53,8 @@ def ensemble_scores(lists, n_items, weights=None, **imp):
     """Dense ensemble scores.
 
     Args:
-        lists: long [M, B, L] ranked item lists per teacher and user, -1 = padding.
+        lists: integer [M, B, L] ranked item lists per teacher and user, -1 = padding (any integer dtype:
+            the store's int32 lists are widened a block at a time).
         n_items: catalogue size I (item ids are in [0, I)).
         weights: float [M] teacher weights (default all 1).
         **imp: keyword arguments of :func:`importance`.
@@ -61,6 +62,7 @@ def ensemble_scores(lists, n_items, weights=None, **imp):
     Returns:
         float [B, I]: the summed importances (0 where an item is in no list).
     """
+    lists = lists.long()
     m, b, length = lists.shape
     device = lists.device
     w = torch.ones(m, device=device) if weights is None else weights.to(device, torch.float32)
@@ -78,7 +80,7 @@ def ensemble_top(lists, n_items, k, weights=None, chunk_users=1024, **imp):
     """The first ``k`` items of the ensemble ranking of each user.
 
     Args:
-        lists: long [M, U, L] as in :func:`ensemble_scores`.
+        lists: integer [M, U, L] as in :func:`ensemble_scores`.
         n_items: catalogue size I.
         k: list length. Only items that appear in some list are ranked; rows with fewer
            than ``k`` such items end with -1 padding.

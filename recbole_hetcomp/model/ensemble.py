@@ -44,7 +44,7 @@ class HetCompEnsemble(GeneralRecommender):
             lists = torch.stack([t.top[-1] for t in trajectories])                       # [M, U, N]
         else:
             lists = gather_points(torch.stack([t.top for t in trajectories]), points)   # [M, U, N]
-        self.register_buffer("lists", lists.to(torch.long))
+        self.register_buffer("lists", lists.to(torch.int32))  # the store's dtype: half of long's memory
         self.fake_loss = nn.Parameter(torch.zeros(1))  # RecBole's trainer needs one parameter
 
     def calculate_loss(self, interaction):

@@ -9,7 +9,8 @@ Layout: ``<root>/<dataset>/<teacher>-<key>/`` holding
 - ``meta.json``       shapes, milestones, validation score at each point, the teacher's
                       metrics, library versions, and a sha256 of every file above
 
-Size is O(T x U x N + training interactions), never O(U x I). A directory appears
+Size is O(T x U x N + training interactions), never O(U x I). :meth:`TrajectoryStore.load` maps
+the arrays (copy-on-write) instead of reading them whole. A directory appears
 only complete: it is written under a temporary name beside its final one and renamed.
 Temporary directories (``.<teacher>-<key>.<owner>-*`` while saving, ``.train-<teacher>-<owner>-*``
 while a teacher trains, ``.<teacher>-<key>.old-<owner>`` while replacing) carry their owner,
@@ -343,7 +344,9 @@ class TrajectoryStore:
                 raise StoreError(f"trajectory store {path}: {name} is missing; {hint}")
             if _sha256(file) != info["sha256"]:
                 raise StoreError(f"trajectory store {path}: {name} is damaged (checksum mismatch); {hint}")
-            arr = np.load(file, allow_pickle=False)
+            # memory-mapped copy-on-write: pages are read when used and shared with the page cache, so a
+            # trajectory that is only stacked or sliced never lives twice in memory; writes stay private
+            arr = np.load(file, allow_pickle=False, mmap_mode="c")
             if list(arr.shape) != info["shape"] or str(arr.dtype) != info["dtype"]:
                 raise StoreError(f"trajectory store {path}: {name} has shape {arr.shape}, expected {info['shape']}; {hint}")
             arrays[name] = torch.from_numpy(arr)
