@@ -11,11 +11,15 @@ split). Each fraction of the users runs in a child process of its own, so its pe
 - the store's size on disk and its load time (every teacher, checksums verified);
 - the peak RSS of the process once the curriculum state is built (:class:`~recbole_hetcomp.distill.curriculum.Curriculum`);
 - one DKC step (a non-first one: the second of two) and one target rebuild (T(u) of every user);
-- the ensemble fit (greedy, the default grid) on the final points and ~14 validation items a user;
+- the ensemble fit as a run makes it (greedy, the default grid, on at most ``ensemble_fit_users`` = 20,000 users
+  with ~14 validation items each, then on each half of those for the held-out gain), from the final points;
 - one HetComp epoch at the released batching (1,024 interactions a step, the step's unique users) and with
   ``hetcomp_batch: users`` (256 users a step): ``--steps`` steps of the real loss (forward and backward, the
   [B, I] training mask built as the model builds it) timed and extrapolated to the epoch's steps, which the
   table says.
+
+Then, in a process of its own, RecBole builds the dataset and split of a synthetic atomic file of ml-20m's size
+(20,000,263 rows), once, as a run does: its time and peak RSS (``--no-dataset`` skips it).
 
 Goals on a 2-core, 24 GB machine: peak RSS under 16 GB at full size, a DKC step and a target rebuild at most
 10 s each. Results: ``results/scale.{json,md}``. Nothing else should run meanwhile (the figures are times).
@@ -47,6 +51,7 @@ USERS, ITEMS, RATINGS = 138_493, 26_744, 20_000_263
 TEACHERS, POINTS, N, K, P, DKC_K, D = 6, 4, 100, 100, 10, 50, 6
 TRAIN_PER_USER = 0.8 * RATINGS / USERS
 VALID_PER_USER = 0.1 * RATINGS / USERS
+FIT_USERS = 20_000  # properties/overall.yaml's ensemble_fit_users
 GOALS = {"peak_rss_gib": 16.0, "dkc_step_s": 10.0, "target_rebuild_s": 10.0}
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -56,16 +61,29 @@ def popularity_logits(n_items):
     return -1.1 * torch.log(ranks + 10.0)
 
 
-def skewed_lists(rows, n, logits, gen, chunk=2048):
-    """int32 [rows, n]: distinct items per row, drawn by Gumbel top-n from the popularity logits (item 0 is
-    RecBole's padding item: never drawn)."""
+def skewed_lists(rows, n, logits, gen, chunk=8192):
+    """int32 [rows, n]: distinct items per row, popularity-skewed, ranked by Gumbel-perturbed popularity (item 0 is
+    RecBole's padding item: never drawn). Each row draws 3n items with replacement from the popularity
+    distribution and keeps its n best distinct ones by logit + Gumbel noise: the Gumbel top-n of the whole
+    catalogue would cost rows x items random numbers (an hour at ml-20m's shape). A row with fewer than n distinct
+    draws (rare) takes the Gumbel top-n of the whole catalogue."""
+    probs = torch.softmax(logits, 0)
+    probs[0] = 0
     out = torch.empty(rows, n, dtype=torch.int32)
     for a in range(0, rows, chunk):
         b = min(rows, a + chunk)
-        g = -torch.log(-torch.log(torch.rand(b - a, logits.numel(), generator=gen).clamp_min(1e-12)))
-        scores = logits + g
-        scores[:, 0] = float("-inf")
-        out[a:b] = scores.topk(n, dim=1).indices.to(torch.int32)
+        draws = torch.multinomial(probs, (b - a) * 3 * n, replacement=True, generator=gen).view(b - a, 3 * n)
+        draws = draws.sort(1).values
+        repeat = torch.zeros_like(draws, dtype=torch.bool)
+        repeat[:, 1:] = draws[:, 1:] == draws[:, :-1]
+        g = -torch.log(-torch.log(torch.rand(draws.shape, generator=gen).clamp_min(1e-12)))
+        key = torch.where(repeat, torch.tensor(float("-inf")), logits[draws] + g)
+        out[a:b] = draws.gather(1, key.topk(n, dim=1).indices).to(torch.int32)
+        short = torch.nonzero((~repeat).sum(1) < n).view(-1)
+        for r in short.tolist():
+            full = logits - torch.log(-torch.log(torch.rand(logits.numel(), generator=gen).clamp_min(1e-12)))
+            full[0] = float("-inf")
+            out[a + r] = full.topk(n).indices.to(torch.int32)
     return out
 
 
@@ -157,7 +175,7 @@ def epoch_cost(users, train, steps, gen):
 
 def child(fraction, steps, workdir):
     from recbole_hetcomp.distill.curriculum import Curriculum
-    from recbole_hetcomp.distill.fit import fit_fusion, prepare
+    from recbole_hetcomp.distill.fit import fit_fusion, halves, prepare, sample_users
 
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
@@ -180,13 +198,56 @@ def child(fraction, steps, workdir):
     _, out["target_rebuild_s"] = timed(curriculum.targets)
     final = torch.stack([t.top[-1] for t in trajs]).long()
     problem, out["fit_prepare_s"] = timed(lambda: prepare(final, valid[0], valid[1].long()))
-    fusion, out["fit_search_s"] = timed(lambda: fit_fusion(problem, [t.teacher for t in trajs]))
-    out["fit_s"] = round(out["fit_prepare_s"] + out["fit_search_s"], 1)
+    # as the run fits (run/fusion.py): on at most ensemble_fit_users of them, then on each half of those
+    problem = problem.subset(sample_users(problem.n_users, FIT_USERS, 0))
+    out["fit_users"] = problem.n_users
+    names = [t.teacher for t in trajs]
+    fusion, out["fit_search_s"] = timed(lambda: fit_fusion(problem, names))
+    _, out["fit_held_out_s"] = timed(lambda: [fit_fusion(problem.subset(h), names) for h in halves(problem.n_users)])
+    out["fit_s"] = round(out["fit_prepare_s"] + out["fit_search_s"] + out["fit_held_out_s"], 1)
     out["epoch"] = epoch_cost(users, train, steps, gen)
     out["peak_rss_gib"] = round(peak_rss_gib(), 2)
     for key in ("write_s", "load_s", "curriculum_build_s", "dkc_step_s", "target_rebuild_s", "fit_prepare_s",
-                "fit_search_s"):
+                "fit_search_s", "fit_held_out_s"):
         out[key] = round(out[key], 2)
+    shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(out), flush=True)
+
+
+def data_child(workdir, fraction=1.0):
+    """RecBole's dataset build and split (once, as a run makes it: ``load_data`` of the first model) of a synthetic
+    ml-20m-sized atomic file: users with log-normal activity (at least 5 ratings each), popularity-skewed items (a user may repeat an item, as
+    a log can)."""
+    import numpy as np
+
+    from recbole_hetcomp.config import make_config
+    from recbole_hetcomp.run.training import load_data
+
+    gen = torch.Generator().manual_seed(0)
+    root = Path(workdir) / "data"
+    inter = root / "ml-20m" / "ml-20m.inter"
+    inter.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    n_users, n_ratings = round(USERS * fraction), round(RATINGS * fraction)
+    count = counts(n_users, n_ratings / n_users, gen).clamp_max(ITEMS // 2)
+    count = (count.double() * n_ratings / count.sum()).round().long().clamp(5, ITEMS // 2)
+    indptr, items = csr(count, popularity_logits(ITEMS), gen)
+    users = torch.repeat_interleave(torch.arange(1, n_users + 1), count).numpy()
+    stamps = np.random.default_rng(0).integers(789_652_009, 1_427_784_002, users.size)
+    with open(inter, "w") as f:
+        f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+        for a in range(0, users.size, 1 << 20):
+            b = min(users.size, a + (1 << 20))
+            rows = np.column_stack([users[a:b], items[a:b].numpy(), np.full(b - a, 4), stamps[a:b]])
+            f.write("".join(f"{u}\t{i}\t{r}.0\t{t}.0\n" for u, i, r, t in rows.tolist()))
+    out = {"rows": int(users.size), "users": n_users, "write_s": round(time.perf_counter() - start, 1),
+           "file_bytes": inter.stat().st_size, "rss_before_gib": round(peak_rss_gib(), 2)}
+    config = make_config("BPR", "ml-20m", config_dict={"data_path": str(root), "state": "ERROR", "epochs": 1})
+    data, build_s = timed(lambda: load_data(config))
+    out.update(build_s=round(build_s, 1), peak_rss_gib=round(peak_rss_gib(), 2),
+               interactions_after_filtering=int(data.train_dataset.inter_num + data.valid._dataset.inter_num
+                                                + data.test._dataset.inter_num),
+               items=int(data.train_dataset.item_num - 1))
     shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(out), flush=True)
 
@@ -208,7 +269,7 @@ def markdown(out):
         e = r["epoch"]
         lines.append(
             f"| {r['users']:,} ({r['fraction']:.0%}) | {r['store_bytes'] / 2 ** 30:.2f} GiB | {r['load_s']} s | "
-            f"{r['peak_rss_curriculum_gib']} GiB | {r['dkc_step_s']} s | {r['target_rebuild_s']} s | {r['fit_s']} s | "
+            f"{r['peak_rss_curriculum_gib']} GiB | {r['dkc_step_s']} s | {r['target_rebuild_s']} s | {r['fit_s']} s ({r['fit_users']:,} users) | "
             f"{e['interactions']['epoch_s_extrapolated']} s ({e['interactions']['steps_per_epoch']:,} steps, "
             f"{e['interactions']['timed_steps']} timed) | {e['users']['epoch_s_extrapolated']} s "
             f"({e['users']['steps_per_epoch']:,} steps, {e['users']['timed_steps']} timed) | {r['peak_rss_gib']} GiB |")
@@ -216,6 +277,12 @@ def markdown(out):
     lines += ["", f"At {full['users']:,} users: peak RSS {verdict(full['peak_rss_gib'], GOALS['peak_rss_gib'])} GiB; "
               f"DKC step {verdict(full['dkc_step_s'], GOALS['dkc_step_s'])} s; target rebuild "
               f"{verdict(full['target_rebuild_s'], GOALS['target_rebuild_s'])} s."]
+    d = out.get("dataset_build")
+    if d:
+        lines += ["", "RecBole's dataset build and 80/10/10 split of a synthetic ml-20m-sized atomic file "
+                  f"({d['rows']:,} rows, {d['users']:,} users, {d['file_bytes'] / 2 ** 30:.2f} GiB; built once per run "
+                  f"as the pipeline does): {d['build_s']} s, peak RSS {d['peak_rss_gib']} GiB "
+                  f"({d['interactions_after_filtering']:,} interactions and {d['items']:,} items after RecBole's filters)."]
     return "\n".join(lines) + "\n"
 
 
@@ -224,22 +291,35 @@ def main():
     p.add_argument("--fractions", default="0.1,0.3,1.0")
     p.add_argument("--steps", type=int, default=20, help="timed loss steps per batching (then extrapolated)")
     p.add_argument("--workdir", default=None, help="where the stores are written (default: a temporary folder)")
+    p.add_argument("--no-dataset", action="store_true", help="skip the synthetic 20M-row RecBole dataset build")
     p.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--data-fraction", type=float, default=1.0, help="size of the synthetic dataset against ml-20m's "
+                   "(below 1 for a smoke test only)")
+    p.add_argument("--data-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child is not None:
         return child(args.child, args.steps, args.workdir)
-    sizes = []
+    if args.data_child:
+        return data_child(args.workdir, args.data_fraction)
+    sizes, dataset = [], None
+
+    def run_child(*extra):
+        proc = subprocess.run([sys.executable, __file__, *extra, "--steps", str(args.steps), "--workdir", work],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"{' '.join(extra)} failed (exit {proc.returncode})")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         for fraction in [float(f) for f in args.fractions.split(",") if f]:
-            proc = subprocess.run([sys.executable, __file__, "--child", str(fraction), "--steps", str(args.steps),
-                                   "--workdir", work], capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"size {fraction} failed (exit {proc.returncode})")
-            sizes.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            sizes.append(run_child("--child", str(fraction)))
             print(f"{fraction}: {sizes[-1]}", flush=True)
+        if not args.no_dataset:
+            dataset = run_child("--data-child", "--data-fraction", str(args.data_fraction))
+            print(f"dataset: {dataset}", flush=True)
     out = {"benchmark": "scale", "date": date.today().isoformat(), "machine": machine(),
-           "versions": library_versions(), "goals": GOALS, "sizes": sizes}
+           "versions": library_versions(), "goals": GOALS, "sizes": sizes, "dataset_build": dataset}
     atomic_write_text(RESULTS / "scale.json", json.dumps(out, indent=1) + "\n")
     atomic_write_text(RESULTS / "scale.md", markdown(out))
     print(markdown(out))

@@ -287,3 +287,22 @@ def test_variants_change_the_student_only_and_sit_beside_the_accuracy_run(varian
     assert teachers[0] == teachers[1] and len(teachers[0]) == len(TEACHERS)
     assert decayed["student"] != default["student"]
     assert "| weight_decay=0.5 |" in (module.RESULTS / "student_variants.md").read_text()
+
+
+def test_scale_lists_are_distinct_skewed_and_never_the_padding_item():
+    """benchmarks/scale.py's synthetic teacher lists: n distinct items a row, no item 0, popular items first."""
+    import torch
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        scale = importlib.import_module("scale")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    gen = torch.Generator().manual_seed(0)
+    lists = scale.skewed_lists(3000, 100, scale.popularity_logits(2000), gen, chunk=1024)
+    assert lists.dtype == torch.int32 and lists.shape == (3000, 100)
+    assert bool((lists > 0).all()) and all(row.unique().numel() == 100 for row in lists)
+    seen = torch.bincount(lists.view(-1).long(), minlength=2000)
+    assert seen[1:11].sum() > 20 * seen[-10:].sum()  # the ten most popular items against the ten least
+    first = lists[:, 0].float().mean()
+    assert first < lists[:, -1].float().mean()  # the ranking follows popularity (ids are popularity ranks)

@@ -148,3 +148,24 @@ def test_the_yaml_grid_is_the_fits_default():
 
     overall = yaml.safe_load((properties_dir() / "overall.yaml").read_text())
     assert check_grid(overall["ensemble_fit_grid"]) == DEFAULT_GRID and overall["ensemble_fit"] is True
+
+
+def test_ensemble_fit_users_scores_a_seeded_sample(run):
+    """Beyond ``ensemble_fit_users`` validation users the fit (and its held-out halves) scores a sample drawn by the
+    seed: the same sample, so the same fit, on a rerun; all users without the cap."""
+    from recbole_hetcomp.distill.fit import fit_fusion, sample_users
+
+    full = choose_fusion(run["base"], run["data"], run["trajectories"]).record
+    n = full["users"]
+    assert full["users_validated"] == n and full["settings"]["users"] == 20000 and n < 20000
+    capped = choose_fusion(_config(run, ensemble_fit_users=n // 3), run["data"], run["trajectories"]).record
+    assert (capped["users"], capped["users_validated"]) == (n // 3, n)
+    assert sum(capped["held_out"]["folds"][0]["users"]) == n // 3
+    rows = sample_users(n, n // 3, run["base"]["seed"])
+    assert rows.numel() == n // 3 and bool((rows[1:] > rows[:-1]).all()) and torch.equal(sample_users(n, n), torch.arange(n))
+    problem = validation_problem(run["data"], run["trajectories"]).subset(rows)
+    alone = fit_fusion(problem, TEACHERS, "recall@20", grid=capped["settings"]["grid"])
+    assert (alone.kind, alone.param, alone.weights, alone.score) == (
+        capped["fusion"]["kind"], capped["fusion"]["param"], capped["fusion"]["weights"], capped["valid_score"])
+    with pytest.raises(ValueError, match="ensemble_fit_users=0: must be an integer > 0"):
+        choose_fusion(_config(run, ensemble_fit_users=0), run["data"], run["trajectories"])

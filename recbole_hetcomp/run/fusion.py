@@ -31,6 +31,7 @@ from recbole_hetcomp.distill.fit import (
     halves,
     parse_metric,
     prepare,
+    sample_users,
     score_fusion,
 )
 from recbole_hetcomp.settings import positive_int
@@ -93,7 +94,8 @@ def fit_settings(config):
     if method not in METHODS:
         raise ValueError(f"ensemble_fit_method={method!r}: choose {' or '.join(METHODS)}")
     return {"metric": str(metric).lower(), "method": method, "grid": check_grid(config["ensemble_fit_grid"]),
-            "max_steps": positive_int(config, "ensemble_fit_max_steps"), "patience": 2}
+            "max_steps": positive_int(config, "ensemble_fit_max_steps"), "patience": 2,
+            "users": None if config["ensemble_fit_users"] is None else positive_int(config, "ensemble_fit_users")}
 
 
 def validation_problem(data, trajectories):
@@ -182,6 +184,8 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
         return RunFusion(fusion, fitted=True, record={**record, "reused": True})
     start = time.perf_counter()
     problem = validation_problem(data, trajectories)
+    total = problem.n_users
+    problem = problem.subset(sample_users(total, settings["users"], config["seed"]))  # ensemble_fit_users
     fusion = _fit(problem, names, settings, fixed)
     fit_s = time.perf_counter() - start
     held_out = _held_out(problem, given, settings, fixed, config["seed"])
@@ -191,7 +195,7 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
               "fusion": {"kind": fusion.kind, "param": fusion.param, "weights": fusion.weights},
               "valid_score": fusion.score, "equal_weights_score": score_fusion(problem, given, settings["metric"]),
               "best_teacher": {"name": names[single[0]], "score": single[1]} if single else None,
-              "users": problem.n_users, "fit_s": fit_s, "held_out": held_out, "trace": fusion.trace}
+              "users": problem.n_users, "users_validated": total, "fit_s": fit_s, "held_out": held_out, "trace": fusion.trace}
     if store is not None:
         store.save_fit(dataset, key, record)
     logger.info(f"ensemble fit ({settings['method']}, {fit_s:.1f} s): {fusion.describe()}; valid "
