@@ -196,3 +196,23 @@ def test_bad_grid_is_one_line(grid, message):
 def test_unknown_method(oracle_and_noise):
     with pytest.raises(ValueError, match="ensemble_fit_method='best': choose greedy or coordinate"):
         fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10", method="best")
+
+
+def test_prepare_in_chunks_is_the_same_problem():
+    """Blocks of users padded to the widest user of all: any chunk size gives the same tensors, also with users
+    without validation items (dropped) and -1 padding in the lists."""
+    gen = torch.Generator().manual_seed(5)
+    m, u, n, items = 3, 23, 8, 40
+    lists = torch.stack([torch.randperm(items, generator=gen)[:n] for _ in range(m * u)]).view(m, u, n)
+    lists[1, 4, 5:] = -1
+    lists[:, 7] = lists[0, 7]  # one user whose teachers agree: a narrow row
+    counts = torch.randint(0, 4, (u,), generator=gen)
+    indptr = torch.zeros(u + 1, dtype=torch.long)
+    indptr[1:] = torch.cumsum(counts, 0)
+    pos = torch.cat([torch.randperm(items, generator=gen)[:int(c)].sort().values for c in counts])
+    whole = prepare(lists.int(), indptr, pos, chunk_users=u)
+    assert whole.n_users == int((counts > 0).sum())
+    for chunk in (1, 4, 10):
+        part = prepare(lists, indptr, pos, chunk_users=chunk)
+        assert torch.equal(part.ranks, whole.ranks) and torch.equal(part.hits, whole.hits)
+        assert torch.equal(part.n_pos, whole.n_pos) and part.n == whole.n

@@ -71,16 +71,39 @@ class FitProblem:
         return FitProblem(self.ranks[rows], self.hits[rows], self.n_pos[rows], self.n)
 
 
-def prepare(lists, pos_indptr, pos_items):
-    """A :class:`FitProblem` from ``lists`` long [M, U, N] (-1 = padding) and the validation items
+def prepare(lists, pos_indptr, pos_items, chunk_users=8192):
+    """A :class:`FitProblem` from ``lists`` integer [M, U, N] (-1 = padding) and the validation items
     of the same U users as CSR (``pos_indptr`` [U + 1], ``pos_items``). Users without validation
-    items are dropped (RecBole does not evaluate them)."""
-    lists = torch.as_tensor(lists, dtype=torch.long)
+    items are dropped (RecBole does not evaluate them). Users go ``chunk_users`` at a time (the
+    temporaries are [chunk, M * N] longs), each block padded to the widest user of all: the result is
+    the same for any chunk size."""
     m, u, n = lists.shape
     indptr = torch.as_tensor(pos_indptr, dtype=torch.long)
     pos = torch.as_tensor(pos_items, dtype=torch.long)
     if indptr.numel() != u + 1:
         raise ValueError(f"the validation items are given for {indptr.numel() - 1} users, the lists for {u}")
+    blocks = []
+    for a in range(0, u, chunk_users):
+        b = min(u, a + chunk_users)
+        part = torch.as_tensor(lists[:, a:b], dtype=torch.long)
+        blocks.append(_prepare_block(part, indptr[a:b + 1] - indptr[a], pos[indptr[a]:indptr[b]]))
+    width = max([r.shape[1] for r, _, _ in blocks] + [1])
+    kept = sum(r.shape[0] for r, _, _ in blocks)
+    ranks = torch.full((kept, width, m), n, dtype=torch.int32)
+    hits = torch.zeros(kept, width, dtype=torch.bool)
+    at = 0
+    for r, h, _ in blocks:
+        ranks[at:at + r.shape[0], :r.shape[1]] = r
+        hits[at:at + r.shape[0], :r.shape[1]] = h
+        at += r.shape[0]
+    n_pos = torch.cat([p for _, _, p in blocks]) if blocks else torch.zeros(0, dtype=torch.long)
+    return FitProblem(ranks, hits, n_pos, n)
+
+
+def _prepare_block(lists, indptr, pos):
+    """(ranks, hits, n_pos) of :func:`prepare` for one block of users (long ``lists`` [M, U, N], CSR rebased to
+    the block), at the block's own width."""
+    m, u, n = lists.shape
     n_pos = indptr[1:] - indptr[:-1]
     keep = torch.nonzero(n_pos > 0).view(-1)
     slots = lists.permute(1, 0, 2).reshape(u, m * n)                     # [U, M*N] item per slot
@@ -108,7 +131,7 @@ def prepare(lists, pos_indptr, pos_items):
     cand_key = torch.arange(u).unsqueeze(1) * big + items
     at = torch.searchsorted(pos_key, cand_key).clamp_max(max(pos_key.numel() - 1, 0))
     hits = (items >= 0) & (pos_key[at] == cand_key) if pos_key.numel() else torch.zeros_like(items, dtype=torch.bool)
-    return FitProblem(ranks[keep], hits[keep], n_pos[keep], n)
+    return ranks[keep], hits[keep], n_pos[keep]
 
 
 def parse_metric(valid_metric):
