@@ -222,7 +222,32 @@ def aggregate(dataset):
                       "test": stats})
     where = sorted({f"{r['date'] or 'undated'}, {r['machine'] or 'unrecorded machine'}" for r in records.values()}
                    | {row["added"] for rows in runs.values() for row in rows if row.get("added")})
-    return {"dataset": dataset, "seeds": sorted(runs), "rows": table, "targets": targets(table), "runs_on": where}
+    return {"dataset": dataset, "seeds": sorted(runs), "rows": table, "targets": targets(table),
+            "kd_comparison": kd_comparison(table), "runs_on": where}
+
+
+def kd_comparison(table, metric="recall@20"):
+    """HetComp against the KD baselines and the same student without KD, on the seeds that have all of them:
+    each method's mean and std of test ``metric``, the winner, and its lead over the runner-up against the spread
+    (the larger of the two stds). None when no KD baseline row exists."""
+    methods = [r for r in table if r["kind"] == "kd baseline" or r["name"] == STUDENT
+               or (r["kind"] == "baseline" and r["name"].startswith("MF w/o KD"))]
+    if not any(r["kind"] == "kd baseline" for r in methods):
+        return None
+    per_seed = {r["name"]: dict(zip(r["seeds"], r["test"][metric]["values"])) for r in methods if metric in r["test"]}
+    seeds = sorted(set.intersection(*(set(v) for v in per_seed.values())))
+    if not seeds:
+        return None
+    rows = []
+    for name, values in per_seed.items():
+        xs = [values[s] for s in seeds]
+        rows.append({"name": name, "mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None})
+    rows.sort(key=lambda r: -r["mean"])
+    first, second = rows[0], rows[1]
+    spread = max((r["std"] for r in (first, second) if r["std"] is not None), default=None)
+    return {"metric": metric, "seeds": seeds, "methods": rows, "winner": first["name"],
+            "lead": first["mean"] - second["mean"], "runner_up": second["name"], "spread": spread,
+            "lead_exceeds_spread": None if spread is None else first["mean"] - second["mean"] > spread}
 
 
 def targets(table):
@@ -283,6 +308,16 @@ def markdown(result):
         x = t[key]
         lines.append(f"- {names[key]}: {x['ratio']:.3f} (target >= {x['target']:.2f}: {'met' if x['met'] else 'not met'}; "
                      f"seeds {', '.join(map(str, x['seeds']))})")
+    kd = result.get("kd_comparison")
+    if kd:
+        n = len(kd["seeds"])
+        lines += ["", f"Distillation methods, same d = 6 student and ensemble (test {kd['metric'].capitalize()}, "
+                  f"{'mean ± std over seeds' if n > 1 else 'seed'} {', '.join(map(str, kd['seeds']))}):", ""]
+        lines += [f"- {r['name']}: {r['mean']:.4f}" + ("" if r["std"] is None else f" ± {r['std']:.4f}")
+                  for r in kd["methods"]]
+        verdict = ("one seed: no spread to weigh the lead against" if kd["spread"] is None else
+                   f"{'more' if kd['lead_exceeds_spread'] else 'less'} than the larger std, {kd['spread']:.4f}")
+        lines += ["", f"Winner: {kd['winner']}, ahead of {kd['runner_up']} by {kd['lead']:.4f} ({verdict})."]
     return "\n".join(lines)
 
 

@@ -172,6 +172,29 @@ def test_a_row_of_some_seeds_only_says_which_and_has_no_std(accuracy, tmp_path, 
     assert "| HetComp w/o AKT (seed 2 only) | ablation | 10 | - | 0.3750 |" in lines[8]
 
 
+def test_the_kd_comparison_names_the_winner_on_the_seeds_every_method_has(accuracy):
+    module, _ = accuracy
+
+    def row(name, kind, values):
+        seeds = sorted(values)
+        return {"name": name, "kind": kind, "seeds": seeds, "test": {"recall@20": {"values": [values[s] for s in seeds]}}}
+
+    table = [row("EASE", "teacher", {1: 0.9, 2: 0.9, 3: 0.9}),
+             row("HetComp", "student", {1: 0.50, 2: 0.60, 3: 0.99}),
+             row("RRD (KD of the ensemble)", "kd baseline", {1: 0.55, 2: 0.625}),
+             row("RD (KD of the ensemble)", "kd baseline", {1: 0.25, 2: 0.25, 3: 0.25}),
+             row("MF w/o KD (BPR, d=6)", "baseline", {1: 0.125, 2: 0.125, 3: 0.125})]
+    kd = module.kd_comparison(table)
+    assert kd["seeds"] == [1, 2]  # seed 3 lacks RRD: HetComp's 0.99 there must not count
+    assert [(r["name"], r["mean"]) for r in kd["methods"]] == [
+        ("RRD (KD of the ensemble)", pytest.approx(0.5875)), ("HetComp", pytest.approx(0.55)),
+        ("RD (KD of the ensemble)", 0.25), ("MF w/o KD (BPR, d=6)", 0.125)]
+    assert kd["winner"] == "RRD (KD of the ensemble)" and kd["runner_up"] == "HetComp"
+    assert kd["lead"] == pytest.approx(0.0375) and kd["spread"] == pytest.approx(0.05 * 2 ** 0.5)
+    assert kd["lead_exceeds_spread"] is False
+    assert module.kd_comparison(table[:2]) is None  # no KD baseline: nothing to compare
+
+
 @pytest.fixture
 def loss_weights():
     sys.path.insert(0, str(BENCHMARKS))
