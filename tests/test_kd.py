@@ -375,3 +375,19 @@ def test_an_empty_target_list_gives_0(name):
     scores, _, train = _random_batch(seed=8)
     got = LOSSES[name](scores, torch.zeros(3, 0, dtype=torch.long), train)
     assert got.dim() == 0 and got.item() == 0.0
+
+
+def test_ranks_of_eligible_equal_the_sorted_search_with_ties():
+    """DCD's one-sort ranks equal 1 + #{eligible values greater} (the searchsorted definition) at every eligible
+    entry, ties included (values rounded to a few levels, and clamped scores tie at +-40)."""
+    from recbole_hetcomp.distill.kd import _ranks_among, _ranks_of_eligible
+
+    gen = torch.Generator().manual_seed(11)
+    values = (torch.randn(7, 50, generator=gen) * 3).round().clamp(-2, 2) * 20
+    eligible = torch.rand(7, 50, generator=gen) < 0.7
+    want = _ranks_among(values, eligible, values)
+    got = _ranks_of_eligible(values, eligible)
+    assert torch.equal(got[eligible], want[eligible])
+    row = torch.tensor([[3.0, 1.0, 3.0, 2.0, 5.0]])
+    assert _ranks_of_eligible(row, torch.ones(1, 5, dtype=torch.bool)).tolist() == [[2, 5, 2, 4, 1]]
+    assert _ranks_of_eligible(row, torch.tensor([[True, True, True, False, True]]))[0, [0, 1, 2, 4]].tolist() == [2, 4, 2, 1]

@@ -139,6 +139,7 @@ Conventions
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -206,11 +207,44 @@ def _listmle(a_list: torch.Tensor, valid: torch.Tensor, z_tail: torch.Tensor) ->
     return -torch.where(valid, terms, zero).sum()
 
 
+def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row of ``x`` (no gradient) in ascending order. On CPU through NumPy, whose values-only sort is several
+    times faster than torch's (which also computes the permutation): the same values either way."""
+    if x.device.type != "cpu":
+        return x.sort(1).values
+    return torch.from_numpy(np.sort(x.numpy(), axis=1))
+
+
+def _argsort_rows(x: torch.Tensor, descending: bool = False, stable: bool = False) -> torch.Tensor:
+    """Long [R, C]: the permutation sorting each row of ``x`` (no gradient); ``stable`` keeps equal values in
+    their column order (also when descending). On CPU through NumPy (about 3x faster than torch's sort here)."""
+    if x.device.type != "cpu":
+        return torch.sort(x, dim=1, descending=descending, stable=stable).indices
+    a = x.numpy()
+    if descending:
+        a = -a if a.dtype.kind == "f" else np.iinfo(a.dtype).max - a  # order-reversing, ties kept as ties
+    return torch.from_numpy(np.argsort(a, axis=1, kind="stable" if stable else "quicksort").astype(np.int64))
+
+
 def _ranks_among(values: torch.Tensor, eligible: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """1-based rank of each query value among the row's eligible values: 1 + #{eligible values > query}."""
-    ordered = values.masked_fill(~eligible, float("-inf")).sort(1).values
+    ordered = _sorted_rows(values.masked_fill(~eligible, float("-inf")))
     not_greater = torch.searchsorted(ordered, queries.contiguous(), right=True)
     return 1 + values.shape[1] - not_greater
+
+
+def _ranks_of_eligible(values: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
+    """:func:`_ranks_among` of every value of the row as its own query, at the eligible entries (elsewhere: any
+    value), from one sort: an entry's rank is 1 + the position where its run of equal values starts in the
+    descending order (ties share the rank; the other entries sort last as -inf, below every finite value)."""
+    masked = values.masked_fill(~eligible, float("-inf"))
+    index = _argsort_rows(masked, descending=True)
+    ordered = masked.gather(1, index)
+    at = torch.arange(values.shape[1], device=values.device).expand_as(index)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    first = torch.where(starts, at, torch.zeros_like(at)).cummax(1).values
+    return torch.empty_like(index).scatter_(1, index, first + 1)
 
 
 # ---------------------------------------------------------------------------
@@ -383,10 +417,14 @@ def _correction(x: torch.Tensor, pos: torch.Tensor, unlisted: int, k, eps, gener
     eligible = pos <= unlisted
     with torch.no_grad():
         xd = x.detach()
-        ordered_pos = pos.sort(1).values
-        lo = 1 + torch.searchsorted(ordered_pos, pos, right=False)  # 1 + #{teacher strictly better}
-        hi = torch.searchsorted(ordered_pos, pos, right=True)  # #{teacher better or tied}
-        rho = _ranks_among(xd, eligible, xd)
+        # positions are small integers (1..K+2): a histogram per row and its running sum count them, exactly as
+        # searching the sorted row would, in linear time (the searches were most of DCD's cost)
+        below = pos.new_zeros(pos.shape[0], unlisted + 3, dtype=torch.long)
+        below.scatter_add_(1, pos.long(), torch.ones(pos.shape, dtype=torch.long, device=pos.device))
+        below = below.cumsum(1)  # below[r, v] = #{pos[r] <= v}
+        lo = 1 + below.gather(1, pos.long() - 1)  # 1 + #{teacher strictly better}
+        hi = below.gather(1, pos.long())  # #{teacher better or tied}
+        rho = _ranks_of_eligible(xd, eligible)
         d_up = torch.where(eligible, rho - hi, torch.zeros_like(rho))
         d_down = torch.where(eligible, lo - rho, torch.zeros_like(rho))
         up, down = d_up > 0, d_down > 0
@@ -396,9 +434,9 @@ def _correction(x: torch.Tensor, pos: torch.Tensor, unlisted: int, k, eps, gener
         n_up = up.sum(1)
         m = int(n_up.max()) if n_up.numel() else 0
         # P in teacher order (lo ascending), ties in the student's order: two stable sorts.
-        by_score = torch.sort(xd.masked_fill(~up, float("-inf")), stable=True, dim=1, descending=True).indices
+        by_score = _argsort_rows(xd.masked_fill(~up, float("-inf")), descending=True, stable=True)
         lo_key = torch.where(up, lo, torch.full_like(lo, pos.shape[1] + 1)).gather(1, by_score)
-        order = by_score.gather(1, torch.sort(lo_key, stable=True, dim=1).indices)[:, :m]
+        order = by_score.gather(1, _argsort_rows(lo_key, stable=True))[:, :m]
         valid = torch.arange(m, device=x.device) < n_up.unsqueeze(1)
     a = x - _shift(x, eligible)
     return _listmle(a.gather(1, order), valid, _tail_mass(a, down))
