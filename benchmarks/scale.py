@@ -216,8 +216,8 @@ def child(fraction, steps, workdir):
 
 def data_child(workdir, fraction=1.0):
     """RecBole's dataset build and split (once, as a run makes it: ``load_data`` of the first model) of a synthetic
-    ml-20m-sized atomic file: users with log-normal activity (at least 5 ratings each), popularity-skewed items (a user may repeat an item, as
-    a log can)."""
+    ml-20m-sized atomic file: users with log-normal activity (at least 5 ratings each), popularity-skewed items
+    (a user may repeat an item, as a log can)."""
     import numpy as np
 
     from recbole_hetcomp.config import make_config
@@ -269,7 +269,8 @@ def markdown(out):
         e = r["epoch"]
         lines.append(
             f"| {r['users']:,} ({r['fraction']:.0%}) | {r['store_bytes'] / 2 ** 30:.2f} GiB | {r['load_s']} s | "
-            f"{r['peak_rss_curriculum_gib']} GiB | {r['dkc_step_s']} s | {r['target_rebuild_s']} s | {r['fit_s']} s ({r['fit_users']:,} users) | "
+            f"{r['peak_rss_curriculum_gib']} GiB | {r['dkc_step_s']} s | {r['target_rebuild_s']} s | "
+            f"{r['fit_s']} s ({r['fit_users']:,} users) | "
             f"{e['interactions']['epoch_s_extrapolated']} s ({e['interactions']['steps_per_epoch']:,} steps, "
             f"{e['interactions']['timed_steps']} timed) | {e['users']['epoch_s_extrapolated']} s "
             f"({e['users']['steps_per_epoch']:,} steps, {e['users']['timed_steps']} timed) | {r['peak_rss_gib']} GiB |")
