@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,17 @@ def test_a_crashing_trial_is_retried_and_reported_without_losing_the_others(loca
     assert summary["best"]["params"] == {"learning_rate": 0.01}
 
 
+def test_a_trial_run_again_counts_its_last_run_only():
+    import pandas as pd
+
+    from recbole_hetcomp.distributed.tune import _last_attempt
+
+    # a trial killed after two reports, then run again from the start (resumed search or retry)
+    df = pd.DataFrame({"training_iteration": [1, 2, 1, 2, 3, 4], "valid_ndcg@10": [.1, .2, .1, .2, .3, .4]})
+    assert list(_last_attempt(df)["valid_ndcg@10"]) == [.1, .2, .3, .4]
+    assert _last_attempt(df.iloc[:2]).equals(df.iloc[:2]) and _last_attempt(None) is None
+
+
 def test_parallel_teachers_write_the_same_store_as_sequential(local_ray, synth, tmp_path):
     from recbole_hetcomp.distributed.parallel import RayTeachers
     from recbole_hetcomp.run.pipeline import build_teachers
@@ -229,6 +241,9 @@ def test_parallel_teachers_write_the_same_store_as_sequential(local_ray, synth, 
     for s, p in zip(seq, par):
         assert s.teacher == p.teacher and torch.equal(s.top, p.top)
         assert torch.equal(s.obs_items, p.obs_items) and s.meta["test"] == p.meta["test"]
+        # where each trained (never part of the key): this process, or a Ray worker on a Ray node
+        assert s.meta["trained_on"]["ray_node"] is None and s.meta["trained_on"]["pid"] == os.getpid()
+        assert p.meta["trained_on"]["ray_node"] and p.meta["trained_on"]["pid"] != os.getpid()
     # and the parallel store is a valid store a sequential run re-uses
     store = TrajectoryStore(tmp_path / "par")
     for d in par_dirs:

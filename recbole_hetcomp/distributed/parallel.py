@@ -9,6 +9,10 @@ trains exactly as :func:`recbole_hetcomp.run.teachers.fit_teacher` does in-proce
 trajectory into the same store (atomically: a temporary directory renamed into place), so a
 later sequential run re-uses it and vice versa. On a multi-machine cluster the store and the
 data must be on a filesystem every node sees (paths are made absolute before they are sent).
+A task whose worker or node dies is retried on another node (:data:`TEACHER_RETRIES` times):
+the teacher trains again from the start into a new temporary directory, and its ``meta.json``
+records the Ray node it trained on (``trained_on``). An error of the teacher itself is not
+retried: it would fail the same way again. docs/cluster.md has the whole story.
 
 Ray is imported here only, and only when this module is used.
 """
@@ -19,6 +23,10 @@ import os
 from pathlib import Path
 
 logger = logging.getLogger("recbole_hetcomp")
+
+#: Times a teacher's Ray task is started again after its worker process or node died (Ray's
+#: default, made explicit): each retry trains the teacher from the start, so it is safe.
+TEACHER_RETRIES = 3
 
 
 @contextlib.contextmanager
@@ -62,6 +70,7 @@ def absolute_paths(config):
 
 
 def _fit_teacher_task(name, dataset, config_files, config_dict, cmd_args, rebuild, threads):
+    import ray
     import torch
 
     from recbole_hetcomp.config import make_config
@@ -71,7 +80,8 @@ def _fit_teacher_task(name, dataset, config_files, config_dict, cmd_args, rebuil
 
     torch.set_num_threads(max(1, int(threads)))
     config = make_config(name, dataset, config_files, config_dict, cmd_args)
-    return fit_teacher(load_data(config), TrajectoryStore(config["trajectory_store"]), rebuild=rebuild)
+    return fit_teacher(load_data(config), TrajectoryStore(config["trajectory_store"]), rebuild=rebuild,
+                       ray_node=ray.get_runtime_context().get_node_id())
 
 
 def ray_teacher_runner(address=None):
@@ -102,7 +112,8 @@ class RayTeachers:
         for name in teachers:
             config = make_config(name, dataset, files, config_dict, args_for[name])
             fixed = {**(config_dict or {}), **absolute_paths(config), "trajectory_store": str(Path(store_root).resolve())}
-            remote = ray.remote(num_cpus=self.cpus, num_gpus=gpus_for(config, self.gpus))(_fit_teacher_task)
+            remote = ray.remote(num_cpus=self.cpus, num_gpus=gpus_for(config, self.gpus),
+                                max_retries=TEACHER_RETRIES, retry_exceptions=False)(_fit_teacher_task)
             tasks.append(remote.remote(name, dataset, files, fixed, args_for[name], rebuild, self.cpus))
             logger.info(f"teacher {name}: submitted as a Ray task ({self.cpus} CPU, {gpus_for(config, self.gpus)} GPU)")
         try:
@@ -110,3 +121,6 @@ class RayTeachers:
         except ray.exceptions.RayTaskError as e:
             cause = e.cause if getattr(e, "cause", None) is not None else e
             raise RuntimeError(f"a teacher's Ray task failed: {type(cause).__name__}: {cause}") from None
+        except ray.exceptions.RayError as e:  # e.g. its worker or node died more often than it is retried
+            raise RuntimeError(f"a teacher's Ray task did not complete (retried up to {TEACHER_RETRIES} times): "
+                               f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from None

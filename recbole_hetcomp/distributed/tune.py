@@ -12,14 +12,26 @@ metrics (``test_<metric>``), which are reported but never used for selection. Th
 the one with the highest best validation score. A crashed trial is retried
 (``tune_max_failures``) and, if it keeps failing, reported as failed; the others go on.
 
+An interrupted search (Ctrl-C, the driver killed) resumes when the same command runs again:
+``search.json`` names the experiment and a hash of everything that defines the search, and an
+unfinished experiment of the same hash is restored (``Tuner.restore``) instead of started anew.
+Finished trials are not trained again: Tune keeps them, and a trial that finished after Tune's
+last save of its state replays its reports from its ``final.json``.
+
 Writes into ``<output>/tune/``: ``trials.md`` and ``tune_results.json`` (every trial: status,
-attempts, evaluations, parameters, best validation, test metrics), ``best_config.yaml`` and
-Ray's own experiment directory (``ray/``; each trial's logs, checkpoints and saved model).
+attempts, evaluations, parameters, best validation, test metrics, where it trained),
+``best_config.yaml``, ``search.json`` and Ray's own experiment directory (``ray/``; each trial's
+logs, checkpoints and saved model).
 """
 
+import contextlib
+import glob
+import hashlib
 import json
 import logging
 import math
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -40,20 +52,58 @@ def metric_key(valid_metric):
     return f"valid_{valid_metric.lower()}"
 
 
+def _trial_dirs(here, trial_id):
+    """Every directory of one trial: its own, and those of its earlier runs (Tune names a new one for a
+    trial restored from a state saved before the trial had started)."""
+    if not trial_id:
+        return [Path(here)]
+    return sorted({Path(here), *Path(here).parent.glob(f"*_{glob.escape(trial_id)}_*")})
+
+
+def _finished_run(here, trial_id, params):
+    """The ``final.json`` record of an earlier run of this trial that finished, or None."""
+    for folder in _trial_dirs(here, trial_id):
+        try:
+            record = json.loads((folder / "final.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if json.dumps(record["params"], sort_keys=True, default=str) == json.dumps(params, sort_keys=True, default=str):
+            return record
+    return None
+
+
 def trial(params, *, model, dataset, config_files, config_dict, cmd_args, trajectories=None, threads=1):
-    """One Ray Tune trial: train ``model`` with ``params`` over the fixed config; report as it goes."""
+    """One Ray Tune trial: train ``model`` with ``params`` over the fixed config; report as it goes.
+
+    Every report carries ``trained_on`` (host, pid, Ray node). All of them are written to
+    ``final.json`` before the last one is sent: a finished trial that Tune runs again (a search
+    resumed from a state saved before it finished) replays them instead of training again."""
+    import ray
     import torch
     from ray.air import session
     from recbole.utils import init_logger
 
     from recbole_hetcomp.config import make_config
     from recbole_hetcomp.run.pipeline import student_trajectories
+    from recbole_hetcomp.run.results import atomic_write_text
     from recbole_hetcomp.run.training import load_data, train_model
 
-    torch.set_num_threads(max(1, int(threads)))
     here = Path.cwd()  # Ray runs each trial in its own directory
+    record = _finished_run(here, session.get_trial_id(), params)
+    if record is not None:
+        for payload in record["reports"]:
+            session.report(payload)
+        return
+    torch.set_num_threads(max(1, int(threads)))
     with open(here / "attempts.log", "a") as f:  # a retried trial runs again in the same directory
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    where = {"host": platform.node(), "pid": os.getpid(), "ray_node": ray.get_runtime_context().get_node_id()}
+    reports = []
+
+    def send(payload):
+        reports.append({**payload, "trained_on": where})
+        session.report(reports[-1])
+
     config = make_config(model, dataset, config_files, {**config_dict, **params, "show_progress": False},
                          cmd_args)
     init_logger(config)  # RecBole's log file goes to the trial's directory (./log)
@@ -66,18 +116,20 @@ def trial(params, *, model, dataset, config_files, config_dict, cmd_args, trajec
 
     def report(epoch, score, result):
         best["score"] = max(best["score"], score)
-        session.report({"epoch": epoch, key: score, "best_valid": best["score"],
-                        **{f"valid_{k}": v for k, v in (result or {}).items()}})
+        send({"epoch": epoch, key: score, "best_valid": best["score"],
+              **{f"valid_{k}": v for k, v in (result or {}).items()}})
 
     (here / "checkpoints").mkdir(exist_ok=True)
     _, row = train_model(data, here / "checkpoints", save_to=here / "model.pth", on_evaluation=report, **kwargs)
     valid = row["valid"]
-    session.report({"epoch": row["epochs"] - 1, key: valid.get(config["valid_metric"].lower(), best["score"]),
-                    "best_valid": max(best["score"], valid.get(config["valid_metric"].lower(), -math.inf)),
-                    **{f"valid_{k}": v for k, v in valid.items()},
-                    **{f"test_{k}": v for k, v in row["test"].items()},
-                    "finished": True, "epochs": row["epochs"], "train_s": row["train_s"],
-                    "params": row["params"], "model_file": row.get("model_file")})
+    last = {"epoch": row["epochs"] - 1, key: valid.get(config["valid_metric"].lower(), best["score"]),
+            "best_valid": max(best["score"], valid.get(config["valid_metric"].lower(), -math.inf)),
+            **{f"valid_{k}": v for k, v in valid.items()},
+            **{f"test_{k}": v for k, v in row["test"].items()},
+            "finished": True, "epochs": row["epochs"], "train_s": row["train_s"],
+            "params": row["params"], "model_file": row.get("model_file"), "trained_on": where}
+    atomic_write_text(here / "final.json", json.dumps({"params": params, "reports": [*reports, last]}, default=str) + "\n")
+    session.report(last)
 
 
 def _milestone_union(space, base_milestones):
@@ -201,15 +253,27 @@ def _search(name, dataset, files, fixed, cmd_args, trajectories, space, num_samp
                                      cmd_args=cmd_args, trajectories=trajectories, threads=cpus)
     trainable = tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus_for(base, base["tune_gpus_per_trial"])})
     key = metric_key(base["valid_metric"])
-    tuner = tune.Tuner(
-        trainable, param_space=to_tune(space),
-        tune_config=tune.TuneConfig(metric=key, mode="max", num_samples=num_samples,
-                                    scheduler=_scheduler(scheduler, base, max_t),
-                                    max_concurrent_trials=int(base["tune_max_concurrent_trials"]) or None),
-        run_config=air.RunConfig(name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(output / "ray"),
-                                 failure_config=air.FailureConfig(max_failures=int(base["tune_max_failures"])),
-                                 verbose=1))
-    grid = tuner.fit()
+    search = search_hash(name, dataset, space, num_samples, scheduler, base, fixed, cmd_args)
+    resumed = _resumable(output, search)
+    if resumed:
+        logger.info(f"tune: resuming the interrupted search {resumed} (to start afresh instead, delete "
+                    f"{output / 'search.json'})")
+        tuner = tune.Tuner.restore(resumed, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        experiment = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # syncer=None: trial directories are written where they are read (one machine, or a shared filesystem)
+        tuner = tune.Tuner(
+            trainable, param_space=to_tune(space),
+            tune_config=tune.TuneConfig(metric=key, mode="max", num_samples=num_samples,
+                                        scheduler=_scheduler(scheduler, base, max_t),
+                                        max_concurrent_trials=int(base["tune_max_concurrent_trials"]) or None),
+            run_config=air.RunConfig(name=experiment, storage_path=str(output / "ray"),
+                                     failure_config=air.FailureConfig(max_failures=int(base["tune_max_failures"])),
+                                     sync_config=tune.SyncConfig(syncer=None), verbose=1))
+        _write_search_state(output, search, (output / "ray" / experiment).resolve(), finished=False)
+    with _plain_interrupts():
+        grid = tuner.fit()
+    _write_search_state(output, search, grid.experiment_path, finished=True)
     trials = [_trial_row(r, key, space) for r in grid]
     trials.sort(key=lambda t: -t["best_valid"] if t["best_valid"] is not None else math.inf)
     best = trials[0] if trials and trials[0]["best_valid"] is not None else None
@@ -217,14 +281,71 @@ def _search(name, dataset, files, fixed, cmd_args, trajectories, space, num_samp
             "experiment_dir": grid.experiment_path, "best": best, "trials": trials}
 
 
+@contextlib.contextmanager
+def _plain_interrupts():
+    """Ctrl-C raises KeyboardInterrupt during a search, as anywhere else in a run: Tune's own handler
+    would end the search early and return as if it had finished, with its running trials cut short."""
+    old = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old
+
+
+def search_hash(name, dataset, space, num_samples, scheduler, base, fixed, cmd_args):
+    """16 hex digits naming everything that defines a search: a search is resumed only under the same."""
+    payload = {"model": name, "dataset": dataset, "space": space, "num_samples": num_samples,
+               "scheduler": scheduler, "config": base.final_config_dict, "fixed": fixed, "args": list(cmd_args or [])}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_search_state(output, search, experiment_dir, finished):
+    atomic_write_text(output / "search.json", json.dumps(
+        {"search": search, "experiment_dir": str(experiment_dir), "finished": finished}, indent=1) + "\n")
+
+
+def _resumable(output, search):
+    """The experiment directory of an unfinished search of hash ``search`` in ``output``, or None."""
+    from ray import tune
+
+    try:
+        state = json.loads((output / "search.json").read_text())
+    except (OSError, ValueError):
+        return None
+    path = state.get("experiment_dir") if isinstance(state, dict) else None
+    if not path or state.get("finished"):
+        return None
+    if state.get("search") != search:
+        logger.warning(f"tune: the interrupted search {path} had other settings: starting a new search")
+        return None
+    if not tune.Tuner.can_restore(path):  # killed before Tune first saved its state
+        logger.warning(f"tune: the interrupted search {path} has no saved state: starting a new search")
+        return None
+    return path
+
+
+def _last_attempt(df):
+    """The rows of a trial's last run: a trial run again (retried, resumed) appends to the same log."""
+    if df is None or "training_iteration" not in df or not len(df):
+        return df
+    starts = [i for i, it in enumerate(df["training_iteration"]) if it == 1]
+    return df.iloc[starts[-1]:] if starts else df
+
+
 def _trial_row(result, key, space):
-    df = result.metrics_dataframe
+    df = _last_attempt(result.metrics_dataframe)
     reports = 0 if df is None else len(df)
     metrics = result.metrics or {}
     scores = [] if df is None or key not in df else [float(x) for x in df[key].dropna()]
     finished = bool(metrics.get("finished"))
-    attempts_file = Path(result.log_dir) / "attempts.log" if result.log_dir else None
-    attempts = len(attempts_file.read_text().splitlines()) if attempts_file and attempts_file.exists() else 0
+    attempts = 0  # training starts, over every directory of the trial (a resumed search may add one)
+    for folder in _trial_dirs(result.log_dir, metrics.get("trial_id", "")) if result.log_dir else []:
+        if (folder / "attempts.log").is_file():
+            attempts += len((folder / "attempts.log").read_text().splitlines())
     if result.error is not None:
         status = f"failed: {type(result.error).__name__}: {str(result.error).strip().splitlines()[-1][:160]}"
     elif finished:
@@ -238,7 +359,7 @@ def _trial_row(result, key, space):
             "best_valid": max(scores) if scores else None,
             "test": {m: metrics[f"test_{m}"] for m in METRIC_COLUMNS if f"test_{m}" in metrics},
             "epochs": metrics.get("epochs"), "train_s": metrics.get("train_s"), "model_file": metrics.get("model_file"),
-            "trial_dir": result.log_dir and str(result.log_dir)}
+            "trained_on": metrics.get("trained_on"), "trial_dir": result.log_dir and str(result.log_dir)}
 
 
 def _cell(value):

@@ -4,7 +4,10 @@
     traj = fit_teacher(data, TrajectoryStore("trajectories"))
 """
 
+import json
 import logging
+import os
+import platform
 
 import numpy as np
 
@@ -36,12 +39,20 @@ def check_teacher(config, train_dataset):
                          f"set --trajectory_top_n to at most {room}")
 
 
-def fit_teacher(data, store, rebuild=False):
+def trained_on(ray_node=None):
+    """Where a teacher trains: host name, process id and, as a Ray task, the Ray node's id (the
+    nodes of one machine share a host name). Recorded in its ``meta.json``, never in its key."""
+    return {"host": platform.node(), "pid": os.getpid(), "ray_node": ray_node}
+
+
+def fit_teacher(data, store, rebuild=False, ray_node=None):
     """Return the teacher's trajectory: from ``store`` if present and valid, else trained now.
 
     ``data`` is the teacher's own :class:`Data` (its config names the teacher model). The
     teacher trains exactly as RecBole would, in a private checkpoint directory; its
-    trajectory (and weights) are then written atomically to the store.
+    trajectory (and weights) are then written atomically to the store, with where it trained
+    (:func:`trained_on`; ``ray_node`` is given by a Ray task). A re-used teacher keeps the
+    record of where it was trained.
     """
     config, name = data.config, data.config["model"]
     dataset_name = config["dataset"]
@@ -57,6 +68,8 @@ def fit_teacher(data, store, rebuild=False):
     prefix = f".train-{name}-"
     try:
         workdir = store.temp_dir(dataset_name, prefix)
+        where = trained_on(ray_node)
+        (workdir / "trained_on.json").write_text(json.dumps(where) + "\n")  # who owns this directory
         recorder = TrajectoryRecorder(data.train_dataset.user_num, config["trajectory_top_n"],
                                       config["trajectory_milestones"])
         trainer, row = train_model(data, workdir, trajectory_trainer(get_trainer(config["MODEL_TYPE"], name)),
@@ -75,6 +88,7 @@ def fit_teacher(data, store, rebuild=False):
             "n_users": data.train_dataset.user_num,
             "n_items": data.train_dataset.item_num,
             "config": {k: v for k, v in sorted(config.final_config_dict.items())},
+            "trained_on": where,
         }
         traj = Trajectory(name, points, obs_items, obs_indptr, meta)
         model = trainer.model
