@@ -196,7 +196,7 @@ def child(fraction, steps, workdir):
     curriculum.step(student, 10)
     _, out["dkc_step_s"] = timed(lambda: curriculum.step(torch.randint(1, ITEMS, (users, DKC_K), generator=gen), 20))
     _, out["target_rebuild_s"] = timed(curriculum.targets)
-    final = torch.stack([t.top[-1] for t in trajs]).long()
+    final = torch.stack([t.top[-1] for t in trajs])  # int32, as run/fusion.py passes them
     problem, out["fit_prepare_s"] = timed(lambda: prepare(final, valid[0], valid[1].long()))
     # as the run fits (run/fusion.py): on at most ensemble_fit_users of them, then on each half of those
     problem = problem.subset(sample_users(problem.n_users, FIT_USERS, 0))

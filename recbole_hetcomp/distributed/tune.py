@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -86,6 +85,7 @@ def trial(params, *, model, dataset, config_files, config_dict, cmd_args, trajec
     from recbole_hetcomp.config import make_config
     from recbole_hetcomp.run.pipeline import student_trajectories
     from recbole_hetcomp.run.results import atomic_write_text
+    from recbole_hetcomp.run.teachers import trained_on
     from recbole_hetcomp.run.training import load_data, train_model
 
     here = Path.cwd()  # Ray runs each trial in its own directory
@@ -97,7 +97,7 @@ def trial(params, *, model, dataset, config_files, config_dict, cmd_args, trajec
     torch.set_num_threads(max(1, int(threads)))
     with open(here / "attempts.log", "a") as f:  # a retried trial runs again in the same directory
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    where = {"host": platform.node(), "pid": os.getpid(), "ray_node": ray.get_runtime_context().get_node_id()}
+    where = trained_on(ray.get_runtime_context().get_node_id())
     reports = []
 
     def send(payload):

@@ -109,7 +109,7 @@ def validation_problem(data, trajectories):
     users, items = users[order], items[order]
     indptr = torch.zeros(n_users + 1, dtype=torch.long)
     indptr[1:] = torch.cumsum(torch.bincount(users, minlength=n_users), 0)
-    lists = torch.stack([t.top[-1] for t in trajectories]).long()
+    lists = torch.stack([t.top[-1] for t in trajectories])  # int32: prepare widens a block of users at a time
     return prepare(lists, indptr, items)
 
 
