@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from timing import machine  # noqa: E402  (benchmarks/timing.py; ensemble_variants imports it from here)
 
+from recbole_hetcomp import __version__  # noqa: E402
 from recbole_hetcomp.run.results import METRIC_COLUMNS, atomic_write_text  # noqa: E402
 from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
@@ -88,7 +89,8 @@ def run_one(dataset, seed, citeulike, ablations=True, student=None, out=None, kd
     scoped += [f"--HetComp.{key}={value}" for key, value in (student or {}).items()]
     run_pipeline(dataset, teachers=teachers, config_dict=config, cmd_args=scoped or None, output=out,
                  ablations=ablations, kd_baselines=kd_baselines)
-    atomic_write_text(out / "run.json", json.dumps({"date": date.today().isoformat(), "machine": machine()}) + "\n")
+    atomic_write_text(out / "run.json", json.dumps({"date": date.today().isoformat(), "machine": machine(),
+                                                     "recbole_hetcomp": __version__}) + "\n")
 
 
 def record_run(run, dataset, seed, path=None, **extra):
@@ -106,7 +108,7 @@ def record_run(run, dataset, seed, path=None, **extra):
             added = []
         rows += added
     record = {"dataset": dataset, "seed": seed, **extra, "date": meta.get("date"), "machine": meta.get("machine"),
-              "rows": rows}
+              **({"recbole_hetcomp": meta["recbole_hetcomp"]} if "recbole_hetcomp" in meta else {}), "rows": rows}
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
@@ -114,7 +116,7 @@ def teacher_tests(rows):
     return {r["name"]: r["test"] for r in rows if r["kind"] == "teacher"}
 
 
-def add_ablations(dataset, seed, citeulike, kind="ablation"):
+def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
     """Train the ablation rows (``kind="kd baseline"``: the KD baselines' rows) a recorded run lacks, one student
     at a time, each merged into the record as soon as it finishes (a stopped session keeps the rows it finished).
     The teachers come from the store, or are retrained, and must match the record's test metrics exactly:
@@ -132,6 +134,8 @@ def add_ablations(dataset, seed, citeulike, kind="ablation"):
         raise SystemExit(f"no recorded run of {dataset} seed {seed} ({path}): run it first, without --add-ablations")
     record = json.loads(path.read_text())
     variants = KD_BASELINES if kind == "kd baseline" else ABLATIONS
+    if methods is not None:  # --kd-methods: only these baselines
+        variants = [(label, over) for label, over in variants if over.get("kd_method") in methods]
     missing = [(label, over) for label, over in variants if label not in {r["name"] for r in record["rows"]}]
     if not missing:
         return
@@ -162,7 +166,7 @@ def add_ablations(dataset, seed, citeulike, kind="ablation"):
         with tempfile.TemporaryDirectory(prefix="ablation-", dir=run_dir(dataset, seed)) as workdir:
             row, _ = train_student(dataset, trajectories, Path(workdir), None, {**config, **over}, hetcomp_args,
                                    fusion=fusion)
-        row.update(name=label, kind=kind, added=f"{date.today().isoformat()}, {machine()}")
+        row.update(name=label, kind=kind, added=f"{date.today().isoformat()}, {machine()}", recbole_hetcomp=__version__)
         record["rows"].append(row)
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
@@ -343,12 +347,18 @@ def main():
     which.add_argument("--add-kd-baselines", action="store_true",
                        help="train the KD baselines' rows (RD, RRD, DCD, CL-DRD) that recorded runs lack, likewise")
     p.add_argument("--kd-baselines", action="store_true", help="new runs also train the KD baselines' rows")
+    p.add_argument("--kd-methods", default=None,
+                   help="with --add-kd-baselines: only these kd_method values, e.g. cldrd,rrd (default: all four)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     datasets = [d for d in args.datasets.split(",") if d]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     adding = "ablation" if args.add_ablations else "kd baseline" if args.add_kd_baselines else None
+    methods = None if args.kd_methods is None else [m for m in args.kd_methods.split(",") if m]
+    known = ("rd", "rrd", "dcd", "cldrd")  # the kd_method of each of the pipeline's KD_BASELINES
+    if methods is not None and (not args.add_kd_baselines or not set(methods) <= set(known) or not methods):
+        p.error(f"--kd-methods goes with --add-kd-baselines and names some of {', '.join(known)}")
     if adding and args.only_aggregate:
         p.error("--add-ablations and --add-kd-baselines train; drop --only-aggregate")
     if not args.only_aggregate and not adding:
@@ -364,7 +374,7 @@ def main():
     if adding:  # after the records above, so a finished but unrecorded run counts
         for dataset in datasets:
             for seed in seeds:
-                add_ablations(dataset, seed, args.citeulike, kind=adding)
+                add_ablations(dataset, seed, args.citeulike, kind=adding, methods=methods)
     # every dataset with a recorded run, not only those of this call
     everything = sorted(p.name for p in RECORDS.iterdir() if p.is_dir()) if RECORDS.is_dir() else []
     results = [r for r in (aggregate(d) for d in everything) if r]

@@ -3,4 +3,4 @@
 Importing the package is cheap: it pulls in neither ray nor ``recbole.quick_start``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

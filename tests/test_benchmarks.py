@@ -103,6 +103,24 @@ def test_nothing_is_trained_when_no_row_is_missing(added, monkeypatch):
     assert path.read_bytes() == before
 
 
+def test_kd_methods_name_the_pipelines_baselines_and_train_only_those(added, monkeypatch):
+    from recbole_hetcomp.run.pipeline import KD_BASELINES
+
+    module, name, path, _ = added
+    assert {over["kd_method"] for _, over in KD_BASELINES} == {"rd", "rrd", "dcd", "cldrd"}
+    trained = []
+
+    def student(dataset, trajectories, workdir, output, config, args, fusion=None):
+        trained.append(config["kd_method"])
+        return {"name": "", "kind": "", "test": {}}, None
+
+    monkeypatch.setattr("recbole_hetcomp.run.pipeline.train_student", student)
+    module.add_ablations(name, SEED, None, kind="kd baseline", methods=["cldrd"])
+    assert trained == ["cldrd"]
+    row = json.loads(path.read_text())["rows"][-1]
+    assert row["name"] == "CL-DRD (KD of the ensemble)" and row["recbole_hetcomp"] == module.__version__
+
+
 def _other_records(module, name, path, tmp_path, monkeypatch, edit):
     """A copy of the record, changed by ``edit(record)``, as the only record the module sees."""
     record = json.loads(path.read_text())

@@ -177,6 +177,49 @@ def test_ensemble_top_chunking_is_invisible(chunk):
     assert torch.equal(ensemble_top(lists, 30, k=12, weights=w, chunk_users=chunk), one)
 
 
+def test_ensemble_top_ties_rank_the_lower_item_first():
+    # item 5 tops teacher 0, item 2 tops teacher 1, item 4 is second in both: equal weights tie 5 and 2 exactly
+    lists = _long([[[5, 4, 7]], [[2, 4, 9]]])
+    for sparse in (True, False):
+        top = ensemble_top(lists, 10, k=5, sparse=sparse)
+        assert top.tolist() == [[4, 2, 5, 7, 9]], sparse  # 4: 2e^-0.1 > 1; then 2 before 5; 7 before 9
+        # the tie at the cut: k=2 keeps the lower id
+        assert ensemble_top(lists, 10, k=2, sparse=sparse).tolist() == [[4, 2]]
+
+
+def _tied_lists(m, u, length, n_items, seed):
+    """Lists over a small catalogue, so the same item sits at the same rank in several users' and teachers'
+    lists and exact ties are common."""
+    lists = _random_lists(m, u, length, n_items, seed)
+    lists[:, 1::4, length // 2:] = -1
+    return lists
+
+
+@pytest.mark.parametrize("imp", [{"kind": "exp", "tau": 10.0}, {"kind": "rrf", "rrf_k": 3.0},
+                                 {"kind": "power", "power": 0.5}])
+@pytest.mark.parametrize("weights", [None, [1.0, 0.37, 0.61, 2.0], [1.0, 0.0, 1.0, 1.0]])
+def test_ensemble_top_sparse_equals_the_dense_ranking(imp, weights):
+    lists = _tied_lists(4, 40, 9, 64, seed=3)
+    w = None if weights is None else torch.tensor(weights)
+    sparse = ensemble_top(lists, 64, k=20, weights=w, chunk_users=7, sparse=True, **imp)
+    assert torch.equal(sparse, ensemble_top(lists, 64, k=20, weights=w, chunk_users=13, sparse=False, **imp))
+    # and both are the dense scores ranked by (score descending, item ascending)
+    scores = ensemble_scores(lists, 64, w, **imp)
+    for user in range(40):
+        row = [int(i) for i in sparse[user] if i >= 0]
+        listed = sorted(range(64), key=lambda i: (-float(scores[user, i]), i))
+        assert row == [i for i in listed if scores[user, i] > 0][:20]
+
+
+def test_ensemble_top_drops_a_weight_0_teacher_and_rejects_an_item_outside_the_catalogue():
+    lists = _long([[[5, 4, 7]], [[2, 4, 9]]])
+    for sparse in (True, False):
+        assert ensemble_top(lists, 10, k=5, weights=torch.tensor([0.0, 1.0]), sparse=sparse).tolist() == \
+            [[2, 4, 9, -1, -1]]
+    with pytest.raises(ValueError, match="item 9, outside the catalogue of 9 items"):
+        ensemble_top(lists, 9, k=5)
+
+
 def test_teacher_weight_vector():
     assert_close(teacher_weight_vector(["A", "B", "C"], {"B": 2.5}), torch.tensor([1.0, 2.5, 1.0]))
     assert_close(teacher_weight_vector(["A", "B"]), torch.ones(2))

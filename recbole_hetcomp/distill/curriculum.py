@@ -354,16 +354,20 @@ def point_shares(v: torch.Tensor, T: int) -> torch.Tensor:
 
 def observed_top(trajectories, n_items, p_obs, weights=None, imp=None, device="cpu", chunk_users=1024):
     """Pobs [U, p_obs]: the ensemble's first ``p_obs`` training items of each user, from every teacher's ranking
-    of them (its CSR ``obs_indptr``/``obs_items``). Users go a chunk at a time, each padded to its own longest
-    list, so memory follows the chunk: a padded [U, longest user] block would be 8 GB a teacher at ml-20m."""
+    of them (its CSR ``obs_indptr``/``obs_items``). Users go a chunk at a time in order of their number of
+    training items, each chunk padded to its own longest list, so the padding stays small and memory follows
+    the chunk: one padded [U, longest user] block would be 8 GB a teacher at ml-20m. Each user's row depends on
+    its own lists only, so the order of the chunks does not change it."""
     n_users = trajectories[0].obs_indptr.numel() - 1
     out = torch.full((n_users, p_obs), -1, dtype=torch.long, device=device)
+    indptr = torch.as_tensor(trajectories[0].obs_indptr, dtype=torch.long)
+    by_length = torch.argsort(indptr[1:] - indptr[:-1], stable=True)
     for start in range(0, n_users, chunk_users):
-        users = torch.arange(start, min(n_users, start + chunk_users))
+        users = by_length[start:start + chunk_users]
         obs = [csr_to_padded(t.obs_indptr, t.obs_items, users) for t in trajectories]
         width = max(o.shape[1] for o in obs)
         obs = torch.stack([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=-1) for o in obs])
-        out[start:start + users.numel()] = ensemble_top(obs.to(device), n_items, p_obs, weights, **(imp or {}))
+        out[users.to(device)] = ensemble_top(obs.to(device), n_items, p_obs, weights, **(imp or {}))
     return out
 
 

@@ -143,6 +143,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recbole_hetcomp.distill.ensemble import sorted_rows
+
 __all__ = ["CLDRD_STAGES", "cldrd_groups", "cldrd_loss", "dcd_loss", "rd_loss", "rrd_loss"]
 
 #: Number of distinct stages of :func:`cldrd_groups` (stage ``CLDRD_STAGES - 1`` and later are final).
@@ -207,14 +209,6 @@ def _listmle(a_list: torch.Tensor, valid: torch.Tensor, z_tail: torch.Tensor) ->
     return -torch.where(valid, terms, zero).sum()
 
 
-def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
-    """Each row of ``x`` (no gradient) in ascending order. On CPU through NumPy, whose values-only sort is several
-    times faster than torch's (which also computes the permutation): the same values either way."""
-    if x.device.type != "cpu":
-        return x.sort(1).values
-    return torch.from_numpy(np.sort(x.numpy(), axis=1))
-
-
 def _argsort_rows(x: torch.Tensor, descending: bool = False, stable: bool = False) -> torch.Tensor:
     """Long [R, C]: the permutation sorting each row of ``x`` (no gradient); ``stable`` keeps equal values in
     their column order (also when descending). On CPU through NumPy (about 3x faster than torch's sort here)."""
@@ -228,7 +222,7 @@ def _argsort_rows(x: torch.Tensor, descending: bool = False, stable: bool = Fals
 
 def _ranks_among(values: torch.Tensor, eligible: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """1-based rank of each query value among the row's eligible values: 1 + #{eligible values > query}."""
-    ordered = _sorted_rows(values.masked_fill(~eligible, float("-inf")))
+    ordered = sorted_rows(values.masked_fill(~eligible, float("-inf")))
     not_greater = torch.searchsorted(ordered, queries.contiguous(), right=True)
     return 1 + values.shape[1] - not_greater
 
