@@ -24,6 +24,7 @@ beside the default student of the accuracy record of the same seed
 import argparse
 import json
 import re
+import statistics
 import sys
 from datetime import date
 from pathlib import Path
@@ -86,23 +87,58 @@ def table(dataset):
                     "student": {m: student["test"][m] for m in METRICS},
                     "ensemble": {m: rows[learnt_ensemble(r["rows"])]["test"][m] for m in METRICS},
                     "best_teacher": best["name"], "best_teacher_recall@20": best["test"]["recall@20"],
-                    "mf": {m: mf["test"][m] for m in METRICS}, "mf_name": mf["name"], "date": r.get("date")}
+                    "mf": {m: mf["test"][m] for m in METRICS}, "mf_name": mf["name"], "date": r.get("date"),
+                    "recbole_hetcomp": r.get("recbole_hetcomp", "0.1.0")}
             if line not in lines:
                 lines.append(line)
     return lines
 
 
+def summary(lines):
+    """Per variant, over the seeds it has: mean and sample std of its test Recall@20, and the means of its ratio
+    to the same seed's default student, fitted ensemble and best teacher."""
+    by = {}
+    for x in lines:
+        by.setdefault(json.dumps(x["settings"], sort_keys=True), []).append(x)
+    default = {x["seed"]: x["student"]["recall@20"] for x in by.get("{}", [])}
+    out = []
+    for key, xs in by.items():
+        if key == "{}":
+            continue
+        r = [x["student"]["recall@20"] for x in xs]
+        mean = lambda v: sum(v) / len(v)  # noqa: E731
+        out.append({"settings": xs[0]["settings"], "seeds": [x["seed"] for x in xs], "recall@20": mean(r),
+                    "std": statistics.stdev(r) if len(r) > 1 else None,
+                    "over_default": mean([x["student"]["recall@20"] / default[x["seed"]] for x in xs
+                                          if x["seed"] in default]) if any(x["seed"] in default for x in xs) else None,
+                    "over_ensemble": mean([x["student"]["recall@20"] / x["ensemble"]["recall@20"] for x in xs]),
+                    "over_best_teacher": mean([x["student"]["recall@20"] / x["best_teacher_recall@20"] for x in xs])})
+    return out
+
+
 def markdown(dataset, lines):
-    out = [f"## {dataset}", "",
+    rows = summary(lines)
+    out = [f"## {dataset}", "", "Per variant, over the seeds it has (mean, sample std where 2 or more; ratios are means "
+           "of each seed's ratio):", "",
+           "| student settings | seeds | HetComp Recall@20 | / the seed's default student | / ensemble | / best teacher |",
+           "|---|---|---|---|---|---|"]
+    for x in rows:
+        settings = ", ".join(f"{k}={v}" for k, v in x["settings"].items())
+        spread = f" ± {x['std']:.4f}" if x["std"] is not None else ""
+        ratio = f"{x['over_default']:.3f}" if x["over_default"] is not None else "-"
+        out.append(f"| {settings} | {', '.join(map(str, x['seeds']))} | {x['recall@20']:.4f}{spread} | {ratio} | "
+                   f"{x['over_ensemble']:.3f} | {x['over_best_teacher']:.3f} |")
+    out += ["", "Each seed:", "",
            "| seed | student settings | params | HetComp Recall@20 | NDCG@20 | / ensemble | / best teacher | "
-           "MF w/o KD of the run: Recall@20 | HetComp / MF | run |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "MF w/o KD of the run: Recall@20 | HetComp / MF | run | recbole_hetcomp |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in lines:
         s, e, m = x["student"]["recall@20"], x["ensemble"]["recall@20"], x["mf"]["recall@20"]
         settings = ", ".join(f"{k}={v}" for k, v in x["settings"].items()) or "defaults (the accuracy run)"
         out.append(f"| {x['seed']} | {settings} | {x['params']:,} | {s:.4f} | {x['student']['ndcg@20']:.4f} "
                    f"| {s / e:.3f} (ensemble {e:.4f}) | {s / x['best_teacher_recall@20']:.3f} ({x['best_teacher']} "
-                   f"{x['best_teacher_recall@20']:.4f}) | {m:.4f} ({x['mf_name']}) | {s / m:.2f} | {x['date']} |")
+                   f"{x['best_teacher_recall@20']:.4f}) | {m:.4f} ({x['mf_name']}) | {s / m:.2f} | {x['date']} "
+                   f"| {x['recbole_hetcomp']} |")
     return "\n".join(out)
 
 
@@ -131,7 +167,7 @@ def main(argv=None):
     results = {d: table(d) for d in datasets}
     atomic_write_text(RESULTS / "student_variants.json", json.dumps(
         {"benchmark": "student_variants", "aggregated": date.today().isoformat(), "versions": library_versions(),
-         "results": results}, indent=1) + "\n")
+         "results": results, "summary": {d: summary(lines) for d, lines in results.items()}}, indent=1) + "\n")
     text = ["# Student variants: HetComp with some of its settings changed, same teachers and split", "",
             "Each line: one seed's test metrics; the defaults line is the accuracy benchmark's run of that seed. "
             "See benchmarks/README.md.", ""] + [markdown(d, lines) + "\n" for d, lines in results.items()]
