@@ -77,6 +77,7 @@ def table(dataset):
         rec = json.loads(path.read_text())
         base = RECORDS / dataset / f"seed-{rec['seed']}.json"
         sources = ([({}, json.loads(base.read_text()))] if base.exists() else []) + [(rec["settings"], rec)]
+        reference = teacher_scores(sources[0][1])
         for settings, r in sources:
             rows = {row_key(x): x for x in r["rows"]}
             student = rows.get("HetComp") or rows["HetComp (learns equal weights)"]
@@ -88,10 +89,16 @@ def table(dataset):
                     "ensemble": {m: rows[learnt_ensemble(r["rows"])]["test"][m] for m in METRICS},
                     "best_teacher": best["name"], "best_teacher_recall@20": best["test"]["recall@20"],
                     "mf": {m: mf["test"][m] for m in METRICS}, "mf_name": mf["name"], "date": r.get("date"),
-                    "recbole_hetcomp": r.get("recbole_hetcomp", "0.1.0")}
+                    "recbole_hetcomp": r.get("recbole_hetcomp", "0.1.0"), "machine": r.get("machine"),
+                    "teachers_differ": sorted(k for k, v in teacher_scores(r).items() if reference.get(k) != v)}
             if line not in lines:
                 lines.append(line)
     return lines
+
+
+def teacher_scores(record):
+    """Each teacher's test metrics in a record: two runs trained the same teachers when these are equal."""
+    return {x["name"]: x["test"] for x in record["rows"] if x["kind"] == "teacher"}
 
 
 def summary(lines):
@@ -101,6 +108,8 @@ def summary(lines):
     for x in lines:
         by.setdefault(json.dumps(x["settings"], sort_keys=True), []).append(x)
     default = {x["seed"]: x["student"]["recall@20"] for x in by.get("{}", [])}
+    # The ratio to the default student compares like with like only where the teachers are the accuracy run's.
+    same = lambda x: x["seed"] in default and not x["teachers_differ"]  # noqa: E731
     out = []
     for key, xs in by.items():
         if key == "{}":
@@ -109,8 +118,9 @@ def summary(lines):
         mean = lambda v: sum(v) / len(v)  # noqa: E731
         out.append({"settings": xs[0]["settings"], "seeds": [x["seed"] for x in xs], "recall@20": mean(r),
                     "std": statistics.stdev(r) if len(r) > 1 else None,
-                    "over_default": mean([x["student"]["recall@20"] / default[x["seed"]] for x in xs
-                                          if x["seed"] in default]) if any(x["seed"] in default for x in xs) else None,
+                    "over_default": mean([x["student"]["recall@20"] / default[x["seed"]] for x in xs if same(x)])
+                    if any(same(x) for x in xs) else None,
+                    "over_default_seeds": [x["seed"] for x in xs if same(x)],
                     "over_ensemble": mean([x["student"]["recall@20"] / x["ensemble"]["recall@20"] for x in xs]),
                     "over_best_teacher": mean([x["student"]["recall@20"] / x["best_teacher_recall@20"] for x in xs])})
     return out
@@ -126,18 +136,22 @@ def markdown(dataset, lines):
         settings = ", ".join(f"{k}={v}" for k, v in x["settings"].items())
         spread = f" ± {x['std']:.4f}" if x["std"] is not None else ""
         ratio = f"{x['over_default']:.3f}" if x["over_default"] is not None else "-"
+        if x["over_default"] is not None and x["over_default_seeds"] != x["seeds"]:
+            ratio += f" (seeds {', '.join(map(str, x['over_default_seeds']))})"
         out.append(f"| {settings} | {', '.join(map(str, x['seeds']))} | {x['recall@20']:.4f}{spread} | {ratio} | "
                    f"{x['over_ensemble']:.3f} | {x['over_best_teacher']:.3f} |")
     out += ["", "Each seed:", "",
            "| seed | student settings | params | HetComp Recall@20 | NDCG@20 | / ensemble | / best teacher | "
-           "MF w/o KD of the run: Recall@20 | HetComp / MF | run | recbole_hetcomp |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "MF w/o KD of the run: Recall@20 | HetComp / MF | teachers | run | recbole_hetcomp |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in lines:
         s, e, m = x["student"]["recall@20"], x["ensemble"]["recall@20"], x["mf"]["recall@20"]
         settings = ", ".join(f"{k}={v}" for k, v in x["settings"].items()) or "defaults (the accuracy run)"
+        teachers = (f"differ from the accuracy run's: {', '.join(x['teachers_differ'])} ({x['machine']})"
+                    if x["teachers_differ"] else "the accuracy run's")
         out.append(f"| {x['seed']} | {settings} | {x['params']:,} | {s:.4f} | {x['student']['ndcg@20']:.4f} "
                    f"| {s / e:.3f} (ensemble {e:.4f}) | {s / x['best_teacher_recall@20']:.3f} ({x['best_teacher']} "
-                   f"{x['best_teacher_recall@20']:.4f}) | {m:.4f} ({x['mf_name']}) | {s / m:.2f} | {x['date']} "
+                   f"{x['best_teacher_recall@20']:.4f}) | {m:.4f} ({x['mf_name']}) | {s / m:.2f} | {teachers} | {x['date']} "
                    f"| {x['recbole_hetcomp']} |")
     return "\n".join(out)
 

@@ -328,6 +328,24 @@ def test_variants_change_the_student_only_and_sit_beside_the_accuracy_run(varian
     assert teachers[0] == teachers[1] and len(teachers[0]) == len(TEACHERS)
     assert decayed["student"] != default["student"]
     assert "| weight_decay=0.5 |" in (module.RESULTS / "student_variants.md").read_text()
+    assert decayed["teachers_differ"] == [] and "| the accuracy run's |" in (module.RESULTS / "student_variants.md").read_text()
+    summary = {json.dumps(x["settings"]): x for x in
+               json.loads((module.RESULTS / "student_variants.json").read_text())["summary"][name]}
+    assert summary['{"weight_decay": "0.5"}']["over_default"] == pytest.approx(
+        decayed["student"]["recall@20"] / default["student"]["recall@20"])
+    # Teachers retrained elsewhere (another CPU) differ: the line says which, and its ratio to the default student
+    # (trained on other teachers) leaves the summary.
+    rec = json.loads(record.read_text())
+    teacher = next(r for r in rec["rows"] if r["kind"] == "teacher")
+    teacher["test"]["recall@20"] += 0.01
+    record.write_text(json.dumps(rec))
+    module.main(["--dataset", name, "--only-aggregate"])
+    result = json.loads((module.RESULTS / "student_variants.json").read_text())
+    assert result["results"][name][2]["teachers_differ"] == [teacher["name"]]
+    summary = {json.dumps(x["settings"]): x for x in result["summary"][name]}
+    assert summary['{"weight_decay": "0.5"}']["over_default"] is None
+    assert summary['{"embedding_size": "8"}']["over_default_seeds"] == [SEED]
+    assert f"differ from the accuracy run's: {teacher['name']}" in (module.RESULTS / "student_variants.md").read_text()
 
 
 def test_scale_lists_are_distinct_skewed_and_never_the_padding_item():
