@@ -335,11 +335,15 @@ def test_variants_change_the_student_only_and_sit_beside_the_accuracy_run(varian
         decayed["student"]["recall@20"] / default["student"]["recall@20"])
     # Teachers retrained elsewhere (another CPU) differ: the line says which, and its ratio to the default student
     # (trained on other teachers) leaves the summary.
-    rec = json.loads(record.read_text())
+    original = record.read_text()
+    rec = json.loads(original)
     teacher = next(r for r in rec["rows"] if r["kind"] == "teacher")
     teacher["test"]["recall@20"] += 0.01
     record.write_text(json.dumps(rec))
-    module.main(["--dataset", name, "--only-aggregate"])
+    try:
+        module.main(["--dataset", name, "--only-aggregate"])
+    finally:
+        record.write_text(original)  # the records are the module's fixture: leave them as found
     result = json.loads((module.RESULTS / "student_variants.json").read_text())
     assert result["results"][name][2]["teachers_differ"] == [teacher["name"]]
     summary = {json.dumps(x["settings"]): x for x in result["summary"][name]}
