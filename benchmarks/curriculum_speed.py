@@ -15,6 +15,7 @@ every one of the U rows is a real user and every (teacher, user) pair is active 
   per-user dict accumulation sorted by score, ties to the lower item id (:func:`reference_ensemble`). Each
   user's top-K list must equal the loop's, order included: with random lists many items have exactly equal
   scores (one hit at the same rank in different teachers' lists), so this checks the tie rule as well.
+
 The vectorised figures are the median of ``--repeats`` timed runs after one warm-up; the loops
 run once. If the loop over all users is estimated to exceed ``--loop-budget-s`` (from a pilot
 over the first users), it runs on a prefix of users only and its time is scaled linearly to

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import CITEULIKE, RECORDS, RESULTS, RUNS, learnt_ensemble, record_run, row_key, run_one  # noqa: E402
+from accuracy import CITEULIKE, RECORDS, RESULTS, RUNS, learnt_ensemble, record_run, row_key, run_one, teacher_tests  # noqa: E402
 
 from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
@@ -77,7 +77,7 @@ def table(dataset):
         rec = json.loads(path.read_text())
         base = RECORDS / dataset / f"seed-{rec['seed']}.json"
         sources = ([({}, json.loads(base.read_text()))] if base.exists() else []) + [(rec["settings"], rec)]
-        reference = teacher_scores(sources[0][1])
+        reference = teacher_tests(sources[0][1]["rows"])  # equal metrics: the same teachers
         for settings, r in sources:
             rows = {row_key(x): x for x in r["rows"]}
             student = rows.get("HetComp") or rows["HetComp (learns equal weights)"]
@@ -90,15 +90,10 @@ def table(dataset):
                     "best_teacher": best["name"], "best_teacher_recall@20": best["test"]["recall@20"],
                     "mf": {m: mf["test"][m] for m in METRICS}, "mf_name": mf["name"], "date": r.get("date"),
                     "recbole_hetcomp": r.get("recbole_hetcomp", "0.1.0"), "machine": r.get("machine"),
-                    "teachers_differ": sorted(k for k, v in teacher_scores(r).items() if reference.get(k) != v)}
+                    "teachers_differ": sorted(k for k, v in teacher_tests(r["rows"]).items() if reference.get(k) != v)}
             if line not in lines:
                 lines.append(line)
     return lines
-
-
-def teacher_scores(record):
-    """Each teacher's test metrics in a record: two runs trained the same teachers when these are equal."""
-    return {x["name"]: x["test"] for x in record["rows"] if x["kind"] == "teacher"}
 
 
 def summary(lines):
@@ -151,7 +146,8 @@ def markdown(dataset, lines):
                     if x["teachers_differ"] else "the accuracy run's")
         out.append(f"| {x['seed']} | {settings} | {x['params']:,} | {s:.4f} | {x['student']['ndcg@20']:.4f} "
                    f"| {s / e:.3f} (ensemble {e:.4f}) | {s / x['best_teacher_recall@20']:.3f} ({x['best_teacher']} "
-                   f"{x['best_teacher_recall@20']:.4f}) | {m:.4f} ({x['mf_name']}) | {s / m:.2f} | {teachers} | {x['date']} "
+                   f"{x['best_teacher_recall@20']:.4f}) | {m:.4f} ({x['mf_name']}) | {s / m:.2f} | {teachers} "
+                   f"| {x['date']} "
                    f"| {x['recbole_hetcomp']} |")
     return "\n".join(out)
 
