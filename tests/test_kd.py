@@ -258,6 +258,55 @@ def test_dcd_rejects_bad_arguments():
         dcd_loss(*_case_d(), eps=0.0)
 
 
+def _dcd_case(seed, b, n_items, k, ties, repeats):
+    """Random scores (``ties``: small integers, so most ranks are tied, also at every list's depth), training
+    items that are listed too, padded rows, one row of padding only and (``repeats``) items listed twice."""
+    g = torch.Generator().manual_seed(seed)
+    if ties:
+        scores = torch.randint(-3, 4, (b, n_items), generator=g).float()
+    else:
+        scores = torch.empty(b, n_items).uniform_(-5.0, 5.0, generator=g)
+    train = torch.rand(b, n_items, generator=g) < 0.2
+    train[:, 0] = True
+    top = torch.stack([torch.randperm(n_items - 1, generator=g)[:k] + 1 for _ in range(b)])
+    if repeats:
+        top[:, -1] = top[:, 0]
+        top[1, 2] = top[1, 1]
+    top[2, k // 2:] = -1
+    top[3] = -1
+    return scores.requires_grad_(True), top, train
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("repeats", [False, True])
+@pytest.mark.parametrize("item_side", [False, True])
+def test_dcd_unsampled_path_equals_the_every_cell_path(ties, repeats, item_side):
+    # dcd_loss without sampling works on the listed cells and one values-only sort per row; the every-cell path
+    # (positions of all [B, I] cells, a full rank of every row) is the definition it must reproduce, with gradients
+    from recbole_hetcomp.distill import kd
+
+    for seed in range(4):
+        scores, top, train = _dcd_case(seed, b=7, n_items=40, k=9, ties=ties, repeats=repeats)
+        got = dcd_loss(scores, top, train, item_side=item_side)
+        (grad,) = torch.autograd.grad(got, scores)
+        t, tr, valid = kd._inputs(scores, top, train)
+        want = kd._dcd_every_cell(scores, t, valid, tr, None, 0.1, None, item_side)
+        (want_grad,) = torch.autograd.grad(want, scores)
+        assert want.item() > 0
+        assert got.item() == pytest.approx(want.item(), rel=1e-6)
+        assert torch.allclose(grad, want_grad, atol=1e-6)
+
+
+def test_dcd_unsampled_path_on_a_catalogue_sized_batch():
+    from recbole_hetcomp.distill import kd
+
+    scores, top, train = _dcd_case(0, b=64, n_items=600, k=50, ties=False, repeats=False)
+    got = dcd_loss(scores, top, train)
+    t, tr, valid = kd._inputs(scores, top, train)
+    assert got.item() == pytest.approx(kd._dcd_every_cell(scores, t, valid, tr, None, 0.1, None, True).item(),
+                                       rel=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # Properties shared by every loss
 # ---------------------------------------------------------------------------

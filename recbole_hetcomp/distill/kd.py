@@ -234,11 +234,15 @@ def _ranks_of_eligible(values: torch.Tensor, eligible: torch.Tensor) -> torch.Te
     masked = values.masked_fill(~eligible, float("-inf"))
     index = _argsort_rows(masked, descending=True)
     ordered = masked.gather(1, index)
-    at = torch.arange(values.shape[1], device=values.device).expand_as(index)
-    starts = torch.ones_like(ordered, dtype=torch.bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    first = torch.where(starts, at, torch.zeros_like(at)).cummax(1).values
-    return torch.empty_like(index).scatter_(1, index, first + 1)
+    at = torch.arange(1, values.shape[1] + 1, device=values.device).expand_as(index)
+    tied = (ordered[:, 1:] == ordered[:, :-1]) & torch.isfinite(ordered[:, 1:])  # -inf entries: any rank will do
+    rows = tied.any(1).nonzero().view(-1)
+    if rows.numel():  # rows with equal scores (rare): each run of equal values takes the rank of its start
+        starts = torch.ones(rows.numel(), index.shape[1], dtype=torch.bool, device=values.device)
+        starts[:, 1:] = ~tied[rows]
+        at = at.clone()
+        at[rows] = torch.where(starts, at[rows], torch.zeros_like(starts, dtype=at.dtype)).cummax(1).values
+    return torch.empty_like(index).scatter_(1, index, at)
 
 
 # ---------------------------------------------------------------------------
@@ -405,35 +409,127 @@ def _draw(candidates: torch.Tensor, d: torch.Tensor, k: int, eps: float, generat
 def _correction(x: torch.Tensor, pos: torch.Tensor, unlisted: int, k, eps, generator) -> torch.Tensor:
     """One side of DCD: sum over rows (queries) of listmle(P, N) over the row's candidates (columns).
 
-    ``pos`` int [R, C]: the candidate's position in the teacher's list (1..K), ``unlisted`` (K + 1)
-    for an eligible candidate outside it, larger for a candidate that is not eligible.
+    ``pos`` int64 [R, C]: the candidate's position in the teacher's list (1..K), ``unlisted`` (K + 1)
+    for an eligible candidate outside it, K + 2 for a candidate that is not eligible.
     """
     eligible = pos <= unlisted
     with torch.no_grad():
         xd = x.detach()
         # positions are small integers (1..K+2): a histogram per row and its running sum count them, exactly as
         # searching the sorted row would, in linear time (the searches were most of DCD's cost)
-        below = pos.new_zeros(pos.shape[0], unlisted + 3, dtype=torch.long)
-        below.scatter_add_(1, pos.long(), torch.ones(pos.shape, dtype=torch.long, device=pos.device))
+        below = pos.new_zeros(pos.shape[0], unlisted + 3)
+        below.scatter_add_(1, pos, torch.ones_like(pos))
         below = below.cumsum(1)  # below[r, v] = #{pos[r] <= v}
-        lo = 1 + below.gather(1, pos.long() - 1)  # 1 + #{teacher strictly better}
-        hi = below.gather(1, pos.long())  # #{teacher better or tied}
+        lo = 1 + below.gather(1, pos - 1)  # 1 + #{teacher strictly better}
+        hi = below.gather(1, pos)  # #{teacher better or tied}
         rho = _ranks_of_eligible(xd, eligible)
-        d_up = torch.where(eligible, rho - hi, torch.zeros_like(rho))
-        d_down = torch.where(eligible, lo - rho, torch.zeros_like(rho))
-        up, down = d_up > 0, d_down > 0
+        up, down = eligible & (rho > hi), eligible & (lo > rho)  # d_up = rho - hi > 0, d_down = lo - rho > 0
         if k is not None:
-            up = _draw(up, d_up, k, eps, generator, x.dtype)
-            down = _draw(down, d_down, k, eps, generator, x.dtype)
+            up = _draw(up, rho - hi, k, eps, generator, x.dtype)
+            down = _draw(down, lo - rho, k, eps, generator, x.dtype)
         n_up = up.sum(1)
         m = int(n_up.max()) if n_up.numel() else 0
-        # P in teacher order (lo ascending), ties in the student's order: two stable sorts.
-        by_score = _argsort_rows(xd.masked_fill(~up, float("-inf")), descending=True, stable=True)
-        lo_key = torch.where(up, lo, torch.full_like(lo, pos.shape[1] + 1)).gather(1, by_score)
-        order = by_score.gather(1, _argsort_rows(lo_key, stable=True))[:, :m]
+        # P in teacher order (lo ascending), ties in the student's order (rho ascending: equal scores share rho),
+        # then the column: one sort of a key that is unique per column (at most C^3, far inside int64)
+        c = pos.shape[1]
+        col = torch.arange(c, device=x.device)
+        key = ((lo * (c + 1) + rho) * c + col).masked_fill_(~up, (c + 2) ** 3)
+        order = _argsort_rows(key)[:, :m]
         valid = torch.arange(m, device=x.device) < n_up.unsqueeze(1)
     a = x - _shift(x, eligible)
     return _listmle(a.gather(1, order), valid, _tail_mass(a, down))
+
+
+def _count_not_greater(asc: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """#{entries of ``asc[rows[e]]`` <= ``values[e]``} for each e, ``asc`` [R, C] sorted ascending per row: a
+    bisection of every query at once (log2(C) halving steps over the queries, no pass over [R, C])."""
+    c = asc.shape[1]
+    flat, base = asc.reshape(-1), rows * c - 1
+    count = torch.zeros_like(rows)
+    step = 1 << (c.bit_length() - 1)
+    while step:
+        cand = count + step
+        count += ((flat.gather(0, (base + cand).clamp(max=flat.numel() - 1)) <= values) & (cand <= c)) * step
+        step >>= 1
+    return count
+
+
+def _argsort(x: torch.Tensor) -> torch.Tensor:
+    """The permutation sorting the 1-D ``x`` of distinct values, or of values whose ties may go in any order (on
+    CPU through NumPy's quicksort, about twice torch's speed here)."""
+    if x.device.type != "cpu":
+        return torch.sort(x).indices
+    return torch.from_numpy(np.argsort(x.numpy()).astype(np.int64))
+
+
+def _correction_unsampled(xd, blocked, rows, cols, teacher, pick, in_order=False) -> torch.Tensor:
+    """:func:`_correction` with ``k=None`` (every mis-ranked candidate), from one values-only sort of each row and
+    work on the listed cells alone, never building the [R, C] positions.
+
+    ``xd`` [R, C] the detached scores of the candidates (columns) of each query (row), ``blocked`` [R, C] true on
+    the candidates that are not eligible; the listed cells, one per (row, column) and all eligible: ``rows``,
+    ``cols`` and their teacher position ``teacher`` (1..K); ``in_order``: the cells come sorted by row, then
+    position, and a row's positions are distinct (a user's list); ``pick(rows, cols)`` the scores of cells, with
+    gradient. Every bound a rank is compared with is at most the row's number ``L`` of listed cells (a listed
+    cell's ``lo`` and ``hi``; an unlisted candidate's ``lo = L + 1``, and it is never under-ranked: its ``hi`` is
+    every eligible candidate). So an unlisted candidate is over-ranked exactly when its score is at least the
+    row's ``L``-th largest, and only the listed cells need their rank, by bisection in the sorted row. Ties are
+    exact as in :func:`_correction`: a rank counts the strictly greater scores, P's ties go by rank, then column.
+    """
+    r_count, c = xd.shape
+    dev = xd.device
+    with torch.no_grad():
+        masked = xd.masked_fill(blocked, float("-inf"))
+        asc = sorted_rows(masked)  # ascending; blocked candidates first, as -inf
+        n_listed = torch.bincount(rows, minlength=r_count)
+        start = torch.cumsum(n_listed, 0) - n_listed  # where each row's cells begin in (row, position) order
+        at = torch.arange(rows.numel(), device=dev)
+        if in_order:  # distinct positions: lo = hi = 1 + the cell's index in its row
+            lo = hi = 1 + at - start[rows]
+        else:  # sorted by (row, position), a run of equal keys spans [first, last]:
+            # lo = 1 + #{strictly better} = 1 + first - start, hi = #{better or tied} = 1 + last - start
+            key = rows * (int(teacher.max()) + 1 if teacher.numel() else 1) + teacher
+            by = _argsort(key)
+            ordered = key[by]
+            new_run = torch.ones_like(ordered, dtype=torch.bool)
+            new_run[1:] = ordered[1:] != ordered[:-1]
+            first = torch.where(new_run, at, torch.zeros_like(at)).cummax(0).values
+            run_end = torch.ones_like(new_run)
+            run_end[:-1] = new_run[1:]
+            last = torch.where(run_end, at, torch.full_like(at, ordered.numel())).flip(0).cummin(0).values.flip(0)
+            lo, hi = torch.empty_like(at), torch.empty_like(at)
+            lo[by], hi[by] = 1 + first - start[rows[by]], 1 + last - start[rows[by]]
+        rho = 1 + c - _count_not_greater(asc, rows, xd[rows, cols])  # 1 + #{eligible scored strictly higher}
+        up, down = rho > hi, rho < lo
+        # unlisted over-ranked candidates: eligible, scored at least the row's L-th largest, not listed
+        nth = asc.gather(1, (c - n_listed).clamp(min=0, max=c - 1).unsqueeze(1))
+        nth = torch.where(n_listed.unsqueeze(1) > 0, nth, torch.full_like(nth, float("inf")))
+        t_rows, t_cols = (masked >= nth).nonzero(as_tuple=True)
+        is_listed = torch.zeros(r_count, c, dtype=torch.bool, device=dev)
+        is_listed[rows, cols] = True
+        unlisted = ~is_listed[t_rows, t_cols]
+        d_rows, d_cols = torch.cat([rows[down], t_rows[unlisted]]), torch.cat([cols[down], t_cols[unlisted]])
+        # P: the under-ranked cells by row, then teacher rank, then student rank (equal scores tie), then column:
+        # one key, distinct per cell, below 2^63 for any catalogue and batch this runs on (checked)
+        p_rows, p_cols = rows[up], cols[up]
+        span = (int(lo.max()) + 1 if lo.numel() else 1) * (c + 1) * c
+        if r_count * span >= 2 ** 63:
+            raise ValueError(f"DCD: {r_count} queries x {c} candidates is too large for its sort key")
+        by = _argsort(p_rows * span + (lo[up] * (c + 1) + rho[up]) * c + p_cols)
+        p_rows, p_cols = p_rows[by], p_cols[by]
+        n_up = torch.bincount(p_rows, minlength=r_count)
+        m = int(n_up.max()) if n_up.numel() else 0
+        slot = torch.arange(p_rows.numel(), device=dev) - (torch.cumsum(n_up, 0) - n_up)[p_rows]
+        order_rows = torch.zeros(r_count, m, dtype=torch.long, device=dev)
+        order_cols = torch.zeros(r_count, m, dtype=torch.long, device=dev)
+        order_rows[p_rows, slot], order_cols[p_rows, slot] = p_rows, p_cols
+        valid = torch.arange(m, device=dev) < n_up.unsqueeze(1)
+        best = asc[:, -1:]
+        shift = torch.where(torch.isfinite(best), best, torch.zeros_like(best))  # _shift: max over the eligible
+    z = torch.zeros(r_count, dtype=xd.dtype, device=dev).index_add(
+        0, d_rows, torch.exp(pick(d_rows, d_cols) - shift[d_rows, 0]))
+    a_list = pick(order_rows.view(-1), order_cols.view(-1)).view(r_count, m) - shift
+    return _listmle(a_list, valid, z)
 
 
 def dcd_loss(
@@ -474,15 +570,55 @@ def dcd_loss(
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     top, train, valid = _inputs(scores, top, train_mask)
+    if k is not None:
+        return _dcd_every_cell(scores, top, valid, train, k, eps, generator, item_side)
     b, n_items = scores.shape
-    unlisted = top.shape[1] + 1
-    pos = torch.full((b, n_items), unlisted, dtype=torch.int32, device=scores.device)
-    rank = torch.arange(1, top.shape[1] + 1, dtype=torch.int32, device=scores.device).expand(b, -1)
-    pos.scatter_reduce_(1, top.clamp(min=0), torch.where(valid, rank, unlisted + 1), reduce="amin")
-    pos.masked_fill_(train, unlisted + 1)
-    loss = _correction(scores, pos, unlisted, k, eps, generator)
-    if item_side and b > 1:
-        cols = torch.unique(top[valid])
-        if cols.numel():
-            loss = loss + _correction(scores[:, cols].t(), pos[:, cols].t().contiguous(), unlisted, k, eps, generator)
+    # the list's unobserved items, each at its first listing: (user, item, position), by user then position
+    listed = valid & ~train.gather(1, top.clamp(min=0))
+    users = torch.arange(b, device=scores.device).unsqueeze(1).expand_as(top)[listed]
+    ranks = torch.arange(1, top.shape[1] + 1, device=scores.device).expand_as(top)[listed]
+    items = top[listed]
+    counts = torch.zeros(b, n_items, dtype=torch.int32, device=scores.device)
+    if bool((counts.index_put_((users, items), torch.ones_like(items, dtype=torch.int32), accumulate=True) > 1).any()):
+        key = users * n_items + items  # a list names an item twice: keep its first listing, the smallest position
+        first = torch.full((b * n_items,), top.shape[1] + 1, dtype=torch.long, device=scores.device)
+        kept = first.scatter_reduce_(0, key, ranks, reduce="amin")[key] == ranks
+        users, items, ranks = users[kept], items[kept], ranks[kept]
+    loss = _correction_unsampled(scores.detach(), train, users, items, ranks, lambda r, c: scores[r, c],
+                                 in_order=True)
+    if item_side and b > 1 and items.numel():
+        # an item in no list (or listed only where observed) has no under-ranked user: only the listed items
+        column = torch.full((n_items,), -1, dtype=torch.long, device=scores.device)
+        cols = torch.bincount(items, minlength=n_items).nonzero().view(-1)
+        column[cols] = torch.arange(cols.numel(), device=scores.device)
+        xd = scores.detach()[:, cols].t().contiguous()
+        loss = loss + _correction_unsampled(xd, train[:, cols].t(), column[items], users, ranks,
+                                            lambda r, c: scores[c, cols[r]])
     return loss
+
+
+def _dcd_every_cell(scores, top, valid, train, k, eps, generator, item_side) -> torch.Tensor:
+    """:func:`dcd_loss` through :func:`_correction` on the [B, I] (and [C, B]) positions: the path with sampling,
+    and with ``k=None`` the reference the faster unsampled path is tested against."""
+    unlisted = top.shape[1] + 1
+    loss = _correction(scores, _positions(top, valid, train), unlisted, k, eps, generator)
+    cols = torch.unique(top[valid])  # the listed items: an item outside every list has no under-ranked user
+    if item_side and scores.shape[0] > 1 and cols.numel():
+        pos = _positions(top, valid, train, cols).t().contiguous()
+        loss = loss + _correction(scores[:, cols].t(), pos, unlisted, k, eps, generator)
+    return loss
+
+
+def _positions(top: torch.Tensor, valid: torch.Tensor, train: torch.Tensor, cols: torch.Tensor | None = None):
+    """int64 [B, C]: each user's teacher position (1..K, the first listing) of each of the items ``cols`` (sorted;
+    None: every item), K + 1 for an unobserved item outside the list, K + 2 for a training item."""
+    b, k = top.shape
+    unlisted = k + 1
+    at = top.clamp(min=0)
+    if cols is not None:  # the column of each listed item among cols (padding: any column, it writes K + 2)
+        at = torch.searchsorted(cols, at).clamp(max=cols.numel() - 1)
+        train = train[:, cols]
+    pos = torch.full(train.shape, unlisted, dtype=torch.long, device=top.device)
+    rank = torch.arange(1, k + 1, device=top.device).expand(b, -1)
+    pos.scatter_reduce_(1, at, torch.where(valid, rank, unlisted + 1), reduce="amin")
+    return pos.masked_fill_(train, unlisted + 1)
