@@ -435,6 +435,30 @@ def test_factorised_loss_is_the_loss_of_the_clamped_product(mode, fn, clamp, wor
         torch.testing.assert_close(factorised_loss(mode, users, table, observed, top, mask, clamp=clamp), want)
 
 
+@pytest.mark.parametrize("mode", ["overall", "rank"])
+@pytest.mark.parametrize("clamp", [None, 10.0])
+def test_factorised_loss_from_training_entries_is_bit_identical_to_the_mask(mode, clamp):
+    # what the student passes: the training items as entries (any order; column 0 implied)
+    # instead of a [B, I] mask; the tail is zeroed at the same cells, so values and gradients are equal exactly
+    from recbole_hetcomp.distill.losses import TrainEntries
+
+    users, table, observed, top, mask = _factor_case(1)
+    top[1, -3:] = -1  # padding
+    top[2, 5] = top[2, 0]  # an item listed twice
+    mask[:, 0] = True
+    rows, cols = mask[:, 1:].nonzero(as_tuple=True)
+    order = torch.randperm(rows.numel(), generator=torch.Generator().manual_seed(0))
+    entries = TrainEntries(rows[order], cols[order] + 1, tuple(mask.shape))
+    assert torch.equal(entries.observed(top), mask.gather(1, top.clamp(min=0)) | (top < 0))
+    results = []
+    for train in (mask, entries):
+        loss = factorised_loss(mode, users, table, observed, top, train, clamp=clamp,
+                               workspace=torch.empty(2 * mask.numel(), dtype=users.dtype))
+        results.append((loss, *torch.autograd.grad(loss, [users, table])))
+    for got, want in zip(results[1], results[0]):
+        assert torch.equal(got, want)
+
+
 def test_factorised_loss_scores_at_the_bound_keep_their_gradient():
     # d = 1, user factor 1: the scores are the item factors. As with torch.clamp, a score
     # exactly at +-c keeps its gradient; one beyond it gets none (in the tail and in a list).

@@ -67,21 +67,49 @@ Conventions
 * The student trains through :func:`factorised_loss`: the same losses of
   ``clamp(U @ V.T)`` computed from the factors in a workspace it reuses batch after batch,
   with the clamp folded in, so no [B, I] float tensor is allocated per batch (on a CPU the
-  page faults of fresh [B, I] tensors cost more than their arithmetic).
-  ``benchmarks/loss_speed.py`` times both paths side by side.
+  page faults of fresh [B, I] tensors cost more than their arithmetic), and its training items
+  as :class:`TrainEntries`, so no [B, I] mask is built or read either.
+  ``benchmarks/loss_speed.py`` times the paths side by side.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["LOG_CLAMP_MIN", "factorised_loss", "overall_loss", "rank_loss"]
+__all__ = ["LOG_CLAMP_MIN", "TrainEntries", "factorised_loss", "overall_loss", "rank_loss"]
 
 #: Lower clamp applied to the argument of every logarithm in the losses.
 LOG_CLAMP_MIN = 1e-5
+
+
+class TrainEntries(NamedTuple):
+    """The training items of a batch as entries instead of a [B, I] mask: ``rows`` and ``cols`` (long, flat, any
+    order) and the mask's ``shape``; column 0 (RecBole's padding item) is a training item of every row without an
+    entry. :func:`factorised_loss` takes it in place of ``train_mask`` and then zeroes the tail at these entries
+    instead of masking every score (a bool ``masked_fill_`` over [B, I] cost more than the exp and the matmul
+    together), with the same values and gradients, bit for bit.
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    shape: tuple
+
+    def observed(self, items):
+        """bool, the shape of ``items`` [B, n]: whether each entry is a training item of its row (column 0 and
+        padding, < 0, are)."""
+        b, n_items = self.shape
+        mask = torch.zeros(b * n_items, dtype=torch.bool, device=items.device)
+        mask[self.rows * n_items + self.cols] = True
+        mask = mask.view(b, n_items)
+        mask[:, 0] = True
+        return mask.gather(1, items.clamp(min=0))
+
+    def to(self, device):
+        return TrainEntries(self.rows.to(device), self.cols.to(device), self.shape)
 
 
 def _safe_log(x: torch.Tensor) -> torch.Tensor:
@@ -100,8 +128,8 @@ def _check_inputs(shape, device, observed, top, train_mask):
         )
     observed = observed.to(device=device, dtype=torch.long)
     top = top.to(device=device, dtype=torch.long)
-    train = train_mask.to(device=device)
-    if train.dtype != torch.bool:
+    train = train_mask.to(device)
+    if isinstance(train, torch.Tensor) and train.dtype != torch.bool:
         train = train != 0
     return observed, top, train
 
@@ -116,8 +144,11 @@ def _outside_tail(train: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """bool [B, I]: true where the item is observed or in the row of ``items`` (not in the tail).
 
     A bool mask for ``masked_fill_``: a float product with a uint8 mask converts the mask to a
-    [B, I] float first. Padding (< 0) leaves its row unchanged (``amax`` with 0).
+    [B, I] float first. Padding (< 0) leaves its row unchanged (``amax`` with 0). With
+    :class:`TrainEntries`, the pair (entries, ``items``) instead, for :func:`_zero_outside_`.
     """
+    if isinstance(train, TrainEntries):  # kept as entries: the tail is zeroed there and at ``items``
+        return train, items
     outside = train.clone()
     outside.view(torch.uint8).scatter_reduce_(1, items.clamp(min=0), (items >= 0).to(torch.uint8), reduce="amax")
     return outside
@@ -131,7 +162,7 @@ def _extra_tail_items(rest: torch.Tensor, head: torch.Tensor, train: torch.Tenso
     first occurrence only). Adding them keeps the sum free of cancellation.
     """
     real = rest >= 0
-    observed = train.gather(1, rest.clamp(min=0))
+    observed = train.observed(rest) if isinstance(train, TrainEntries) else train.gather(1, rest.clamp(min=0))
     in_head = (rest.unsqueeze(2) == head.unsqueeze(1)).any(2)
     n = rest.shape[1]
     earlier = torch.ones(n, n, dtype=torch.bool, device=rest.device).tril(-1)  # [k, l]: l < k
@@ -173,6 +204,17 @@ def _rank_terms(p, tenth_len, extra):
     return terms
 
 
+def _zero_outside_(tail, outside):
+    """``tail`` with 0 where ``outside``: a bool [B, I] mask, or (:class:`TrainEntries`, list items [B, n]) whose
+    entries are zeroed one by one (padding, < 0, lands on column 0, a training entry of every row)."""
+    if isinstance(outside, torch.Tensor):
+        return tail.masked_fill_(outside, 0)
+    train, items = outside
+    tail.index_put_((train.rows, train.cols), tail.new_zeros(()))
+    tail[:, 0] = 0
+    return tail.scatter_(1, items.clamp(min=0), 0.0)
+
+
 def _lists_and_tail_(ws, items, outside, fn, clamp=None, grads=True):
     """The loss and its gradients' parts, computed in place on the raw scores ``ws`` [B, I].
 
@@ -191,7 +233,7 @@ def _lists_and_tail_(ws, items, outside, fn, clamp=None, grads=True):
         clamped = bool(low < -clamp or high > clamp)
         if clamped:
             ws.clamp_(-clamp, clamp)
-    tail = ws.exp_().masked_fill_(outside, 0)
+    tail = _zero_outside_(ws.exp_(), outside)
     z = tail.sum(1)
     with torch.set_grad_enabled(grads):
         if grads:
@@ -402,7 +444,9 @@ def factorised_loss(
     scores and then their gradient, so a training loop allocates no [B, I] float tensor
     batch after batch (what the HetComp student does); with 2 * B * I elements the backward
     of a batch whose scores were clamped allocates none either. One graph per workspace at a time:
-    run its backward before the next forward into the same workspace.
+    run its backward before the next forward into the same workspace. ``train_mask`` is a [B, I]
+    mask or the same training items as :class:`TrainEntries` (what the student passes: no [B, I]
+    mask is built or read).
     """
     if mode not in _PARTS:
         raise ValueError(f"mode must be 'overall' or 'rank', got {mode!r}")

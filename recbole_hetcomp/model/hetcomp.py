@@ -24,7 +24,7 @@ from torch import nn
 
 from recbole_hetcomp.distill import kd
 from recbole_hetcomp.distill.ensemble import csr_entries, csr_row_mask
-from recbole_hetcomp.distill.losses import factorised_loss, overall_loss, rank_loss
+from recbole_hetcomp.distill.losses import TrainEntries, factorised_loss, overall_loss, rank_loss
 from recbole_hetcomp.model.cml import CML
 
 #: ``kd_method``: HetComp's own losses, or a ranking-KD baseline on the final ensemble (:mod:`recbole_hetcomp.distill.kd`).
@@ -107,6 +107,12 @@ class HetComp(GeneralRecommender):
         """
         return csr_row_mask(self.history_indptr, self.history_items, users, self.n_items)
 
+    def train_entries(self, users):
+        """:meth:`train_mask` as :class:`~recbole_hetcomp.distill.losses.TrainEntries` (for the MF student's
+        factorised loss, which then never builds the [B, I] mask)."""
+        rows, items = csr_entries(self.history_indptr, self.history_items, users)
+        return TrainEntries(rows, items, (users.numel(), self.n_items))
+
     def _check_differentiable(self):
         with torch.enable_grad():
             scores = self.forward(torch.ones(1, dtype=torch.long, device=self.device))
@@ -150,7 +156,7 @@ class HetComp(GeneralRecommender):
                       self.train_mask(users))
             return self.loss_weights[self.loss_mode] * loss
         loss = factorised_loss(self.loss_mode, self.user_embedding(users), self.item_embedding.weight,
-                               self.observed[users], self.target[users], self.train_mask(users),
+                               self.observed[users], self.target[users], self.train_entries(users),
                                clamp=self.clamp, workspace=self._workspace(users.numel()))
         return self.loss_weights[self.loss_mode] * loss
 
