@@ -297,6 +297,47 @@ def test_dcd_unsampled_path_equals_the_every_cell_path(ties, repeats, item_side)
         assert torch.allclose(grad, want_grad, atol=1e-6)
 
 
+def _dcd_by_the_definition(scores, top, train, item_side=True):
+    """DCD without sampling, query by query in plain Python, from the module docstring's definitions."""
+    s, t, tr = scores.tolist(), top.tolist(), train.tolist()
+    b, n_items = len(s), len(s[0])
+    first = [{} for _ in range(b)]  # user -> {item: its first position}
+    for u in range(b):
+        for r, i in enumerate(t[u]):
+            if i >= 0 and not tr[u][i] and i not in first[u]:
+                first[u][i] = r + 1
+
+    def side(values, positions):  # one query: candidates' scores and teacher positions (None: not eligible)
+        cand = [c for c in range(len(values)) if positions[c] is not None]
+        pos = {c: positions[c] for c in cand}
+        lo = {c: 1 + sum(pos[d] < pos[c] for d in cand) for c in cand}
+        hi = {c: sum(pos[d] <= pos[c] for d in cand) for c in cand}
+        rho = {c: 1 + sum(values[d] > values[c] for d in cand) for c in cand}
+        p = sorted((c for c in cand if rho[c] > hi[c]), key=lambda c: (lo[c], rho[c], c))
+        z = sum(math.exp(values[c]) for c in cand if lo[c] > rho[c])
+        return -sum(values[p[j]] - math.log(sum(math.exp(values[q]) for q in p[j:]) + z) for j in range(len(p)))
+
+    unlisted = len(t[0]) + 1  # an eligible candidate outside the list: tied after it
+    total = sum(side(s[u], [None if tr[u][i] else first[u].get(i, unlisted) for i in range(n_items)])
+                for u in range(b))
+    if item_side and b > 1:
+        for i in sorted({i for u in range(b) for i in t[u] if i >= 0}):
+            total += side([s[u][i] for u in range(b)], [None if tr[u][i] else first[u].get(i, unlisted)
+                                                        for u in range(b)])
+    return total
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_dcd_equals_its_definition_computed_query_by_query(ties):
+    for seed in range(3):
+        scores, top, train = _dcd_case(seed, b=6, n_items=25, k=7, ties=ties, repeats=seed == 1)
+        scores = scores.detach().double()
+        for item_side in (False, True):
+            want = _dcd_by_the_definition(scores, top, train, item_side)
+            assert want > 0
+            assert dcd_loss(scores, top, train, item_side=item_side).item() == pytest.approx(want, rel=1e-9)
+
+
 def test_dcd_unsampled_path_on_a_catalogue_sized_batch():
     from recbole_hetcomp.distill import kd
 

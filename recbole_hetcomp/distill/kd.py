@@ -430,11 +430,10 @@ def _correction(x: torch.Tensor, pos: torch.Tensor, unlisted: int, k, eps, gener
         n_up = up.sum(1)
         m = int(n_up.max()) if n_up.numel() else 0
         # P in teacher order (lo ascending), ties in the student's order (rho ascending: equal scores share rho),
-        # then the column: one sort of a key that is unique per column (at most C^3, far inside int64)
+        # then the column: one stable sort of a key below (C + 1)^2 (the column order is the stable sort's)
         c = pos.shape[1]
-        col = torch.arange(c, device=x.device)
-        key = ((lo * (c + 1) + rho) * c + col).masked_fill_(~up, (c + 2) ** 3)
-        order = _argsort_rows(key)[:, :m]
+        key = (lo * (c + 1) + rho).masked_fill_(~up, (c + 1) ** 2)
+        order = _argsort_rows(key, stable=True)[:, :m]
         valid = torch.arange(m, device=x.device) < n_up.unsqueeze(1)
     a = x - _shift(x, eligible)
     return _listmle(a.gather(1, order), valid, _tail_mass(a, down))
@@ -509,13 +508,15 @@ def _correction_unsampled(xd, blocked, rows, cols, teacher, pick, in_order=False
         is_listed[rows, cols] = True
         unlisted = ~is_listed[t_rows, t_cols]
         d_rows, d_cols = torch.cat([rows[down], t_rows[unlisted]]), torch.cat([cols[down], t_cols[unlisted]])
-        # P: the under-ranked cells by row, then teacher rank, then student rank (equal scores tie), then column:
-        # one key, distinct per cell, below 2^63 for any catalogue and batch this runs on (checked)
+        # P: the under-ranked cells by row, then teacher rank, then student rank (equal scores tie), then column
         p_rows, p_cols = rows[up], cols[up]
+        within = (lo[up] * (c + 1) + rho[up]) * c + p_cols  # distinct within a row, below (K + 1)(C + 1)C
         span = (int(lo.max()) + 1 if lo.numel() else 1) * (c + 1) * c
-        if r_count * span >= 2 ** 63:
-            raise ValueError(f"DCD: {r_count} queries x {c} candidates is too large for its sort key")
-        by = _argsort(p_rows * span + (lo[up] * (c + 1) + rho[up]) * c + p_cols)
+        if r_count * span < 2 ** 63:  # one key for (row, within): one sort
+            by = _argsort(p_rows * span + within)
+        else:  # too large for int64 (a catalogue of millions): by within, then stably by row
+            by = torch.sort(within).indices
+            by = by[torch.sort(p_rows[by], stable=True).indices]
         p_rows, p_cols = p_rows[by], p_cols[by]
         n_up = torch.bincount(p_rows, minlength=r_count)
         m = int(n_up.max()) if n_up.numel() else 0
@@ -526,6 +527,8 @@ def _correction_unsampled(xd, blocked, rows, cols, teacher, pick, in_order=False
         valid = torch.arange(m, device=dev) < n_up.unsqueeze(1)
         best = asc[:, -1:]
         shift = torch.where(torch.isfinite(best), best, torch.zeros_like(best))  # _shift: max over the eligible
+    # Z(N) per row (an index_add: its order of summation differs from a row sum's, so Z agrees with the every-cell
+    # path to rounding; on CUDA its atomic adds also vary from run to run in the last bits)
     z = torch.zeros(r_count, dtype=xd.dtype, device=dev).index_add(
         0, d_rows, torch.exp(pick(d_rows, d_cols) - shift[d_rows, 0]))
     a_list = pick(order_rows.view(-1), order_cols.view(-1)).view(r_count, m) - shift
@@ -615,7 +618,7 @@ def _positions(top: torch.Tensor, valid: torch.Tensor, train: torch.Tensor, cols
     b, k = top.shape
     unlisted = k + 1
     at = top.clamp(min=0)
-    if cols is not None:  # the column of each listed item among cols (padding: any column, it writes K + 2)
+    if cols is not None:  # the column of each listed item among cols (padding: any column; its K + 2 lowers nothing)
         at = torch.searchsorted(cols, at).clamp(max=cols.numel() - 1)
         train = train[:, cols]
     pos = torch.full(train.shape, unlisted, dtype=torch.long, device=top.device)

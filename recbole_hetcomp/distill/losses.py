@@ -68,7 +68,8 @@ Conventions
   ``clamp(U @ V.T)`` computed from the factors in a workspace it reuses batch after batch,
   with the clamp folded in, so no [B, I] float tensor is allocated per batch (on a CPU the
   page faults of fresh [B, I] tensors cost more than their arithmetic), and its training items
-  as :class:`TrainEntries`, so no [B, I] mask is built or read either.
+  as :class:`TrainEntries`, so the tail is zeroed at them instead of masked over [B, I] (the rank
+  loss still builds a bool [B, I] to look up its T[K//10:K//2] items).
   ``benchmarks/loss_speed.py`` times the paths side by side.
 """
 
@@ -140,7 +141,7 @@ def _check_scores(scores):
     return tuple(scores.shape), scores.device
 
 
-def _outside_tail(train: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+def _outside_tail(train, items: torch.Tensor):
     """bool [B, I]: true where the item is observed or in the row of ``items`` (not in the tail).
 
     A bool mask for ``masked_fill_``: a float product with a uint8 mask converts the mask to a
@@ -154,7 +155,7 @@ def _outside_tail(train: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     return outside
 
 
-def _extra_tail_items(rest: torch.Tensor, head: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+def _extra_tail_items(rest: torch.Tensor, head: torch.Tensor, train) -> torch.Tensor:
     """Bool [B, n]: the entries of ``rest`` that are real, unobserved and not in ``head``, each once.
 
     With ``head`` = T[:K//10] and ``rest`` = T[K//10:K//2]: Z(Unobs \\ T[:K//10]) equals
@@ -445,8 +446,8 @@ def factorised_loss(
     batch after batch (what the HetComp student does); with 2 * B * I elements the backward
     of a batch whose scores were clamped allocates none either. One graph per workspace at a time:
     run its backward before the next forward into the same workspace. ``train_mask`` is a [B, I]
-    mask or the same training items as :class:`TrainEntries` (what the student passes: no [B, I]
-    mask is built or read).
+    mask or the same training items as :class:`TrainEntries` (what the student passes: the tail is
+    then zeroed at the entries, with no ``masked_fill_`` over [B, I]).
     """
     if mode not in _PARTS:
         raise ValueError(f"mode must be 'overall' or 'rank', got {mode!r}")

@@ -109,7 +109,7 @@ class HetComp(GeneralRecommender):
 
     def train_entries(self, users):
         """:meth:`train_mask` as :class:`~recbole_hetcomp.distill.losses.TrainEntries` (for the MF student's
-        factorised loss, which then never builds the [B, I] mask)."""
+        factorised loss, which then zeroes its tail at the entries instead of masking [B, I] scores)."""
         rows, items = csr_entries(self.history_indptr, self.history_items, users)
         return TrainEntries(rows, items, (users.numel(), self.n_items))
 
