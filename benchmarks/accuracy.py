@@ -249,9 +249,14 @@ def kd_comparison(table, metric="recall@20"):
     rows.sort(key=lambda r: -r["mean"])
     first, second = rows[0], rows[1]
     spread = max((r["std"] for r in (first, second) if r["std"] is not None), default=None)
+    # seed by seed: both methods learnt the same teachers on the same split, so the per-seed lead is the paired
+    # comparison (the std of the means is mostly the splits' own spread)
+    leads = [per_seed[first["name"]][s] - per_seed[second["name"]][s] for s in seeds]
     return {"metric": metric, "seeds": seeds, "methods": rows, "winner": first["name"],
             "lead": first["mean"] - second["mean"], "runner_up": second["name"], "spread": spread,
-            "lead_exceeds_spread": None if spread is None else first["mean"] - second["mean"] > spread}
+            "lead_exceeds_spread": None if spread is None else first["mean"] - second["mean"] > spread,
+            "seed_leads": leads, "ahead_in": sum(x > 0 for x in leads),
+            "seed_lead_std": statistics.stdev(leads) if len(leads) > 1 else None}
 
 
 def targets(table):
@@ -322,6 +327,10 @@ def markdown(result):
         verdict = ("one seed: no spread to weigh the lead against" if kd["spread"] is None else
                    f"{'more' if kd['lead_exceeds_spread'] else 'less'} than the larger std, {kd['spread']:.4f}")
         lines += ["", f"Winner: {kd['winner']}, ahead of {kd['runner_up']} by {kd['lead']:.4f} ({verdict})."]
+        if n > 1:
+            lines += ["", f"Seed by seed (same teachers and split): ahead in {kd['ahead_in']} of {n}, by "
+                          f"{kd['lead']:.4f} ± {kd['seed_lead_std']:.4f} ("
+                          + ", ".join(f"{s}: {x:+.4f}" for s, x in zip(kd["seeds"], kd["seed_leads"])) + ")."]
     return "\n".join(lines)
 
 

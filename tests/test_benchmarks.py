@@ -210,6 +210,9 @@ def test_the_kd_comparison_names_the_winner_on_the_seeds_every_method_has(accura
     assert kd["winner"] == "RRD (KD of the ensemble)" and kd["runner_up"] == "HetComp"
     assert kd["lead"] == pytest.approx(0.0375) and kd["spread"] == pytest.approx(0.05 * 2 ** 0.5)
     assert kd["lead_exceeds_spread"] is False
+    # paired: RRD leads by 0.05 in seed 1 and 0.025 in seed 2
+    assert kd["seed_leads"] == [pytest.approx(0.05), pytest.approx(0.025)] and kd["ahead_in"] == 2
+    assert kd["seed_lead_std"] == pytest.approx(0.025 / 2 ** 0.5)
     assert module.kd_comparison(table[:2]) is None  # no KD baseline: nothing to compare
 
 
