@@ -19,14 +19,19 @@ TEACHERS = ["BPR", "EASE"]
 SEED = 2020
 
 
+def benchmark(name):
+    """The module of benchmarks/<name>.py (importable with benchmarks/ on the path only while it loads)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
 @pytest.fixture(scope="module")
 def accuracy(synth_shared, tmp_path_factory):
     """benchmarks/accuracy.py with its runs, records and settings pointed at the synthetic data."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        module = importlib.import_module("accuracy")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    module = benchmark("accuracy")
     data_path, name = synth_shared
     root = tmp_path_factory.mktemp("bench")
     saved = module.RUNS, module.RECORDS, module.pipeline_settings
@@ -218,11 +223,7 @@ def test_the_kd_comparison_names_the_winner_on_the_seeds_every_method_has(accura
 
 @pytest.fixture
 def loss_weights():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module("loss_weights")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return benchmark("loss_weights")
 
 
 def _student_checkpoint(epoch=7):
@@ -289,11 +290,7 @@ def test_loss_weights_without_stored_students_says_what_to_run(loss_weights, tmp
 def variants(added, tmp_path, monkeypatch):
     """benchmarks/student_variants.py on the records of ``added`` (its accuracy run is the defaults line)."""
     module, name, _, _ = added
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        variants = importlib.import_module("student_variants")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    variants = benchmark("student_variants")
     for attr, value in (("RUNS", module.RUNS), ("RECORDS", module.RECORDS), ("RESULTS", tmp_path)):
         monkeypatch.setattr(variants, attr, value)
     return variants, name
@@ -360,11 +357,7 @@ def test_scale_lists_are_distinct_skewed_and_never_the_padding_item():
     """benchmarks/scale.py's synthetic teacher lists: n distinct items a row, no item 0, popular items first."""
     import torch
 
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        scale = importlib.import_module("scale")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    scale = benchmark("scale")
     gen = torch.Generator().manual_seed(0)
     lists = scale.skewed_lists(3000, 100, scale.popularity_logits(2000), gen, chunk=1024)
     assert lists.dtype == torch.int32 and lists.shape == (3000, 100)
@@ -377,11 +370,7 @@ def test_scale_lists_are_distinct_skewed_and_never_the_padding_item():
 
 def test_ensemble_fit_names_the_seeds_below_the_best_teacher(tmp_path, monkeypatch):
     # the floor is per seed: a mean above 1.00x with one seed under it is "not met", and names that seed
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        module = importlib.import_module("ensemble_fit")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    module = benchmark("ensemble_fit")
     records = tmp_path / "ensemble_fit"
     records.mkdir()
     for path in sorted((BENCHMARKS / "results" / "ensemble_fit").glob("ml-100k-seed-*.json")):
