@@ -207,11 +207,16 @@ def csr_entries(indptr, items, rows):
     return at, items[torch.arange(at.numel(), device=rows.device) + shift]
 
 
+def entries_mask(rows, cols, shape):
+    """bool ``shape``: True at the entries (``rows``, ``cols``) and at column 0 (RecBole's padding item)."""
+    mask = torch.zeros(shape, dtype=torch.bool, device=rows.device)
+    mask[rows, cols] = True
+    mask[:, 0] = True
+    return mask
+
+
 def csr_row_mask(indptr, items, rows, n_items):
     """bool [len(rows), n_items]: True at each row's CSR items and at column 0 (RecBole's padding item). The work
     is the rows' entries, not len(rows) times the longest row."""
     at, entries = csr_entries(indptr, items, rows)
-    mask = torch.zeros(rows.numel(), n_items, dtype=torch.bool, device=rows.device)
-    mask[at, entries] = True
-    mask[:, 0] = True
-    return mask
+    return entries_mask(at, entries, (rows.numel(), n_items))

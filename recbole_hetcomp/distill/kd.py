@@ -453,14 +453,6 @@ def _count_not_greater(asc: torch.Tensor, rows: torch.Tensor, values: torch.Tens
     return count
 
 
-def _argsort(x: torch.Tensor) -> torch.Tensor:
-    """The permutation sorting the 1-D ``x`` of distinct values, or of values whose ties may go in any order (on
-    CPU through NumPy's quicksort, about twice torch's speed here)."""
-    if x.device.type != "cpu":
-        return torch.sort(x).indices
-    return torch.from_numpy(np.argsort(x.numpy()).astype(np.int64))
-
-
 def _correction_unsampled(xd, blocked, rows, cols, teacher, pick, in_order=False) -> torch.Tensor:
     """:func:`_correction` with ``k=None`` (every mis-ranked candidate), from one values-only sort of each row and
     work on the listed cells alone, never building the [R, C] positions.
@@ -488,7 +480,7 @@ def _correction_unsampled(xd, blocked, rows, cols, teacher, pick, in_order=False
         else:  # sorted by (row, position), a run of equal keys spans [first, last]:
             # lo = 1 + #{strictly better} = 1 + first - start, hi = #{better or tied} = 1 + last - start
             key = rows * (int(teacher.max()) + 1 if teacher.numel() else 1) + teacher
-            by = _argsort(key)
+            by = _argsort_rows(key.unsqueeze(0))[0]  # ties may go in any order
             ordered = key[by]
             new_run = torch.ones_like(ordered, dtype=torch.bool)
             new_run[1:] = ordered[1:] != ordered[:-1]
@@ -513,7 +505,7 @@ def _correction_unsampled(xd, blocked, rows, cols, teacher, pick, in_order=False
         within = (lo[up] * (c + 1) + rho[up]) * c + p_cols  # distinct within a row, below (K + 1)(C + 1)C
         span = (int(lo.max()) + 1 if lo.numel() else 1) * (c + 1) * c
         if r_count * span < 2 ** 63:  # one key for (row, within): one sort
-            by = _argsort(p_rows * span + within)
+            by = _argsort_rows((p_rows * span + within).unsqueeze(0))[0]
         else:  # too large for int64 (a catalogue of millions): by within, then stably by row
             by = torch.sort(within).indices
             by = by[torch.sort(p_rows[by], stable=True).indices]
@@ -581,8 +573,9 @@ def dcd_loss(
     users = torch.arange(b, device=scores.device).unsqueeze(1).expand_as(top)[listed]
     ranks = torch.arange(1, top.shape[1] + 1, device=scores.device).expand_as(top)[listed]
     items = top[listed]
-    counts = torch.zeros(b, n_items, dtype=torch.int32, device=scores.device)
-    if bool((counts.index_put_((users, items), torch.ones_like(items, dtype=torch.int32), accumulate=True) > 1).any()):
+    spare = -1 - torch.arange(top.shape[1], device=scores.device)  # distinct negatives: they never repeat
+    ordered = torch.sort(torch.where(listed, top, spare), dim=1).values  # [B, K]: no pass over [B, I]
+    if bool((ordered[:, 1:] == ordered[:, :-1]).any()):
         key = users * n_items + items  # a list names an item twice: keep its first listing, the smallest position
         first = torch.full((b * n_items,), top.shape[1] + 1, dtype=torch.long, device=scores.device)
         kept = first.scatter_reduce_(0, key, ranks, reduce="amin")[key] == ranks
@@ -605,10 +598,11 @@ def _dcd_every_cell(scores, top, valid, train, k, eps, generator, item_side) -> 
     and with ``k=None`` the reference the faster unsampled path is tested against."""
     unlisted = top.shape[1] + 1
     loss = _correction(scores, _positions(top, valid, train), unlisted, k, eps, generator)
-    cols = torch.unique(top[valid])  # the listed items: an item outside every list has no under-ranked user
-    if item_side and scores.shape[0] > 1 and cols.numel():
-        pos = _positions(top, valid, train, cols).t().contiguous()
-        loss = loss + _correction(scores[:, cols].t(), pos, unlisted, k, eps, generator)
+    if item_side and scores.shape[0] > 1:
+        cols = torch.unique(top[valid])  # the listed items: an item outside every list has no under-ranked user
+        if cols.numel():
+            pos = _positions(top, valid, train, cols).t().contiguous()
+            loss = loss + _correction(scores[:, cols].t(), pos, unlisted, k, eps, generator)
     return loss
 
 

@@ -81,6 +81,8 @@ from typing import NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
+from recbole_hetcomp.distill.ensemble import entries_mask
+
 __all__ = ["LOG_CLAMP_MIN", "TrainEntries", "factorised_loss", "overall_loss", "rank_loss"]
 
 #: Lower clamp applied to the argument of every logarithm in the losses.
@@ -102,12 +104,7 @@ class TrainEntries(NamedTuple):
     def observed(self, items):
         """bool, the shape of ``items`` [B, n]: whether each entry is a training item of its row (column 0 and
         padding, < 0, are)."""
-        b, n_items = self.shape
-        mask = torch.zeros(b * n_items, dtype=torch.bool, device=items.device)
-        mask[self.rows * n_items + self.cols] = True
-        mask = mask.view(b, n_items)
-        mask[:, 0] = True
-        return mask.gather(1, items.clamp(min=0))
+        return entries_mask(self.rows, self.cols, self.shape).gather(1, items.clamp(min=0))
 
     def to(self, device):
         return TrainEntries(self.rows.to(device), self.cols.to(device), self.shape)
