@@ -156,6 +156,7 @@ CASES = [
     ("negative teacher weight", [*SYNTH, "--teachers", "BPR,EASE", "--teacher_weights={'BPR': -1}"]),
     ("unknown importance", [*SYNTH, "--teachers", "BPR", "--ensemble_importance=gauss"]),
     ("unknown fit method", [*SYNTH, "--teachers", "BPR", "--ensemble_fit_method=best"]),
+    ("fit metric the fit cannot compute", [*SYNTH, "--teachers", "BPR", "--ensemble_fit_metric=MAP@10"]),
     ("unknown metric", [*SYNTH, "--teachers", "BPR", "--metrics=['Recall','Foo']"]),
     ("valid_metric not computed", [*SYNTH, "--teachers", "BPR", "--valid_metric=MRR@10"]),
     ("valid_metric at a cut-off not computed", [*SYNTH, "--teachers", "BPR", "--valid_metric=Recall@30"]),

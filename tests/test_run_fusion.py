@@ -102,6 +102,26 @@ def test_a_stored_fit_is_reused_and_refit_redoes_it(run, tmp_path):
     assert not choose_fusion(run["base"], run["data"], run["trajectories"], store).record["reused"]
 
 
+def test_ensemble_fit_metric_is_what_the_fit_maximises(run, tmp_path):
+    """Set, ``ensemble_fit_metric`` replaces ``valid_metric`` as the fit's objective (and is another stored fit);
+    left unset, the fit and its key are the ``valid_metric`` ones."""
+    store = TrajectoryStore(tmp_path / "store")
+    default = choose_fusion(run["base"], run["data"], run["trajectories"], store)
+    same = choose_fusion(_config(run, ensemble_fit_metric="Recall@20"), run["data"], run["trajectories"], store)
+    assert same.record["reused"] and same.fusion.weights == default.fusion.weights  # the same objective, the same key
+    ndcg = choose_fusion(_config(run, ensemble_fit_metric="NDCG@5"), run["data"], run["trajectories"], store)
+    assert not ndcg.record["reused"] and ndcg.record["settings"]["metric"] == "ndcg@5"
+    problem = validation_problem(run["data"], run["trajectories"])
+    assert ndcg.fusion.score == score_fusion(problem, ndcg.fusion, "ndcg@5")
+    singles = [score_fusion(problem, Fusion(TEACHERS, "exp", 10.0, [float(i == j) for j in range(3)]), "ndcg@5")
+               for i in range(3)]
+    assert ndcg.fusion.score >= max(singles)  # greedy starts from the best teacher of its own metric
+    with pytest.raises(ValueError, match=r"^ensemble_fit_metric=MAP@10: the ensemble fit maximises one of Recall, "
+                                         r"Ndcg, Precision, Hit, Mrr at a cut-off, e.g. Recall@50; set "
+                                         r"ensemble_fit_metric to one, or ensemble_fit to False$"):
+        choose_fusion(_config(run, ensemble_fit_metric="MAP@10"), run["data"], run["trajectories"])
+
+
 def test_other_teachers_are_another_fit(run, tmp_path):
     store = TrajectoryStore(tmp_path / "store")
     choose_fusion(run["base"], run["data"], run["trajectories"], store)

@@ -134,13 +134,14 @@ def _prepare_block(lists, indptr, pos):
     return ranks[keep], hits[keep], n_pos[keep]
 
 
-def parse_metric(valid_metric):
-    """``'Recall@50'`` -> ``('recall', 50)``; ``ValueError`` for a metric the fit cannot compute."""
-    name, _, k = str(valid_metric).lower().partition("@")
+def parse_metric(metric, key="valid_metric"):
+    """``'Recall@50'`` -> ``('recall', 50)``; ``ValueError`` naming ``key`` (the config key the metric came
+    from) for a metric the fit cannot compute."""
+    name, _, k = str(metric).lower().partition("@")
     if name not in METRICS or not k.isdigit() or int(k) < 1:
-        raise ValueError(f"valid_metric={valid_metric}: the ensemble fit maximises one of "
+        raise ValueError(f"{key}={metric}: the ensemble fit maximises one of "
                          f"{', '.join(m.capitalize() for m in METRICS)} at a cut-off, e.g. Recall@50; "
-                         "set valid_metric to one, or ensemble_fit to False")
+                         f"set {key} to one, or ensemble_fit to False")
     return name, int(k)
 
 

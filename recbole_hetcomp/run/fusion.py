@@ -87,9 +87,11 @@ def config_fusion(config, teachers):
 
 
 def fit_settings(config):
-    """The fit's search settings from ``config`` (checked)."""
-    metric = config["valid_metric"]
-    parse_metric(metric)
+    """The fit's search settings from ``config`` (checked). The fit maximises ``ensemble_fit_metric`` when it is
+    set, else ``valid_metric`` (left unset, the settings, and so a stored fit's key, are what they were)."""
+    key = "valid_metric" if config["ensemble_fit_metric"] is None else "ensemble_fit_metric"
+    metric = config[key]
+    parse_metric(metric, key)
     method = config["ensemble_fit_method"]
     if method not in METHODS:
         raise ValueError(f"ensemble_fit_method={method!r}: choose {' or '.join(METHODS)}")
