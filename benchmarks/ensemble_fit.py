@@ -104,12 +104,16 @@ def _cell(xs, fmt="{:.4f}"):
 
 
 def _held_out_ratio(record, method):
-    """The held-out fitted score over the held-out best teacher's, both in the fit's own metric (a coordinate
-    fit's trace names no best teacher: the greedy fit's, of the same metric and halves, serves)."""
+    """The held-out fitted score over the held-out best teacher's, both in the fit's own metric. Records made before
+    every fit stored its held-out best teacher lack it for coordinate fits: there the greedy fit's, of the same metric
+    and halves, is the same number."""
     own = record["methods"][method]["held_out"]
-    metric = lambda m: record["methods"][m].get("fit_metric", record["valid_metric"])  # noqa: E731
     best = own.get("best_teacher")
-    if best is None and metric(method) == metric("greedy"):
+    if best is None:
+        metric = lambda m: record["methods"][m].get("fit_metric", record["valid_metric"])  # noqa: E731
+        if metric(method) != metric("greedy"):
+            raise ValueError(f"{record['dataset']} seed {record['seed']}, {method}: no held-out best teacher in "
+                             f"{metric(method)} recorded; rerun this seed")
         best = record["methods"]["greedy"]["held_out"]["best_teacher"]
     return own["fitted"] / best
 

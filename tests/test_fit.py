@@ -9,12 +9,14 @@ from recbole_hetcomp.distill.ensemble import ensemble_scores
 from recbole_hetcomp.distill.fit import (
     DEFAULT_GRID,
     Fusion,
+    best_single_teacher,
     check_grid,
     fit_fusion,
     halves,
     parse_metric,
     prepare,
     score_fusion,
+    single_teacher_scores,
 )
 
 
@@ -71,6 +73,24 @@ def test_recall_and_ndcg_by_hand():
     assert score_fusion(p, f, "ndcg@4") == pytest.approx(dcg / idcg)
     idcg2 = 1 + 1 / math.log2(3)  # RecBole's ideal DCG stops at min(|valid|, K)
     assert score_fusion(p, f, "ndcg@2") == pytest.approx((1 / math.log2(3)) / idcg2)
+
+
+def test_single_teacher_scores_by_hand():
+    # user 0, validation {2, 6}: A ranks 2 first (recall@2 1/2), B ranks 6 and 2 first (1), C lists neither (0);
+    # user 1, validation {9}: A misses it, B has it third (beyond the cut-off), C has it first
+    lists = [[[2, 4, 8], [1, 3, 5]],
+             [[6, 2, 8], [3, 4, 9]],
+             [[1, 3, 5], [9, 1, 2]]]
+    indptr, items = _csr([[2, 6], [9]])
+    p = prepare(_long(lists), indptr, items)
+    assert single_teacher_scores(p, "recall@2") == [pytest.approx(1 / 4), pytest.approx(1 / 2), pytest.approx(1 / 2)]
+    assert best_single_teacher(p, "recall@2") == (1, pytest.approx(1 / 2))  # B and C tie: the earlier teacher
+    assert best_single_teacher(p, "recall@3")[0] == 1  # now B finds 9 too: 1.0 against C's 0.5
+    # under every importance function a teacher alone scores as its own list
+    for kind, param in (("rrf", 60.0), ("power", 2.0), ("exp", 1.0)):
+        alone = [score_fusion(p, Fusion(list("ABC"), kind, param, [float(i == x) for i in range(3)]), "ndcg@3")
+                 for x in range(3)]
+        assert alone == single_teacher_scores(p, "ndcg@3"), kind
 
 
 def test_the_fused_top_k_is_the_ensemble_formulas():

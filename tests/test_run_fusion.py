@@ -66,6 +66,28 @@ def test_held_out_halves(run):
     assert held["fitted"] == pytest.approx(sum(f["fitted"] for f in held["folds"]) / 2)
 
 
+@pytest.mark.parametrize("method", ["greedy", "coordinate"])
+def test_every_fit_records_its_best_teacher(run, method):
+    """Whatever the search, the record names the best single teacher on validation and, on each held-out fold, the
+    teacher best on the fitting half scored on the other half, in the fit's own metric."""
+    from recbole_hetcomp.distill.fit import halves
+
+    record = choose_fusion(_config(run, ensemble_fit_method=method), run["data"], run["trajectories"]).record
+    problem = validation_problem(run["data"], run["trajectories"])
+    alone = lambda x, p: score_fusion(p, Fusion(TEACHERS, "exp", 10.0, [float(i == x) for i in range(3)]),  # noqa: E731
+                                      "recall@20")
+    singles = [alone(x, problem) for x in range(3)]
+    assert record["best_teacher"] == {"name": TEACHERS[singles.index(max(singles))], "score": max(singles)}
+    a, b = halves(problem.n_users, run["base"]["seed"])
+    for fold, (fit_rows, score_rows) in zip(record["held_out"]["folds"], ((a, b), (b, a))):
+        on_fit = [alone(x, problem.subset(fit_rows)) for x in range(3)]
+        x = on_fit.index(max(on_fit))
+        assert fold["best_teacher"] == {"name": TEACHERS[x], "score": alone(x, problem.subset(score_rows))}
+    folds = record["held_out"]["folds"]
+    assert record["held_out"]["best_teacher"] == pytest.approx((folds[0]["best_teacher"]["score"]
+                                                                + folds[1]["best_teacher"]["score"]) / 2)
+
+
 def test_the_test_split_is_never_read(run):
     """Permuting the test items changes nothing in the fit, bit for bit."""
     data = run["data"]

@@ -322,6 +322,22 @@ def score_fusion(problem, fusion, metric):
     return _Scorer(problem, fusion.kind, fusion.param, name, k)(fusion.weights)
 
 
+def single_teacher_scores(problem, metric):
+    """``metric`` of each teacher's own list on ``problem``, in teacher order. A single teacher ranks as its own list
+    under every importance function (each decreases with the rank), so the released default scores it."""
+    name, k = parse_metric(metric)
+    scorer = _Scorer(problem, "exp", 10.0, name, k)
+    m = problem.ranks.shape[2]
+    return [scorer([1.0 if j == x else 0.0 for j in range(m)]) for x in range(m)]
+
+
+def best_single_teacher(problem, metric):
+    """(index, score) of the teacher whose own list scores best on ``problem`` (ties: the earlier teacher)."""
+    singles = single_teacher_scores(problem, metric)
+    best = max(range(len(singles)), key=lambda x: (singles[x], -x))
+    return best, singles[best]
+
+
 def sample_users(n_users, most, seed=0):
     """The rows a fit scores: all of ``range(n_users)`` when ``most`` is None or not below it, else a sample of
     ``most`` drawn by ``seed`` (sorted, long)."""

@@ -26,6 +26,7 @@ from recbole_hetcomp.distill.fit import (
     METHODS,
     PARAMETER,
     Fusion,
+    best_single_teacher,
     check_grid,
     fit_fusion,
     halves,
@@ -123,16 +124,6 @@ def fit_key(trajectories, fingerprint, settings, fixed):
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _best_single(fusion):
-    """(index, validation score) of the best single teacher, from a greedy fit's trace (None otherwise).
-    A single teacher ranks as its own list under any importance, so the first candidate's scores serve."""
-    singles = fusion.trace[0].get("single_teacher_scores")
-    if not singles:
-        return None
-    best = max(range(len(singles)), key=lambda x: (singles[x], -x))
-    return best, singles[best]
-
-
 def _fit(problem, names, settings, fixed):
     return fit_fusion(problem, names, settings["metric"], grid=settings["grid"], method=settings["method"],
                       max_steps=settings["max_steps"], patience=settings["patience"], **fixed)
@@ -149,16 +140,14 @@ def _held_out(problem, given, settings, fixed, seed):
         row = {"users": [int(fit_rows.numel()), int(score_rows.numel())],
                "fitted": score_fusion(score_part, fitted, settings["metric"]),
                "equal_weights": score_fusion(score_part, given, settings["metric"]), "fusion": fitted.describe()}
-        single = _best_single(fitted)
-        if single is not None:  # the teacher best on the fitting half, scored on the other
-            one = Fusion(names, "exp", 10.0, [1.0 if x == single[0] else 0.0 for x in range(len(names))])
-            row["best_teacher"] = {"name": names[single[0]], "score": score_fusion(score_part, one, settings["metric"])}
+        # the teacher best on the fitting half, scored on the other: what a user picking one teacher would get
+        single, _ = best_single_teacher(fit_part, settings["metric"])
+        one = Fusion(names, "exp", 10.0, [1.0 if x == single else 0.0 for x in range(len(names))])
+        row["best_teacher"] = {"name": names[single], "score": score_fusion(score_part, one, settings["metric"])}
         folds.append(row)
     mean = lambda key: sum(f[key] for f in folds) / len(folds)  # noqa: E731
-    out = {"seed": int(seed), "folds": folds, "fitted": mean("fitted"), "equal_weights": mean("equal_weights")}
-    if all("best_teacher" in f for f in folds):
-        out["best_teacher"] = sum(f["best_teacher"]["score"] for f in folds) / len(folds)
-    return out
+    return {"seed": int(seed), "folds": folds, "fitted": mean("fitted"), "equal_weights": mean("equal_weights"),
+            "best_teacher": sum(f["best_teacher"]["score"] for f in folds) / len(folds)}
 
 
 def choose_fusion(config, data, trajectories, store=None, refit=False):
@@ -191,12 +180,12 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
     fusion = _fit(problem, names, settings, fixed)
     fit_s = time.perf_counter() - start
     held_out = _held_out(problem, given, settings, fixed, config["seed"])
-    single = _best_single(fusion)
+    single = best_single_teacher(problem, settings["metric"])
     record = {"format": FIT_FORMAT, "dataset": dataset, "teachers": names, "split_fingerprint": data.fingerprint,
               "settings": settings, "fixed": {k: list(v) if isinstance(v, tuple) else v for k, v in fixed.items()},
               "fusion": {"kind": fusion.kind, "param": fusion.param, "weights": fusion.weights},
               "valid_score": fusion.score, "equal_weights_score": score_fusion(problem, given, settings["metric"]),
-              "best_teacher": {"name": names[single[0]], "score": single[1]} if single else None,
+              "best_teacher": {"name": names[single[0]], "score": single[1]},
               "users": problem.n_users, "users_validated": total, "fit_s": fit_s, "held_out": held_out, "trace": fusion.trace}
     if store is not None:
         store.save_fit(dataset, key, record)
