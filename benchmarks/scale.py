@@ -175,7 +175,7 @@ def epoch_cost(users, train, steps, gen):
 
 def child(fraction, steps, workdir):
     from recbole_hetcomp.distill.curriculum import Curriculum
-    from recbole_hetcomp.distill.fit import fit_fusion, halves, prepare, sample_users
+    from recbole_hetcomp.distill.fit import fit_fusion, halves, prepare_sample
 
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
@@ -197,9 +197,8 @@ def child(fraction, steps, workdir):
     _, out["dkc_step_s"] = timed(lambda: curriculum.step(torch.randint(1, ITEMS, (users, DKC_K), generator=gen), 20))
     _, out["target_rebuild_s"] = timed(curriculum.targets)
     final = torch.stack([t.top[-1] for t in trajs])  # int32, as run/fusion.py passes them
-    problem, out["fit_prepare_s"] = timed(lambda: prepare(final, valid[0], valid[1].long()))
-    # as the run fits (run/fusion.py): on at most ensemble_fit_users of them, then on each half of those
-    problem = problem.subset(sample_users(problem.n_users, FIT_USERS, 0))
+    # as the run fits (run/fusion.py): on at most ensemble_fit_users of them (only those prepared), then on each half
+    (problem, _), out["fit_prepare_s"] = timed(lambda: prepare_sample(final, valid[0], valid[1].long(), FIT_USERS, 0))
     out["fit_users"] = problem.n_users
     names = [t.teacher for t in trajs]
     fusion, out["fit_search_s"] = timed(lambda: fit_fusion(problem, names))

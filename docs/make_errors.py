@@ -71,6 +71,7 @@ def fixtures():
     write("broken.yaml", "epochs: [1, 2\nlearning_rate: 0.1\n")
     write("typo.yaml", "epochs: 2\nlerning_rate: 0.1\n")
     write("list.yaml", "- epochs\n- 2\n")
+    write("fusion_space.yaml", "learning_rate: {choice: [0.01, 0.05]}\nensemble_tau: {choice: [5.0, 20.0]}\n")
     write("a_file", "not a directory")
     import random
 
@@ -157,6 +158,12 @@ CASES = [
     ("unknown importance", [*SYNTH, "--teachers", "BPR", "--ensemble_importance=gauss"]),
     ("unknown fit method", [*SYNTH, "--teachers", "BPR", "--ensemble_fit_method=best"]),
     ("fit metric the fit cannot compute", [*SYNTH, "--teachers", "BPR", "--ensemble_fit_metric=MAP@10"]),
+    ("importance parameter of a kind not in use", [*SYNTH, "--teachers", "BPR,EASE", "--ensemble_rrf_k=30"]),
+    ("a fusion key scoped to the student", [*SYNTH, "--teachers", "BPR,EASE", "--HetComp.ensemble_tau=30"]),
+    ("the student's model as a scope, also a teacher", [*SYNTH, "--teachers", "BPR,LightGCN", "--student", "LightGCN",
+                                                        "--LightGCN.embedding_size=8"]),
+    ("a fusion key searched while the fit is on", [*SYNTH, "--teachers", "BPR,EASE", "--tune", "--search_space",
+                                                   "fusion_space.yaml"]),
     ("unknown metric", [*SYNTH, "--teachers", "BPR", "--metrics=['Recall','Foo']"]),
     ("valid_metric not computed", [*SYNTH, "--teachers", "BPR", "--valid_metric=MRR@10"]),
     ("valid_metric at a cut-off not computed", [*SYNTH, "--teachers", "BPR", "--valid_metric=Recall@30"]),

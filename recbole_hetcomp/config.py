@@ -159,7 +159,14 @@ def scoped_args(cmd_args, model, known):
     """The ``--key=value`` arguments that reach ``model``: the global ones, plus the
     ``--<Model>.key=value`` ones addressed to it (prefix removed); a scoped key overrides the
     same global one (``--epochs=5 --LightGCN.epochs=40``). A scope that names no model of the
-    run is an error, so a typo never passes silently."""
+    run is an error, so a typo never passes silently.
+
+    In a run with HetComp (``known`` holds it) whose student is another model (``--student LightGCN``, which
+    the command line passes as ``--HetComp.student=LightGCN``), ``--LightGCN.key=value`` is addressed to the
+    student, as ``--HetComp.key=value`` is; if that model is also a teacher of the run the scope is ambiguous,
+    and an error."""
+    lowered = {k.lower() for k in known}
+    student = _student_of(cmd_args) if "hetcomp" in lowered else None
     plain, scoped = [], []
     for arg in cmd_args or []:
         key = arg[2:].split("=", 1)[0]
@@ -167,13 +174,30 @@ def scoped_args(cmd_args, model, known):
             plain.append(arg)
             continue
         scope, name = key.split(".", 1)
-        if scope.lower() not in {k.lower() for k in known}:  # model names are case-insensitive
+        if student is not None and scope.lower() == student.lower():
+            if scope.lower() in lowered:
+                raise ValueError(f"'{arg}' is ambiguous: {scope} is a teacher of this run and its student "
+                                 f"(--student {student}): write --HetComp.{name}=... to set the student, or leave "
+                                 f"{scope} out of --teachers")
+            scope = "HetComp"
+        elif scope.lower() not in lowered:  # model names are case-insensitive
             raise ValueError(f"'{arg}' is addressed to '{scope}', which is not a model of this run "
                              f"({', '.join(known)})")
         if scope.lower() == model.lower():
             scoped.append(f"--{name}={arg.split('=', 1)[1]}")
     mine = {a[2:].split("=", 1)[0] for a in scoped}
     return [a for a in plain if a[2:].split("=", 1)[0] not in mine] + scoped
+
+
+def _student_of(cmd_args):
+    """The student's model named on the command line (``--HetComp.student=X`` or ``--student=X``), None for MF or
+    none."""
+    named = None
+    for arg in cmd_args or []:
+        key = arg[2:].split("=", 1)[0]
+        if key.lower() in ("hetcomp.student", "student") and "=" in arg:
+            named = arg.split("=", 1)[1].strip()
+    return None if not named or named.upper() == "MF" else named
 
 
 def split_global_args(cmd_args):

@@ -15,6 +15,8 @@ from recbole_hetcomp.distill.fit import (
     halves,
     parse_metric,
     prepare,
+    prepare_sample,
+    sample_users,
     score_fusion,
     single_teacher_scores,
 )
@@ -49,6 +51,29 @@ def test_prepare_by_hand():
 def test_prepare_rejects_mismatched_users():
     with pytest.raises(ValueError, match="validation items are given for 1 users, the lists for 2"):
         prepare(torch.zeros(1, 2, 3, dtype=torch.long), _long([0, 1]), _long([4]))
+
+
+def test_prepare_sample_prepares_only_the_sampled_users():
+    """The sampled problem holds the rows of prepare(...).subset(sample): the same users, ranks and hits, padded only
+    to its own widest user; users without validation items are neither counted nor drawn."""
+    g = torch.Generator().manual_seed(7)
+    m, u, n, n_items = 3, 50, 8, 40
+    lists = torch.stack([torch.stack([torch.randperm(n_items, generator=g)[:n] for _ in range(u)]) for _ in range(m)])
+    lists[1, 4, 5:] = -1  # padding in a list
+    valid = [[] if x % 7 == 3 else torch.randperm(n_items, generator=g)[: 1 + x % 4].tolist() for x in range(u)]
+    indptr, items = _csr(valid)
+    full = prepare(lists, indptr, items)
+    kept = sum(1 for v in valid if v)
+    for most, seed in ((10, 0), (10, 1), (kept - 1, 3)):
+        part, total = prepare_sample(lists, indptr, items, most, seed)
+        want = full.subset(sample_users(kept, most, seed))
+        w = part.ranks.shape[1]
+        assert total == kept and part.n_users == most and part.n == n
+        assert torch.equal(part.ranks, want.ranks[:, :w]) and bool((want.ranks[:, w:] == n).all())
+        assert torch.equal(part.hits, want.hits[:, :w]) and not bool(want.hits[:, w:].any())
+        assert torch.equal(part.n_pos, want.n_pos)
+    same, total = prepare_sample(lists, indptr, items, kept, 0)  # no fewer users than asked: all of them
+    assert total == kept and torch.equal(same.ranks, full.ranks) and torch.equal(same.hits, full.hits)
 
 
 # ---------------------------------------------------------------------------- metrics

@@ -69,6 +69,15 @@ def test_results_files(two_runs):
                       "ensemble of BPR+EASE", "HetComp", "baseline: MF w/o KD (BPR, d=6)"]
     assert payload["total_s"] >= sum(s["s"] for s in payload["stages"]) - 0.5
     assert "| stage | wall time |" in table and "| **total** |" in table.splitlines()[-1]
+    # what each ensemble is, the fit against the best teacher on validation, and what the students learn
+    fit = payload["ensemble_fit"]
+    assert "- Ensemble (equal weights): exp tau=10; weights BPR 1, EASE 1." in table
+    assert (f"- Ensemble (fitted on validation): {second[3]['fusion']['text']} (greedy fit on validation recall@50, "
+            f"re-used from the store): {fit['valid_score']:.4f} against the best teacher's ({fit['best_teacher']['name']})"
+            f" {fit['best_teacher']['score']:.4f} and equal weights' {fit['equal_weights_score']:.4f}; on held-out "
+            f"halves {fit['held_out']['fitted']:.4f} against {fit['held_out']['best_teacher']:.4f} and "
+            f"{fit['held_out']['equal_weights']:.4f}.") in table
+    assert "- The students learn the ensemble fitted on validation." in table
 
 
 def test_cli_rejects_bad_arguments_with_one_line(synth_shared, capsys):
@@ -95,6 +104,24 @@ def test_scoped_arguments_reach_only_their_model():
     assert scoped_args(args, "EASE", known) == ["--epochs=5"]
     with pytest.raises(ValueError, match="addressed to 'HetCom', which is not a model of this run"):
         scoped_args(["--HetCom.dkc=False"], "HetComp", known)
+
+
+def test_the_students_model_scope_reaches_the_student():
+    """``--student LightGCN --LightGCN.embedding_size=8`` sets the student when LightGCN is not a teacher; when it is,
+    the scope is ambiguous and an error; an MF student (the default) routes nothing."""
+    from recbole_hetcomp.config import scoped_args
+
+    args = ["--HetComp.student=LightGCN", "--lightgcn.embedding_size=8", "--epochs=5"]
+    assert scoped_args(args, "HetComp", ["HetComp", "BPR", "EASE"]) == ["--epochs=5", "--student=LightGCN",
+                                                                       "--embedding_size=8"]
+    assert scoped_args(args, "BPR", ["HetComp", "BPR", "EASE"]) == ["--epochs=5"]
+    with pytest.raises(ValueError, match=r"^'--lightgcn.embedding_size=8' is ambiguous: lightgcn is a teacher of this "
+                                         r"run and its student \(--student LightGCN\): write "
+                                         r"--HetComp.embedding_size=\.\.\. to set the student, or leave lightgcn "
+                                         r"out of --teachers$"):
+        scoped_args(args, "HetComp", ["HetComp", "BPR", "LightGCN"])
+    with pytest.raises(ValueError, match="addressed to 'LightGCN', which is not a model of this run"):
+        scoped_args(["--HetComp.student=MF", "--LightGCN.embedding_size=8"], "HetComp", ["HetComp", "BPR"])
 
 
 def test_rows_time_full_ranking_and_the_ensemble_pays_for_every_teacher(two_runs):
@@ -290,7 +317,7 @@ def test_cli_student_lightgcn_and_its_own_baseline(synth_shared, tmp_path, two_r
     code = cli.main(["-d", name, "--teachers", "BPR,EASE", "--student", "lightgcn", "--output", str(tmp_path / "s"),
                      f"--data_path={data_path}", f"--trajectory_store={out / 'store'}",
                      *[f"--{k}={v}" for k, v in SMALL.items()], "--HetComp.epochs=10", "--HetComp.eval_step=5",
-                     "--HetComp.embedding_size=4"])
+                     "--LightGCN.embedding_size=4"])  # the student's model as scope: the student (not a teacher here)
     assert code == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "s" / "results.json").read_text())["rows"]
     student, baseline = rows[-2], rows[-1]

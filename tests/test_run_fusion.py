@@ -41,7 +41,7 @@ def test_the_fit_scores_as_recbole_evaluates(run):
     ensemble = HetCompEnsemble(run["base"], run["data"].train_dataset, trajectories=run["trajectories"],
                                fusion=fusion)
     valid = evaluate_model(ensemble, run["data"], phases=("valid",))["valid"]
-    problem = validation_problem(run["data"], run["trajectories"])
+    problem, _ = validation_problem(run["data"], run["trajectories"])
     for metric in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"):
         assert round(score_fusion(problem, fusion, metric), 4) == valid[metric], metric
 
@@ -73,7 +73,7 @@ def test_every_fit_records_its_best_teacher(run, method):
     from recbole_hetcomp.distill.fit import halves
 
     record = choose_fusion(_config(run, ensemble_fit_method=method), run["data"], run["trajectories"]).record
-    problem = validation_problem(run["data"], run["trajectories"])
+    problem, _ = validation_problem(run["data"], run["trajectories"])
     alone = lambda x, p: score_fusion(p, Fusion(TEACHERS, "exp", 10.0, [float(i == x) for i in range(3)]),  # noqa: E731
                                       "recall@20")
     singles = [alone(x, problem) for x in range(3)]
@@ -133,7 +133,7 @@ def test_ensemble_fit_metric_is_what_the_fit_maximises(run, tmp_path):
     assert same.record["reused"] and same.fusion.weights == default.fusion.weights  # the same objective, the same key
     ndcg = choose_fusion(_config(run, ensemble_fit_metric="NDCG@5"), run["data"], run["trajectories"], store)
     assert not ndcg.record["reused"] and ndcg.record["settings"]["metric"] == "ndcg@5"
-    problem = validation_problem(run["data"], run["trajectories"])
+    problem, _ = validation_problem(run["data"], run["trajectories"])
     assert ndcg.fusion.score == score_fusion(problem, ndcg.fusion, "ndcg@5")
     singles = [score_fusion(problem, Fusion(TEACHERS, "exp", 10.0, [float(i == j) for j in range(3)]), "ndcg@5")
                for i in range(3)]
@@ -205,9 +205,43 @@ def test_ensemble_fit_users_scores_a_seeded_sample(run):
     assert sum(capped["held_out"]["folds"][0]["users"]) == n // 3
     rows = sample_users(n, n // 3, run["base"]["seed"])
     assert rows.numel() == n // 3 and bool((rows[1:] > rows[:-1]).all()) and torch.equal(sample_users(n, n), torch.arange(n))
-    problem = validation_problem(run["data"], run["trajectories"]).subset(rows)
+    problem = validation_problem(run["data"], run["trajectories"])[0].subset(rows)
+    sampled, total = validation_problem(run["data"], run["trajectories"], n // 3, run["base"]["seed"])
+    assert total == n and torch.equal(sampled.hits, problem.hits[:, :sampled.hits.shape[1]])  # only the sample prepared
     alone = fit_fusion(problem, TEACHERS, "recall@20", grid=capped["settings"]["grid"])
     assert (alone.kind, alone.param, alone.weights, alone.score) == (
         capped["fusion"]["kind"], capped["fusion"]["param"], capped["fusion"]["weights"], capped["valid_score"])
     with pytest.raises(ValueError, match="ensemble_fit_users=0: must be an integer > 0"):
         choose_fusion(_config(run, ensemble_fit_users=0), run["data"], run["trajectories"])
+
+
+def test_an_importance_parameter_of_another_kind_is_one_line(synth_config):
+    """``--ensemble_rrf_k=30`` alone would fix the default exp importance and leave 30 unused: an error naming the fix;
+    with its kind named, or for the kind in use, the parameter is accepted."""
+    from recbole_hetcomp.run.fusion import check_fusion_keys
+
+    with pytest.raises(ValueError, match=r"^ensemble_rrf_k=30 is the parameter of ensemble_importance=rrf, but "
+                                         r"ensemble_importance is exp: also set ensemble_importance=rrf, or drop "
+                                         r"ensemble_rrf_k$"):
+        check_fusion_keys(synth_config("HetCompEnsemble", ensemble_rrf_k=30))
+    with pytest.raises(ValueError, match=r"^ensemble_tau=5.0 is the parameter of ensemble_importance=exp, but "
+                                         r"ensemble_importance is power"):
+        check_fusion_keys(synth_config("HetCompEnsemble", ensemble_importance="power", ensemble_tau=5.0))
+    check_fusion_keys(synth_config("HetCompEnsemble", ensemble_importance="rrf", ensemble_rrf_k=30))
+    check_fusion_keys(synth_config("HetCompEnsemble", ensemble_tau=30.0))  # exp is the default kind
+    check_fusion_keys(synth_config("HetCompEnsemble"))  # our yaml sets every parameter: not the user's
+
+
+def test_a_fusion_key_scoped_to_the_student_is_one_line(synth_config):
+    """The student learns the run's fusion: ``--HetComp.ensemble_tau=30`` would make it learn another one than its row
+    names."""
+    from recbole_hetcomp.run.fusion import check_fusion_keys
+
+    base = synth_config("HetCompEnsemble")
+    check_fusion_keys(base, synth_config("HetComp"))
+    with pytest.raises(ValueError, match=r"^HetComp.ensemble_tau=30.0: the ensemble is the run's, not the student's "
+                                         r"\(its row, every student and every --tune trial learn one fusion\): set "
+                                         r"ensemble_tau without the HetComp. scope$"):
+        check_fusion_keys(base, synth_config("HetComp", cmd_args=["--ensemble_tau=30.0"]))
+    with pytest.raises(ValueError, match=r"^HetComp.teacher_weights="):
+        check_fusion_keys(base, synth_config("HetComp", teacher_weights={"BPR": 2.0}))

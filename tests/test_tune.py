@@ -178,6 +178,22 @@ def test_hetcomp_search_reports_every_evaluation_and_picks_the_best(local_ray, s
     assert meta["milestones"] == [0.5, 1.0]
 
 
+def test_searching_the_fusion_needs_the_fit_off(synth, tmp_path):
+    """Every trial learns the ensemble fitted once before the trials: a space that searches a fusion key while the fit
+    is on is one line before Ray starts (and before anything is written); with the fit off it is allowed."""
+    from recbole_hetcomp.distributed.tune import run_tune
+
+    data_path, name = synth
+    space = write(tmp_path, "learning_rate: {choice: [0.01, 0.05]}\nensemble_tau: {choice: [5.0, 20.0]}\n")
+    config = {"data_path": str(data_path), "show_progress": False, "state": "ERROR", **TINY}
+    with pytest.raises(ValueError, match=r"^ensemble_tau is searched in .*space.yaml, but the ensemble is fitted on "
+                                         r"validation once, before the trials, and every trial learns it "
+                                         r"\(ensemble_fit: True\): remove it from the search space, or set "
+                                         r"--ensemble_fit=False to search it$"):
+        run_tune("HetComp", name, space_file=space, output=tmp_path / "out", config_dict=config, teachers=["BPR"])
+    assert not (tmp_path / "out").exists()
+
+
 def test_asha_stops_a_worse_trial_early(local_ray, synth, tmp_path):
     from recbole_hetcomp.distributed.tune import run_tune
 

@@ -100,6 +100,25 @@ def prepare(lists, pos_indptr, pos_items, chunk_users=8192):
     return FitProblem(ranks, hits, n_pos, n)
 
 
+def prepare_sample(lists, pos_indptr, pos_items, most=None, seed=0):
+    """(:class:`FitProblem`, U) for at most ``most`` of the U users with validation items: a sample drawn by ``seed``
+    (:func:`sample_users`), and only those users' lists are prepared, so past ``most`` users the cost stops growing
+    with the users (but for the selection itself). The users and their rows are those of
+    ``prepare(...).subset(sample_users(U, most, seed))``; the padding may be narrower."""
+    indptr = torch.as_tensor(pos_indptr, dtype=torch.long)
+    pos = torch.as_tensor(pos_items, dtype=torch.long)
+    n_pos = indptr[1:] - indptr[:-1]
+    kept = torch.nonzero(n_pos > 0).view(-1)
+    if most is None or kept.numel() <= most:
+        return prepare(lists, indptr, pos), int(kept.numel())
+    rows = kept[sample_users(kept.numel(), most, seed)]
+    counts = n_pos[rows]
+    sub = torch.zeros(rows.numel() + 1, dtype=torch.long)
+    sub[1:] = torch.cumsum(counts, 0)
+    at = torch.repeat_interleave(indptr[rows] - sub[:-1], counts) + torch.arange(int(sub[-1]))  # each item's old slot
+    return prepare(lists[:, rows], sub, pos[at]), int(kept.numel())
+
+
 def _prepare_block(lists, indptr, pos):
     """(ranks, hits, n_pos) of :func:`prepare` for one block of users (long ``lists`` [M, U, N], CSR rebased to
     the block), at the block's own width."""

@@ -99,11 +99,18 @@ DCD
     the user side only.
   * Defaults ``eps = 0.1`` and ``k = None`` are this module's, not values taken from the paper.
   * Written from the paper's abstract and overview (its objective is the base loss plus ``L_RKD`` (RRD),
-    ``L_UCD`` (user side) and ``L_ICD`` (item side)) and RRD's list-wise form: the method section's exact
-    discrepancy and sampling formulas were not at hand, so the two correction terms here are this module's
-    reading, to check against sections 3.2-3.4 of the paper. The student's loss
+    ``L_UCD`` (user side) and ``L_ICD`` (item side)) and RRD's list-wise form. The student's loss
     (:class:`~recbole_hetcomp.model.hetcomp.HetComp` with ``kd_method: dcd``) is BPR + ``kd_weight`` *
     (``rrd_loss`` + this).
+  * NOT the authors' released code (read since; repository ``dudwns511/DCD_CIKM21``), which differs in ways
+    that matter, so rows of this loss are "DCD as read from the paper's overview", not a reproduction:
+    (1) it ranks the student among the teacher's list only (its discrepancies over a list are a permutation
+    difference), where ``rho`` here counts every unobserved item; (2) its over-ranked set holds list items
+    only, where ``N`` here also takes non-list items inside the student's top ``n``; (3) its item side ranks,
+    for each of the batch's positive items, the teacher's top users of that item across all users, where
+    here it spans the batch's users; (4) its objective is base + ``UCD_lambda`` * UCD + ``ICD_lambda`` *
+    ICD, without the RRD term added here; (5) it samples ``p_n`` candidates of each kind with probability
+    ``tanh(ep * d)`` and refreshes the discrepancies every 3 epochs.
   * A training item listed in ``top`` is ignored here (DCD ranks unobserved candidates only).
 CL-DRD
   * The paper trains in iterations whose teacher preference pairs go from coarse groups of
@@ -113,6 +120,14 @@ CL-DRD
     family as RRD; the paper's own loss over those preference pairs is not reproduced. With
     ``groups = [1, 2, ..., K]`` it equals :func:`rrd_loss`. List items past the last group end
     belong to ``R``.
+  * NOT the authors' released code (read since; repository ``HansiZeng/CL-DRD``), so rows of this loss are
+    "a CL-DRD-like curriculum", not a reproduction: (1) its loss is pairwise, LambdaRank-like: for every
+    candidate pair with teacher label ``y_i > y_j``, ``|1/p_i - 1/p_j| * log(1 + exp(-(s_i - s_j)))`` with
+    ``p`` the student's current 1-based position among the candidates, averaged over pairs; (2) every
+    iteration keeps the teacher's top group fully ordered (labels ``1/r``) and makes only the lower groups
+    coarse, the ordered prefix growing 5, 10, 30 of 30 candidates, where stage 0 here leaves the top block
+    unordered; (3) nothing outside its 30 teacher-ranked candidates enters the loss, where ``R`` here holds
+    every other unobserved item.
   * Stage schedule (:func:`cldrd_groups`), three stages with boundaries at HetComp's own
     ``K//10`` and ``K//2`` prefixes (the paper's list sizes are for passage re-ranking and are
     not reused): stage 0 ``[K//10, K]`` (two unordered blocks), stage 1 ``[1, ..., K//10, K//2,

@@ -163,14 +163,15 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     """Search ``model``'s hyper-parameters with Ray Tune; returns (summary dict, markdown table).
 
     For HetComp the ensemble's fusion is chosen once, before the trials (fitted on validation with
-    ``ensemble_fit``, see :mod:`recbole_hetcomp.run.fusion`), and every trial learns it; a space that
-    searches an ensemble key overrides that part of it."""
+    ``ensemble_fit``, see :mod:`recbole_hetcomp.run.fusion`), and every trial learns it. A space may search
+    a fusion key (``ensemble_tau``, ``teacher_weights``, ...) only with ``ensemble_fit: False``: each trial
+    then lays its value over the config's fusion, and the summary says so."""
     from recbole.utils import init_logger
 
     from recbole_hetcomp.config import make_config, scoped_args, split_global_args
     from recbole_hetcomp.distributed.parallel import RayTeachers, absolute_paths, ray_session
     from recbole_hetcomp.keys import check_keys
-    from recbole_hetcomp.run.fusion import choose_fusion
+    from recbole_hetcomp.run.fusion import FUSION_KEYS, choose_fusion
     from recbole_hetcomp.run.pipeline import build_teachers, prepare_output
     from recbole_hetcomp.run.preflight import check_output, check_pipeline
     from recbole_hetcomp.schema import check_values
@@ -199,6 +200,11 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     if is_hetcomp and set(space) & TEACHER_SIDE_KEYS:
         raise ValueError(f"{', '.join(sorted(set(space) & TEACHER_SIDE_KEYS))} changes the split or the teachers, "
                          "which every trial shares: fix it with --key=value instead of searching it")
+    searched_fusion = sorted(set(space) & set(FUSION_KEYS)) if is_hetcomp else []
+    if searched_fusion and base["ensemble_fit"]:
+        raise ValueError(f"{', '.join(searched_fusion)} is searched in {space_file}, but the ensemble is fitted on "
+                         "validation once, before the trials, and every trial learns it (ensemble_fit: True): "
+                         "remove it from the search space, or set --ensemble_fit=False to search it")
     output = output or Path("results") / dataset
     union = _milestone_union(space, base["trajectory_milestones"]) if is_hetcomp else None
     teacher_over = {"trajectory_milestones": union} if union else {}
@@ -232,6 +238,8 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
             fixed = {**fusion.config(trajectories), **fixed}
             trajectories = fusion.active(trajectories)
             ensemble = f"{fusion.label}: {fusion.fusion.describe()}"
+            if searched_fusion:
+                ensemble += f", with {', '.join(searched_fusion)} searched per trial"
             logger.info(f"tune: every trial learns the ensemble {ensemble}")
         teachers_s = time.time() - start
         summary = _search(name, dataset, files, fixed, trial_args, trajectories,

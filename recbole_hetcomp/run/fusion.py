@@ -31,8 +31,7 @@ from recbole_hetcomp.distill.fit import (
     fit_fusion,
     halves,
     parse_metric,
-    prepare,
-    sample_users,
+    prepare_sample,
     score_fusion,
 )
 from recbole_hetcomp.settings import positive_int
@@ -42,6 +41,10 @@ logger = logging.getLogger("recbole_hetcomp")
 FIT_FORMAT = 1
 WEIGHT_KEYS = ("teacher_weights",)
 IMPORTANCE_KEYS = ("ensemble_importance", "ensemble_tau", "ensemble_rrf_k", "ensemble_power")
+#: The keys that describe the run's ensemble: one fusion for its row, every student and every Tune trial.
+FUSION_KEYS = WEIGHT_KEYS + IMPORTANCE_KEYS
+#: Each importance parameter's key -> the importance kind it belongs to.
+KIND_OF_PARAMETER = {"ensemble_tau": "exp", "ensemble_rrf_k": "rrf", "ensemble_power": "power"}
 
 
 @dataclass
@@ -79,6 +82,26 @@ def user_set(config, keys):
     return [k for k in keys if k in config.external_config_dict]  # RecBole's merge of those three
 
 
+def check_fusion_keys(base, student=None):
+    """The run's fusion keys make sense before anything trains: an importance parameter the user sets belongs to
+    the importance kind in use (``--ensemble_rrf_k=30`` alone would leave ``exp`` in place and fix it, silently),
+    and ``student`` (the student's config) describes the same fusion as ``base`` (a ``HetComp.``-scoped fusion key
+    would make the student learn another ensemble than the one its row names)."""
+    kind = base["ensemble_importance"] or "exp"
+    for key in user_set(base, tuple(KIND_OF_PARAMETER)):
+        if KIND_OF_PARAMETER[key] != kind:
+            raise ValueError(f"{key}={base[key]} is the parameter of ensemble_importance={KIND_OF_PARAMETER[key]}, "
+                             f"but ensemble_importance is {kind}: also set ensemble_importance="
+                             f"{KIND_OF_PARAMETER[key]}, or drop {key}")
+    if student is None:
+        return
+    for key in FUSION_KEYS:
+        if student[key] != base[key]:
+            raise ValueError(f"HetComp.{key}={student[key]}: the ensemble is the run's, not the student's (its row, "
+                             f"every student and every --tune trial learn one fusion): set {key} without the "
+                             "HetComp. scope")
+
+
 def config_fusion(config, teachers):
     """The fusion that ``config`` describes (its weights and importance, no fit)."""
     imp = importance_from_config(config)
@@ -101,9 +124,11 @@ def fit_settings(config):
             "users": None if config["ensemble_fit_users"] is None else positive_int(config, "ensemble_fit_users")}
 
 
-def validation_problem(data, trajectories):
+def validation_problem(data, trajectories, most=None, seed=0):
     """The fit's :class:`~recbole_hetcomp.distill.fit.FitProblem`: the teachers' final lists and the
-    validation items of every user (only the validation split is read)."""
+    validation items of every user (only the validation split is read); with ``most``, of a sample of at most that
+    many users drawn by ``seed`` (``ensemble_fit_users``), the others not prepared. Returns (problem, the number of
+    users with validation items)."""
     feat = data.valid._dataset.inter_feat
     uid, iid = data.train_dataset.uid_field, data.train_dataset.iid_field
     users, items = feat[uid].long(), feat[iid].long()
@@ -113,7 +138,7 @@ def validation_problem(data, trajectories):
     indptr = torch.zeros(n_users + 1, dtype=torch.long)
     indptr[1:] = torch.cumsum(torch.bincount(users, minlength=n_users), 0)
     lists = torch.stack([t.top[-1] for t in trajectories])  # int32: prepare widens a block of users at a time
-    return prepare(lists, indptr, items)
+    return prepare_sample(lists, indptr, items, most, seed)
 
 
 def fit_key(trajectories, fingerprint, settings, fixed):
@@ -171,12 +196,11 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
     if record is not None:
         fusion = Fusion(names, record["fusion"]["kind"], record["fusion"]["param"], record["fusion"]["weights"],
                         record["valid_score"])
-        logger.info(f"ensemble fit: re-using {store.fit_path(dataset, key)}: {fusion.describe()}")
-        return RunFusion(fusion, fitted=True, record={**record, "reused": True})
+        record = {**record, "reused": True}
+        logger.info(f"ensemble fit: re-using {store.fit_path(dataset, key)}: {fit_summary(record)}")
+        return RunFusion(fusion, fitted=True, record=record)
     start = time.perf_counter()
-    problem = validation_problem(data, trajectories)
-    total = problem.n_users
-    problem = problem.subset(sample_users(total, settings["users"], config["seed"]))  # ensemble_fit_users
+    problem, total = validation_problem(data, trajectories, settings["users"], config["seed"])  # ensemble_fit_users
     fusion = _fit(problem, names, settings, fixed)
     fit_s = time.perf_counter() - start
     held_out = _held_out(problem, given, settings, fixed, config["seed"])
@@ -189,8 +213,25 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
               "users": problem.n_users, "users_validated": total, "fit_s": fit_s, "held_out": held_out, "trace": fusion.trace}
     if store is not None:
         store.save_fit(dataset, key, record)
-    logger.info(f"ensemble fit ({settings['method']}, {fit_s:.1f} s): {fusion.describe()}; valid "
-                f"{settings['metric']} {fusion.score:.4f} against {record['equal_weights_score']:.4f} with "
-                f"{given_label(given)}; on held-out halves {held_out['fitted']:.4f} against "
-                f"{held_out['equal_weights']:.4f}")
-    return RunFusion(fusion, fitted=True, record={**record, "reused": False})
+    record = {**record, "reused": False}
+    logger.info(f"ensemble fit ({fit_s:.1f} s): {fit_summary(record)}")
+    return RunFusion(fusion, fitted=True, record=record)
+
+
+def fit_summary(record):
+    """One line on a fit ``record``: the chosen fusion, then its validation score against the best single teacher's
+    and the equal weights', in full and on held-out halves."""
+    settings, best, held = record["settings"], record.get("best_teacher"), record.get("held_out") or {}
+    fusion = Fusion(record["teachers"], record["fusion"]["kind"], record["fusion"]["param"], record["fusion"]["weights"])
+
+    line = (f"{fusion.describe()} ({settings['method']} fit on validation {settings['metric']}"
+            f"{', re-used from the store' if record.get('reused') else ''}): {record['valid_score']:.4f}")
+    if best:
+        line += f" against the best teacher's ({best['name']}) {best['score']:.4f}"
+    line += f" and equal weights' {record['equal_weights_score']:.4f}"
+    if held.get("fitted") is not None:
+        line += f"; on held-out halves {held['fitted']:.4f}"
+        if held.get("best_teacher") is not None:
+            line += f" against {held['best_teacher']:.4f}"
+        line += f" and {held['equal_weights']:.4f}"
+    return line

@@ -18,7 +18,7 @@ from recbole_hetcomp.config import make_config, scoped_args, split_global_args
 from recbole_hetcomp.keys import check_keys
 from recbole_hetcomp.model import HetCompEnsemble
 from recbole_hetcomp.run import training
-from recbole_hetcomp.run.fusion import choose_fusion, config_fusion, given_label
+from recbole_hetcomp.run.fusion import choose_fusion, config_fusion, fit_summary, given_label
 from recbole_hetcomp.run.plots import write_plots
 from recbole_hetcomp.run.preflight import check_output, check_pipeline, no_kd_baseline
 from recbole_hetcomp.run.results import write_results
@@ -266,7 +266,12 @@ def _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output
     if fusion.fitted:
         extra["ensemble_fit"] = fusion.record
     extra.update(stages=progress.stages, total_s=progress.total_s(), dataset_builds=training.builds - builds_before)
-    table = write_results(output, dataset, rows, extra=extra, footer=progress.markdown())
+    notes = [f"- Ensemble ({given_label(given)}): {given.describe()}."]
+    if fusion.fitted:
+        notes.append(f"- Ensemble (fitted on validation): {fit_summary(fusion.record)}.")
+    if student:
+        notes.append(f"- The students learn the ensemble {fusion.label}.")
+    table = write_results(output, dataset, rows, extra=extra, footer="\n".join(notes) + "\n\n" + progress.markdown())
     return rows, table
 
 

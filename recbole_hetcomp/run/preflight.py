@@ -31,7 +31,7 @@ from recbole_hetcomp.data.checks import warn_uncovered
 from recbole_hetcomp.distill.ensemble import importance, importance_from_config, teacher_weight_vector
 from recbole_hetcomp.keys import check_keys, check_teacher_names
 from recbole_hetcomp.model.hetcomp import HetComp
-from recbole_hetcomp.run.fusion import fit_settings
+from recbole_hetcomp.run.fusion import check_fusion_keys, fit_settings
 from recbole_hetcomp.run.teachers import check_teacher
 from recbole_hetcomp.run.training import load_data
 from recbole_hetcomp.schema import check_values
@@ -166,6 +166,7 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
         check_milestones(configs[name]["trajectory_milestones"])
     teacher_weight_vector(teachers, base["teacher_weights"])
     importance(torch.zeros(1), **importance_from_config(base))
+    check_fusion_keys(base, configs["HetComp"] if student else None)
     if not isinstance(base["ensemble_fit"], bool):
         raise ValueError(f"ensemble_fit={base['ensemble_fit']!r} must be True or False")
     if base["ensemble_fit"]:
