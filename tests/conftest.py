@@ -60,6 +60,13 @@ def _truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+def _cut_after_first_line(path):
+    """Keep the first line of a JSON file (its opening brace): the parse error then names the same place whatever the
+    file held (a cut at half the file named a place that moved with the machine's name, so docs/errors.md did)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"\n") + 1])
+
+
 def _flip_last_byte(path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
@@ -80,7 +87,7 @@ STORE_DAMAGE = {
     "truncated top.npy": lambda d: _truncate(d / "top.npy"),
     "tampered top.npy": lambda d: _flip_last_byte(d / "top.npy"),
     "missing obs_items.npy": lambda d: (d / "obs_items.npy").unlink(),
-    "truncated meta.json": lambda d: _truncate(d / "meta.json"),
+    "truncated meta.json": lambda d: _cut_after_first_line(d / "meta.json"),
     "another split": _edit_meta(split_fingerprint="0" * 64),
     "another dataset": _edit_meta(dataset="ml-1m"),
     "old format version": _edit_meta(format_version=0),

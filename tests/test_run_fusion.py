@@ -124,6 +124,26 @@ def test_a_stored_fit_is_reused_and_refit_redoes_it(run, tmp_path):
     assert not choose_fusion(run["base"], run["data"], run["trajectories"], store).record["reused"]
 
 
+def test_retrained_lists_or_another_split_are_another_fit(run, tmp_path):
+    """A stored fit is keyed by each teacher's stored lists (their checksum) and the split's fingerprint: a teacher
+    retrained to other lists, or another split, is fitted again, never served the old fit."""
+    import copy
+    import dataclasses
+
+    store = TrajectoryStore(tmp_path / "store")
+    first = choose_fusion(run["base"], run["data"], run["trajectories"], store)
+    assert choose_fusion(run["base"], run["data"], run["trajectories"], store).record["reused"]
+    retrained = [copy.copy(t) for t in run["trajectories"]]
+    files = retrained[1].meta["files"]
+    retrained[1].meta = {**retrained[1].meta, "files": {**files, "top.npy": {**files["top.npy"], "sha256": "0" * 64}}}
+    assert not choose_fusion(run["base"], run["data"], retrained, store).record["reused"]
+    other_split = dataclasses.replace(run["data"], fingerprint="f" * 64)
+    again = choose_fusion(run["base"], other_split, run["trajectories"], store)
+    assert not again.record["reused"] and again.record["split_fingerprint"] == "f" * 64
+    assert len(list((tmp_path / "store" / "synth" / "fits").glob("fit-*.json"))) == 3
+    assert choose_fusion(run["base"], run["data"], run["trajectories"], store).fusion.weights == first.fusion.weights
+
+
 def test_ensemble_fit_metric_is_what_the_fit_maximises(run, tmp_path):
     """Set, ``ensemble_fit_metric`` replaces ``valid_metric`` as the fit's objective (and is another stored fit);
     left unset, the fit and its key are the ``valid_metric`` ones."""
