@@ -194,6 +194,22 @@ def test_searching_the_fusion_needs_the_fit_off(synth, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_with_the_fit_off_a_trial_searches_the_fusion_and_says_so(local_ray, synth, tmp_path):
+    import run_recbole_hetcomp as cli
+
+    space = write(tmp_path, "ensemble_tau: {grid: [5.0, 20.0]}\n")
+    argv = _cli(synth, tmp_path, "--tune", "--search_space", str(space), "--num_samples", "1", "--scheduler", "fifo",
+                "--teachers", "BPR,Pop", "--ensemble_fit=False")
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "tune" / "tune_results.json").read_text())
+    assert sorted(t["params"]["ensemble_tau"] for t in summary["trials"]) == [5.0, 20.0]
+    assert summary["ensemble"] == "equal weights: exp tau=10; weights BPR 1, Pop 1"
+    assert summary["ensemble_searched"] == ["ensemble_tau"]
+    assert not (tmp_path / "store" / "synth" / "fits").exists()  # nothing was fitted
+    assert ("Every trial learns the ensemble equal weights: exp tau=10; weights BPR 1, Pop 1, with its own ensemble_tau "
+            "(searched).") in (tmp_path / "out" / "tune" / "trials.md").read_text()
+
+
 def test_asha_stops_a_worse_trial_early(local_ray, synth, tmp_path):
     from recbole_hetcomp.distributed.tune import run_tune
 

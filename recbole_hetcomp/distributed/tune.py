@@ -238,14 +238,12 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
             fixed = {**fusion.config(trajectories), **fixed}
             trajectories = fusion.active(trajectories)
             ensemble = f"{fusion.label}: {fusion.fusion.describe()}"
-            if searched_fusion:
-                ensemble += f", with {', '.join(searched_fusion)} searched per trial"
             logger.info(f"tune: every trial learns the ensemble {ensemble}")
         teachers_s = time.time() - start
         summary = _search(name, dataset, files, fixed, trial_args, trajectories,
                           space, num_samples, scheduler, base, max_t, output)
     summary.update(teachers_s=round(teachers_s, 1), search_s=round(time.time() - start - teachers_s, 1),
-                   space_file=str(space_file), dataset=dataset, ensemble=ensemble)
+                   space_file=str(space_file), dataset=dataset, ensemble=ensemble, ensemble_searched=searched_fusion)
     table = write_tune_results(output, summary)
     return summary, table
 
@@ -407,7 +405,10 @@ def write_tune_results(output, summary):
              f"{len(summary['trials'])} trials, scheduler {summary['scheduler']}, selection by the best "
              f"{summary['metric']} (validation); test metrics are reported, never used to select.",
              f"Teachers: {summary.get('teachers_s', 0):.0f} s; search: {summary.get('search_s', 0):.0f} s.", "", table]
-    if summary.get("ensemble"):
+    if summary.get("ensemble") and summary.get("ensemble_searched"):
+        lines[3:3] = [f"Every trial learns the ensemble {summary['ensemble']}, with its own "
+                      f"{', '.join(summary['ensemble_searched'])} (searched)."]
+    elif summary.get("ensemble"):
         lines[3:3] = [f"Every trial learns the ensemble {summary['ensemble']} (chosen once, before the trials)."]
     if best:
         lines += ["", f"Best trial {best['trial']}: {summary['metric']} {best['best_valid']:.4f}; "
