@@ -141,6 +141,8 @@ def aggregate():
         best = [r["teachers"][r["best_teacher"]]["test"]["recall@20"] for r in recs]
         lines += [f"## {dataset}, seeds {', '.join(map(str, seeds))} ({recs[0]['users']} validation users)", "",
                   f"Runs: {'; '.join(sorted({r['date'] + ', ' + r['machine'] for r in recs}))}.", "",
+                  *[f"Seed {r['seed']}: {r['note']}." for r in recs if r.get("note")],
+                  *([""] if any(r.get("note") for r in recs) else []),
                   "| row | test Recall@20 | test NDCG@20 | / best teacher (Recall@20) | valid "
                   f"{recs[0]['valid_metric']} | held-out / best teacher | fit s | with held-out s |",
                   "|---|---|---|---|---|---|---|---|"]
