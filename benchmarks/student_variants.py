@@ -8,7 +8,8 @@ Each ``--variant`` (repeatable; default ``embedding_size=16``) is a set of the s
 to the pipeline as ``--HetComp.KEY=VALUE``: the teachers never see them, and the MF baseline
 follows the student's ``embedding_size`` only. E.g. ``--variant embedding_size=32`` (how much of
 the gap to the ensemble is the d = 6 student's size?), ``--variant weight_decay=0`` (the same as
-infinite loss weights under Adam: ``loss_weights.py``), ``--variant ensemble_importance=rrf``.
+infinite loss weights under Adam: ``loss_weights.py``). A variant cannot change the ensemble: the fusion is the
+run's, and a fusion key scoped to the student is an error.
 
 For each seed and variant, one pipeline run as in ``accuracy.py`` (same split, same teachers,
 taken from the accuracy run's trajectory store when it is there) without ablations: the
