@@ -223,7 +223,6 @@ def fit_summary(record):
     and the equal weights', in full and on held-out halves."""
     settings, best, held = record["settings"], record.get("best_teacher"), record.get("held_out") or {}
     fusion = Fusion(record["teachers"], record["fusion"]["kind"], record["fusion"]["param"], record["fusion"]["weights"])
-
     line = (f"{fusion.describe()} ({settings['method']} fit on validation {settings['metric']}"
             f"{', re-used from the store' if record.get('reused') else ''}): {record['valid_score']:.4f}")
     if best:
