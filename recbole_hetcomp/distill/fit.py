@@ -207,9 +207,19 @@ class _Scorer:
         return _metric(self.problem.hits.gather(1, top), self.problem.n_pos, self.metric, self.k)
 
 
+def _singles(scorer, m):
+    """Each of the ``m`` teachers alone, under ``scorer``."""
+    return [scorer([1.0 if j == x else 0.0 for j in range(m)]) for x in range(m)]
+
+
+def _best_of(singles):
+    """The index of the best score (ties: the earlier teacher)."""
+    return max(range(len(singles)), key=lambda x: (singles[x], -x))
+
+
 def _greedy(scorer, m, max_steps, patience):
-    singles = [scorer([1.0 if j == x else 0.0 for j in range(m)]) for x in range(m)]
-    best_x = max(range(m), key=lambda x: (singles[x], -x))
+    singles = _singles(scorer, m)
+    best_x = _best_of(singles)
     counts = [0.0] * m
     counts[best_x] = 1.0
     best, best_counts, current, stale = singles[best_x], list(counts), singles[best_x], 0
@@ -345,15 +355,13 @@ def single_teacher_scores(problem, metric):
     """``metric`` of each teacher's own list on ``problem``, in teacher order. A single teacher ranks as its own list
     under every importance function (each decreases with the rank), so the released default scores it."""
     name, k = parse_metric(metric)
-    scorer = _Scorer(problem, "exp", 10.0, name, k)
-    m = problem.ranks.shape[2]
-    return [scorer([1.0 if j == x else 0.0 for j in range(m)]) for x in range(m)]
+    return _singles(_Scorer(problem, "exp", 10.0, name, k), problem.ranks.shape[2])
 
 
 def best_single_teacher(problem, metric):
     """(index, score) of the teacher whose own list scores best on ``problem`` (ties: the earlier teacher)."""
     singles = single_teacher_scores(problem, metric)
-    best = max(range(len(singles)), key=lambda x: (singles[x], -x))
+    best = _best_of(singles)
     return best, singles[best]
 
 
