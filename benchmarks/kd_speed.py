@@ -11,9 +11,11 @@ process, at the two batchings the student offers:
 * ``users`` (``hetcomp_batch: users``, 64 users a step, as properties/dataset/ml-1m.yaml sets): every user once
   an epoch.
 
-The KD terms are :mod:`recbole_hetcomp.distill.kd`'s (RD and DCD at their defaults, RRD, CL-DRD at its first
-stage); HetComp's is the student's own factorised loss (overall mode). RD, RRD and DCD also add a BPR term on
-the batch, not timed here (a gather and a logsigmoid: small against the KD term). An epoch's figure is the step's
+The KD terms are :mod:`recbole_hetcomp.distill.kd`'s (RD at its defaults, RRD, DCD's two sides on 10 draws of
+each kind from weights refreshed beforehand (the refresh, every 3 epochs, is not timed), CL-DRD on 30 candidates
+at its first stage, and our earlier readings dcd_overview and cldrd_group); HetComp's is the student's own
+factorised loss (overall mode). RD, RRD and both DCDs also add a BPR term on the batch, not timed here (a gather
+and a logsigmoid: small against the KD term). An epoch's figure is the step's
 median times the steps of an epoch, said so in the table. Writes benchmarks/results/kd_speed.{json,md}.
 """
 
@@ -39,7 +41,7 @@ from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 # (users, items, training interactions, distinct users in a batch of 1,024 interactions)
 SIZES = {"ml-100k": (943, 1682, 80_000, 600), "citeulike-t": (5_219, 22_383, 78_958, 750)}  # docs/datasets.md
 D, P, K, CLAMP, USER_BATCH = 6, 10, 100, 40.0, 64
-METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd")
+METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd", "dcd_overview", "cldrd_group")
 
 
 def step_fn(method, b, n_items, seed):
@@ -50,6 +52,14 @@ def step_fn(method, b, n_items, seed):
     top = torch.stack([torch.randperm(n_items - 1, generator=gen)[:K] + 1 for _ in range(b)])
     observed = torch.randint(1, n_items, (b, P), generator=gen)
     workspace = torch.empty(2 * b * n_items)
+    # DCD: the batch's positive items (one observed item of each user), each with K teacher users among the batch's
+    # users, and weights as a refresh would leave them
+    positives = torch.unique(observed[:, 0])
+    item_users = torch.stack([torch.randperm(b, generator=gen)[:min(K, b)] for _ in range(positives.numel())])
+    with torch.no_grad():
+        user_w = kd.dcd_discrepancies(torch.randn(b, K, generator=gen), torch.ones(b, K, dtype=torch.bool), 0.1)
+        item_w = kd.dcd_discrepancies(torch.randn(item_users.shape, generator=gen),
+                                      torch.ones(item_users.shape, dtype=torch.bool), 0.1)
 
     def step():
         users.grad = table.grad = None
@@ -62,9 +72,17 @@ def step_fn(method, b, n_items, seed):
             elif method == "rrd":
                 loss = kd.rrd_loss(scores, top, train)
             elif method == "dcd":
-                loss = kd.rrd_loss(scores, top, train) + kd.dcd_loss(scores, top, train)
+                loss = kd.dcd_correction(scores.gather(1, top), kd.dcd_sample(user_w[0], 10),
+                                         kd.dcd_sample(user_w[1], 10))
+                pairs = (users[item_users] * table[positives].unsqueeze(1)).sum(-1).clamp(-CLAMP, CLAMP)
+                loss = loss + kd.dcd_correction(pairs, kd.dcd_sample(item_w[0], 10), kd.dcd_sample(item_w[1], 10))
+            elif method == "cldrd":
+                cand = top[:, :30]
+                loss = kd.cldrd_loss(scores.gather(1, cand), kd.cldrd_labels(0, 30), torch.ones_like(cand).bool())
+            elif method == "dcd_overview":
+                loss = kd.rrd_loss(scores, top, train) + kd.dcd_overview_loss(scores, top, train)
             else:
-                loss = kd.cldrd_loss(scores, top, train, kd.cldrd_groups(0, K))
+                loss = kd.cldrd_group_loss(scores, top, train, kd.cldrd_group_ends(0, K))
         loss.backward()
 
     return step

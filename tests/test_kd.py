@@ -1,11 +1,26 @@
-"""Tests for recbole_hetcomp.distill.kd (RD, RRD, DCD, CL-DRD); expected values are worked out by hand below."""
+"""Tests for recbole_hetcomp.distill.kd (RD, RRD, DCD, CL-DRD, and our earlier readings of the last two); expected
+values are worked out by hand below."""
 
 import math
 
 import pytest
 import torch
 
-from recbole_hetcomp.distill.kd import CLDRD_STAGES, cldrd_groups, cldrd_loss, dcd_loss, rd_loss, rrd_loss
+from recbole_hetcomp.distill.kd import (
+    CLDRD_GROUP_STAGES,
+    CLDRD_STAGES,
+    cldrd_group_ends,
+    cldrd_group_loss,
+    cldrd_labels,
+    cldrd_loss,
+    dcd_correction,
+    dcd_discrepancies,
+    dcd_item_lists,
+    dcd_overview_loss,
+    dcd_sample,
+    rd_loss,
+    rrd_loss,
+)
 
 E = math.exp
 L = math.log
@@ -121,44 +136,44 @@ def test_cldrd_groups_by_hand():
     expected = (-(1.1 - L(E(1.1) + E(0.2) + E(0.7) + E(-0.3)))
                 - (0.2 - L(E(0.2) + E(-0.3)))
                 - (0.7 - L(E(0.7) + E(-0.3))))
-    _close(cldrd_loss(*case, [1, 3]), expected)
+    _close(cldrd_group_loss(*case, [1, 3]), expected)
     # groups [2]: G1 = {3, 1}; item 4 is past the last end, so it joins R = {2, 4}
     expected = -(1.1 - L(E(1.1) + E(-0.3) + E(0.7))) - (0.2 - L(E(0.2) + E(-0.3) + E(0.7)))
-    _close(cldrd_loss(*case, [2]), expected)
+    _close(cldrd_group_loss(*case, [2]), expected)
     # groups [2, 10]: the end 10 is cut to K = 3 -> G1 = {3, 1}, G2 = {4}, R = {2}
     expected = (-(1.1 - L(E(1.1) + E(0.7) + E(-0.3)))
                 - (0.2 - L(E(0.2) + E(0.7) + E(-0.3)))
                 - (0.7 - L(E(0.7) + E(-0.3))))
-    _close(cldrd_loss(*case, [2, 10]), expected)
+    _close(cldrd_group_loss(*case, [2, 10]), expected)
 
 
 def test_cldrd_no_order_within_a_group_but_order_between_groups():
     case = _case_q(top=((3, 1, 4),))
-    base = cldrd_loss(*case, [2, 3]).item()
+    base = cldrd_group_loss(*case, [2, 3]).item()
     within = [[9.0, 1.1, -0.3, 0.2, 0.7, 5.0]]  # items 3 and 1 (same group) swap scores
-    assert cldrd_loss(*_case_q(within, ((3, 1, 4),)), [2, 3]).item() == pytest.approx(base, rel=1e-6)
+    assert cldrd_group_loss(*_case_q(within, ((3, 1, 4),)), [2, 3]).item() == pytest.approx(base, rel=1e-6)
     across = [[9.0, 0.7, -0.3, 1.1, 0.2, 5.0]]  # items 1 (group 1) and 4 (group 2) swap: now in group order
-    assert cldrd_loss(*_case_q(across, ((3, 1, 4),)), [2, 3]).item() < base - 0.1
+    assert cldrd_group_loss(*_case_q(across, ((3, 1, 4),)), [2, 3]).item() < base - 0.1
 
 
 def test_cldrd_with_singleton_groups_equals_rrd():
     scores, top, train = _random_batch(seed=3)
     k = top.shape[1]
-    got = cldrd_loss(scores, top, train, list(range(1, k + 1)))
+    got = cldrd_group_loss(scores, top, train, list(range(1, k + 1)))
     assert got.item() == pytest.approx(rrd_loss(scores, top, train).item(), rel=1e-5)
-    assert cldrd_loss(scores, top, train, cldrd_groups(CLDRD_STAGES - 1, k)).item() == pytest.approx(got.item())
+    assert cldrd_group_loss(scores, top, train, cldrd_group_ends(CLDRD_GROUP_STAGES - 1, k)).item() == pytest.approx(got.item())
 
 
 def test_cldrd_group_schedule():
-    assert cldrd_groups(0, 50) == [5, 50]
-    assert cldrd_groups(1, 50) == [1, 2, 3, 4, 5, 25, 50]
-    assert cldrd_groups(2, 50) == list(range(1, 51))
-    assert cldrd_groups(7, 50) == cldrd_groups(2, 50)
-    assert cldrd_groups(0, 100) == [10, 100]
-    assert [cldrd_groups(s, 3) for s in range(3)] == [[3], [1, 3], [1, 2, 3]]
-    assert [cldrd_groups(s, 1) for s in range(3)] == [[1], [1], [1]]
+    assert cldrd_group_ends(0, 50) == [5, 50]
+    assert cldrd_group_ends(1, 50) == [1, 2, 3, 4, 5, 25, 50]
+    assert cldrd_group_ends(2, 50) == list(range(1, 51))
+    assert cldrd_group_ends(7, 50) == cldrd_group_ends(2, 50)
+    assert cldrd_group_ends(0, 100) == [10, 100]
+    assert [cldrd_group_ends(s, 3) for s in range(3)] == [[3], [1, 3], [1, 2, 3]]
+    assert [cldrd_group_ends(s, 1) for s in range(3)] == [[1], [1], [1]]
     for k in range(1, 61):
-        stages = [cldrd_groups(s, k) for s in range(CLDRD_STAGES)]
+        stages = [cldrd_group_ends(s, k) for s in range(CLDRD_GROUP_STAGES)]
         for coarse, fine in zip(stages, stages[1:]):
             assert set(coarse) <= set(fine), (k, coarse, fine)
         for ends in stages:
@@ -168,13 +183,13 @@ def test_cldrd_group_schedule():
 @pytest.mark.parametrize("bad", [[], [0, 2], [3, 2], [2, 2]])
 def test_cldrd_rejects_bad_groups(bad):
     with pytest.raises(ValueError):
-        cldrd_loss(*_case_q(), bad)
+        cldrd_group_loss(*_case_q(), bad)
 
 
 def test_cldrd_groups_rejects_bad_arguments():
     for stage, k in [(-1, 10), (0, 0), (1.5, 10), (0, 2.0)]:
         with pytest.raises(ValueError):
-            cldrd_groups(stage, k)
+            cldrd_group_ends(stage, k)
 
 
 # ---------------------------------------------------------------------------
@@ -194,8 +209,8 @@ def _case_d():
 
 def test_dcd_user_side_by_hand():
     expected = -(0.5 - L(E(0.5) + E(-0.5) + E(3.0) + E(1.8))) - (-0.5 - L(E(-0.5) + E(3.0) + E(1.8)))
-    _close(dcd_loss(*_case_d()), expected)
-    _close(dcd_loss(*_case_d(), item_side=False), expected)  # one user: no item-side term
+    _close(dcd_overview_loss(*_case_d()), expected)
+    _close(dcd_overview_loss(*_case_d(), item_side=False), expected)  # one user: no item-side term
 
 
 def test_dcd_sampling_draws_from_the_mis_ranked_candidates_only():
@@ -204,16 +219,16 @@ def test_dcd_sampling_draws_from_the_mis_ranked_candidates_only():
     assert len({round(v, 6) for v in combos.values()}) == 4
     seen = set()
     for seed in range(20):
-        got = dcd_loss(*_case_d(), k=1, generator=torch.Generator().manual_seed(seed)).item()
+        got = dcd_overview_loss(*_case_d(), k=1, generator=torch.Generator().manual_seed(seed)).item()
         match = [c for c, v in combos.items() if v == pytest.approx(got, rel=1e-5)]
         assert len(match) == 1, (seed, got)
         seen.add(match[0][0])
-        again = dcd_loss(*_case_d(), k=1, generator=torch.Generator().manual_seed(seed)).item()
+        again = dcd_overview_loss(*_case_d(), k=1, generator=torch.Generator().manual_seed(seed)).item()
         assert again == got
     assert seen == {1, 2}
     # k at least the number of candidates keeps them all: the deterministic value
-    full = dcd_loss(*_case_d()).item()
-    assert dcd_loss(*_case_d(), k=2, generator=torch.Generator().manual_seed(0)).item() == pytest.approx(full)
+    full = dcd_overview_loss(*_case_d()).item()
+    assert dcd_overview_loss(*_case_d(), k=2, generator=torch.Generator().manual_seed(0)).item() == pytest.approx(full)
 
 
 # Case DD, two users, I = 6.  user 0: training {0}, T = [3, 1]; user 1: training {0, 5}, T = [3, 2].
@@ -231,11 +246,11 @@ def _case_dd(scores):
 
 
 def test_dcd_is_zero_when_the_student_agrees_with_the_teacher():
-    _close(dcd_loss(*_case_dd(DD_CONSISTENT)), 0.0)
+    _close(dcd_overview_loss(*_case_dd(DD_CONSISTENT)), 0.0)
     # a tie in the teacher's order accepts either student order: swap the users on item 3
     tied = [row[:] for row in DD_CONSISTENT]
     tied[0][3], tied[1][3] = 3.5, 3.0
-    _close(dcd_loss(*_case_dd(tied)), 0.0)
+    _close(dcd_overview_loss(*_case_dd(tied)), 0.0)
 
 
 def test_dcd_item_side_by_hand():
@@ -243,19 +258,19 @@ def test_dcd_item_side_by_hand():
     # ranks user 0 first ([1, 1]), user 1 after ([2, 2]); the student ranks user 1 first:
     # user 0 has d_up = 2 - 1 = 1 (P = [user 0]), user 1 has d_down = 2 - 1 = 1 (N = {user 1}).
     expected = -(1.0 - L(E(1.0) + E(1.5)))
-    _close(dcd_loss(*_case_dd(DD_BROKEN)), expected)
-    _close(dcd_loss(*_case_dd(DD_BROKEN), item_side=False), 0.0)
+    _close(dcd_overview_loss(*_case_dd(DD_BROKEN)), expected)
+    _close(dcd_overview_loss(*_case_dd(DD_BROKEN), item_side=False), 0.0)
     # the item side couples the batch's users: each user alone has loss 0
     s, top, train = _case_dd(DD_BROKEN)
-    singles = sum(dcd_loss(s[u:u + 1], top[u:u + 1], train[u:u + 1]).item() for u in range(2))
+    singles = sum(dcd_overview_loss(s[u:u + 1], top[u:u + 1], train[u:u + 1]).item() for u in range(2))
     assert singles == 0.0
 
 
 def test_dcd_rejects_bad_arguments():
     with pytest.raises(ValueError):
-        dcd_loss(*_case_d(), k=0)
+        dcd_overview_loss(*_case_d(), k=0)
     with pytest.raises(ValueError):
-        dcd_loss(*_case_d(), eps=0.0)
+        dcd_overview_loss(*_case_d(), eps=0.0)
 
 
 def _dcd_case(seed, b, n_items, k, ties, repeats):
@@ -281,13 +296,13 @@ def _dcd_case(seed, b, n_items, k, ties, repeats):
 @pytest.mark.parametrize("repeats", [False, True])
 @pytest.mark.parametrize("item_side", [False, True])
 def test_dcd_unsampled_path_equals_the_every_cell_path(ties, repeats, item_side):
-    # dcd_loss without sampling works on the listed cells and one values-only sort per row; the every-cell path
+    # dcd_overview_loss without sampling works on the listed cells and one values-only sort per row; the every-cell path
     # (positions of all [B, I] cells, a full rank of every row) is the definition it must reproduce, with gradients
     from recbole_hetcomp.distill import kd
 
     for seed in range(4):
         scores, top, train = _dcd_case(seed, b=7, n_items=40, k=9, ties=ties, repeats=repeats)
-        got = dcd_loss(scores, top, train, item_side=item_side)
+        got = dcd_overview_loss(scores, top, train, item_side=item_side)
         (grad,) = torch.autograd.grad(got, scores)
         t, tr, valid = kd._inputs(scores, top, train)
         want = kd._dcd_every_cell(scores, t, valid, tr, None, 0.1, None, item_side)
@@ -335,14 +350,14 @@ def test_dcd_equals_its_definition_computed_query_by_query(ties):
         for item_side in (False, True):
             want = _dcd_by_the_definition(scores, top, train, item_side)
             assert want > 0
-            assert dcd_loss(scores, top, train, item_side=item_side).item() == pytest.approx(want, rel=1e-9)
+            assert dcd_overview_loss(scores, top, train, item_side=item_side).item() == pytest.approx(want, rel=1e-9)
 
 
 def test_dcd_unsampled_path_on_a_catalogue_sized_batch():
     from recbole_hetcomp.distill import kd
 
     scores, top, train = _dcd_case(0, b=64, n_items=600, k=50, ties=False, repeats=False)
-    got = dcd_loss(scores, top, train)
+    got = dcd_overview_loss(scores, top, train)
     t, tr, valid = kd._inputs(scores, top, train)
     assert got.item() == pytest.approx(kd._dcd_every_cell(scores, t, valid, tr, None, 0.1, None, True).item(),
                                        rel=1e-6)
@@ -370,9 +385,9 @@ LOSSES = {
     "rd": lambda s, t, m: rd_loss(s, t, m, mu=0.5),
     "rd_static": lambda s, t, m: rd_loss(s, t, m, dynamic=False),
     "rrd": rrd_loss,
-    "cldrd": lambda s, t, m: cldrd_loss(s, t, m, [1, 3]),
-    "dcd_user": lambda s, t, m: dcd_loss(s, t, m, item_side=False),
-    "dcd": dcd_loss,
+    "cldrd": lambda s, t, m: cldrd_group_loss(s, t, m, [1, 3]),
+    "dcd_user": lambda s, t, m: dcd_overview_loss(s, t, m, item_side=False),
+    "dcd": dcd_overview_loss,
 }
 ADDITIVE = ["rd", "rd_static", "rrd", "cldrd", "dcd_user"]  # the DCD item side couples the batch's users
 
@@ -481,3 +496,102 @@ def test_ranks_of_eligible_equal_the_sorted_search_with_ties():
     row = torch.tensor([[3.0, 1.0, 3.0, 2.0, 5.0]])
     assert _ranks_of_eligible(row, torch.ones(1, 5, dtype=torch.bool)).tolist() == [[2, 5, 2, 4, 1]]
     assert _ranks_of_eligible(row, torch.tensor([[True, True, True, False, True]]))[0, [0, 1, 2, 4]].tolist() == [2, 4, 2, 1]
+
+
+# ---------------------------------------------------------------------------
+# DCD in its authors' form: discrepancies over the teacher's list, draws, the correction, item lists.
+# List scores [1, 3, 2, 0] in teacher order: the student orders them 3 (col 1), 2 (col 2), 1 (col 0), 0 (col 3),
+# so rho = [2, 0, 1, 3] against t = [0, 1, 2, 3]: d = rho - t = [2, -1, -1, 0].
+# ---------------------------------------------------------------------------
+def test_dcd_discrepancies_by_hand():
+    under, over = dcd_discrepancies(_s([[1.0, 3.0, 2.0, 0.0]]), torch.ones(1, 4, dtype=torch.bool), 0.5)
+    assert under[0].tolist() == pytest.approx([math.tanh(1.0), 0.0, 0.0, 0.0])
+    assert over[0].tolist() == pytest.approx([0.0, math.tanh(0.5), math.tanh(0.5), 0.0])
+    # padding ranks after every real entry and weighs 0; equal scores keep the teacher's (column) order
+    under, over = dcd_discrepancies(_s([[1.0, 3.0, 9.0], [2.0, 2.0, 2.0]]), _t([[1, 1, 0], [1, 1, 1]]).bool(), 0.5)
+    assert under.flatten().tolist() == pytest.approx([math.tanh(0.5), 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert over.flatten().tolist() == pytest.approx([0.0, math.tanh(0.5), 0.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        dcd_discrepancies(_s([[1.0]]), torch.ones(1, 1, dtype=torch.bool), 0.0)
+
+
+def test_dcd_sample_draws_only_positive_weights_and_in_proportion_to_them():
+    w = _s([[0.0, 0.5, 0.0, 0.2], [0.0, 0.0, 0.0, 0.0]])
+    assert dcd_sample(w, 5).tolist() == [[False, True, False, True], [False] * 4]  # fewer than k: all of them
+    g = torch.Generator().manual_seed(0)
+    picks = dcd_sample(_s([[0.75, 0.25, 0.0]]).expand(20000, 3).contiguous(), 1, g)
+    assert picks.sum(1).eq(1).all() and not picks[:, 2].any()
+    assert picks[:, 0].float().mean().item() == pytest.approx(0.75, abs=0.015)
+    two = dcd_sample(_s([[0.3, 0.2, 0.1, 0.0]]).expand(100, 4).contiguous(), 2, g)
+    assert two.sum(1).eq(2).all() and not two[:, 3].any()  # without replacement
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
+        dcd_sample(w, 0)
+
+
+def test_dcd_correction_by_hand():
+    # P = columns 0 and 2 in teacher order (scores 0 and 2), N = column 1 (score 1); column 3 is in neither
+    a = _s([[0.0, 1.0, 2.0, 0.5]]).requires_grad_()
+    under, over = _t([[1, 0, 1, 0]]).bool(), _t([[0, 1, 0, 0]]).bool()
+    expected = -(0.0 - L(E(0.0) + E(2.0) + E(1.0))) - (2.0 - L(E(2.0) + E(1.0)))
+    _close(dcd_correction(a, under, over), expected)
+    # a row without under-ranked entries gives 0, and rows add up
+    two = dcd_correction(_s([[0.0, 1.0, 2.0, 0.5], [5.0, 1.0, 0.0, 0.0]]), _t([[1, 0, 1, 0], [0, 0, 0, 0]]).bool(),
+                         _t([[0, 1, 0, 0], [1, 0, 0, 0]]).bool())
+    _close(two, expected)
+    with pytest.raises(ValueError, match="both under- and over-ranked"):
+        dcd_correction(a, under, under)
+
+
+def test_dcd_correction_matches_finite_differences():
+    a = torch.tensor([[0.3, -1.0, 2.0, 0.5, 1.5]], dtype=torch.float64, requires_grad=True)
+    under, over = _t([[1, 0, 1, 0, 1]]).bool(), _t([[0, 1, 0, 1, 0]]).bool()
+    assert torch.autograd.gradcheck(lambda x: dcd_correction(x, under, over), (a,))
+
+
+def test_dcd_item_lists_by_hand():
+    # item 1: user 1 at position 0, user 0 at 1; item 2: user 0 at 0, user 2 at 1, user 1 at 2 (cut at length 2);
+    # item 3: user 2 at 0, user 1 at 1; item 0 is in no list
+    top = _t([[2, 1, -1], [1, 3, 2], [3, 2, -1]])
+    assert dcd_item_lists(top, 4, 2).tolist() == [[-1, -1], [1, 0], [0, 2], [2, 1]]
+    assert dcd_item_lists(_t([[1], [1]]), 2, 3).tolist() == [[-1, -1, -1], [0, 1, -1]]  # equal positions: by user
+    with pytest.raises(ValueError, match="length must be an int >= 1"):
+        dcd_item_lists(top, 4, 0)
+
+
+# ---------------------------------------------------------------------------
+# CL-DRD in its authors' form: labels per stage, and the position-weighted pairwise loss.
+# ---------------------------------------------------------------------------
+def test_cldrd_labels_are_the_authors_label_sets_at_30_candidates():
+    for stage, (m, mid, low) in enumerate([(5, 12, 13), (10, 10, 10), (20, 5, 5), (30, 0, 0)]):
+        expected = [1.0 / r for r in range(1, m + 1)] + [-0.25] * mid + [-0.5] * low
+        assert cldrd_labels(stage, 30).tolist() == pytest.approx(expected)
+    assert CLDRD_STAGES == 4 and torch.equal(cldrd_labels(9, 30), cldrd_labels(3, 30))
+    assert cldrd_labels(0, 4).tolist() == [1.0, -0.25, -0.5, -0.5]  # at least one ordered candidate
+    assert cldrd_labels(0, 1).tolist() == [1.0]
+    with pytest.raises(ValueError, match="stage must be an int >= 0"):
+        cldrd_labels(-1, 30)
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        cldrd_labels(0, 0)
+
+
+def test_cldrd_loss_by_hand():
+    # scores [2, 0, 1]: the student's positions p = 1, 3, 2; labels 1 > 0.5 > -0.25 give the pairs (0, 1), (0, 2)
+    # and (1, 2), weighted |1/1 - 1/3|, |1/1 - 1/2| and |1/3 - 1/2|
+    scores = _s([[2.0, 0.0, 1.0]])
+    labels = torch.tensor([1.0, 0.5, -0.25])
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    sp = lambda x: L(1 + E(-x))  # noqa: E731
+    expected = (2 / 3 * sp(2.0 - 0.0) + 1 / 2 * sp(2.0 - 1.0) + 1 / 6 * sp(0.0 - 1.0)) / 3
+    _close(cldrd_loss(scores, labels, valid), expected)
+    # a padded column takes no part (not in any pair, not in the positions); rows add up; equal labels give 0
+    padded = cldrd_loss(_s([[2.0, 9.0, 0.0, 1.0], [1.0, 2.0, 3.0, 4.0]]),
+                        torch.tensor([[1.0, 5.0, 0.5, -0.25], [1.0, 1.0, 1.0, 1.0]]),
+                        _t([[1, 0, 1, 1], [1, 1, 1, 1]]).bool())
+    _close(padded, expected)
+
+
+def test_cldrd_loss_matches_finite_differences():
+    a = torch.tensor([[0.3, -1.0, 2.0, 0.5, 1.5]], dtype=torch.float64, requires_grad=True)
+    labels = cldrd_labels(0, 5).to(torch.float64)
+    valid = torch.ones(1, 5, dtype=torch.bool)
+    assert torch.autograd.gradcheck(lambda x: cldrd_loss(x, labels, valid), (a,))

@@ -362,7 +362,7 @@ def test_user_batches_train_a_student_that_beats_an_untrained_one(synth_config, 
 # ---------------------------------------------------------------------------- kd_method: the ranking-KD baselines
 
 
-@pytest.mark.parametrize("method", ["rd", "rrd", "dcd", "cldrd"])
+@pytest.mark.parametrize("method", ["rd", "rrd", "dcd", "cldrd", "dcd_overview", "cldrd_group"])
 def test_a_kd_baseline_learns_the_final_ensemble_without_curriculum(synth_config, teachers, method):
     from recbole_hetcomp.run.training import evaluate_model
 
@@ -391,17 +391,64 @@ def test_a_kd_baselines_loss_is_its_kd_term_plus_bpr(synth_config, teachers):
     torch.manual_seed(0)
     bpr = model._bpr_loss(batch, users, model.train_mask(users), scores)
     assert torch.allclose(total, 0.5 * kd_term + bpr)
-    model.kd_method = "cldrd"  # CL-DRD has no base loss
+    model.kd_method = "cldrd_group"  # CL-DRD has no base loss
+    assert torch.allclose(model.calculate_loss(batch), 0.5 * kd.cldrd_group_loss(
+        scores, model.target[users], model.train_mask(users), kd.cldrd_group_ends(0, 20)))
+    model.kd_method, model.kd_stage = "cldrd", {"stage": 1}  # the target's 20 items are all candidates (< 30)
+    top = model.target[users]
     assert torch.allclose(model.calculate_loss(batch), 0.5 * kd.cldrd_loss(
-        scores, model.target[users], model.train_mask(users), kd.cldrd_groups(0, 20)))
+        scores.gather(1, top), kd.cldrd_labels(1, 20), top >= 0))
+    model.cldrd_candidates = 7  # only the teacher's first 7 enter the loss
+    assert torch.allclose(model.calculate_loss(batch), 0.5 * kd.cldrd_loss(
+        scores.gather(1, top[:, :7]), kd.cldrd_labels(1, 7), top[:, :7] >= 0))
+
+
+def test_dcds_loss_is_bpr_plus_both_corrections_on_the_refreshed_weights(synth_config, teachers):
+    from recbole_hetcomp.distill import kd
+
+    data, model, trainer = make_trainer(synth_config, teachers, kd_method="dcd", kd_weight=0.5, dcd_sample=3,
+                                        dcd_eps=0.2)
+    with pytest.raises(RuntimeError, match="no discrepancies yet"):
+        model.calculate_loss(next(iter(data.train)))
+    model.refresh_dcd(0.2)
+    top = model.target
+    users = torch.arange(model.n_users).unsqueeze(1).expand_as(top)
+    full = model.forward(torch.arange(model.n_users)).detach()
+    under, over = kd.dcd_discrepancies(full.gather(1, top.clamp(min=0)), top >= 0, 0.2)
+    assert torch.equal(model.dcd["user_under"], under) and torch.equal(model.dcd["user_over"], over)
+    lists = kd.dcd_item_lists(top, model.n_items, top.shape[1])
+    assert torch.equal(model.dcd["item_users"], lists)
+    items = torch.arange(model.n_items).unsqueeze(1).expand_as(lists)
+    under_i, _ = kd.dcd_discrepancies(full[lists.clamp(min=0), items], lists >= 0, 0.2)
+    assert torch.equal(model.dcd["item_under"], under_i)
+    assert torch.allclose(model.pair_scores(users, top.clamp(min=0)), full.gather(1, top.clamp(min=0)))
+
+    batch = next(iter(data.train))
+    b_users = torch.unique(batch[model.USER_ID])
+    b_items = torch.unique(batch[model.ITEM_ID])
+    b_items = b_items[b_items > 0]
+    scores = model.forward(b_users).clamp(-model.clamp, model.clamp)
+    torch.manual_seed(3)
+    total = model.calculate_loss(batch)
+    torch.manual_seed(3)  # the same draws, in the loss's order: user side, item side, then BPR's negatives
+    ucd = kd.dcd_correction(scores.gather(1, top[b_users].clamp(min=0)), kd.dcd_sample(under[b_users], 3),
+                            kd.dcd_sample(over[b_users], 3))
+    i_lists = lists[b_items]
+    icd = kd.dcd_correction(full[i_lists.clamp(min=0), b_items.unsqueeze(1).expand_as(i_lists)],
+                            kd.dcd_sample(under_i[b_items], 3), kd.dcd_sample(model.dcd["item_over"][b_items], 3))
+    bpr = model._bpr_loss(batch, b_users, model.train_mask(b_users), scores)
+    assert icd > 0 and ucd > 0
+    assert torch.allclose(total, 0.5 * (ucd + icd) + bpr)
 
 
 def test_kd_baselines_stage_with_the_epoch(synth_config, teachers):
     _, model, trainer = make_trainer(synth_config, teachers, kd_method="cldrd", cldrd_stage_epochs=3)
     from recbole_hetcomp.distill import kd
 
-    assert [trainer._baseline_stage(e)["groups"] for e in (0, 2, 3, 6, 100)] == [
-        kd.cldrd_groups(s, 20) for s in (0, 0, 1, 2, 2)]
+    assert [trainer._baseline_stage(e)["stage"] for e in (0, 2, 3, 6, 9, 100)] == [0, 0, 1, 2, 3, 3]
+    _, _, group = make_trainer(synth_config, teachers, kd_method="cldrd_group", cldrd_stage_epochs=3)
+    assert [group._baseline_stage(e)["groups"] for e in (0, 2, 3, 6, 100)] == [
+        kd.cldrd_group_ends(s, 20) for s in (0, 0, 1, 2, 2)]
     _, _, rd = make_trainer(synth_config, teachers, kd_method="rd", rd_warmup=4)
     assert [rd._baseline_stage(e)["dynamic"] for e in (0, 3, 4)] == [False, False, True]
     _, _, hetcomp = make_trainer(synth_config, teachers)
@@ -411,7 +458,8 @@ def test_kd_baselines_stage_with_the_epoch(synth_config, teachers):
 def test_an_unknown_kd_method_is_one_line(synth_config):
     from recbole_hetcomp.schema import check_values
 
-    with pytest.raises(ValueError, match=r"kd_method=distil: must be one of hetcomp, rd, rrd, dcd, cldrd"):
+    must = "hetcomp, rd, rrd, dcd, cldrd, dcd_overview, cldrd_group"
+    with pytest.raises(ValueError, match=rf"kd_method=distil: must be one of {must}"):
         check_values(synth_config("HetComp", kd_method="distil"))
 
 

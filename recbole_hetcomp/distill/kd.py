@@ -5,9 +5,15 @@ unobserved items (``top``), the same target the HetComp losses of :mod:`.losses`
 
 * :func:`rd_loss` -- Ranking Distillation (RD; Tang & Wang, KDD 2018),
 * :func:`rrd_loss` -- Relaxed Ranking Distillation (RRD; Kang et al., CIKM 2020, "DE-RRD"),
-* :func:`dcd_loss` -- Dual Correction Distillation (DCD; Lee & Kim, CIKM 2021),
-* :func:`cldrd_loss` and :func:`cldrd_groups` -- curriculum learning for distillation
-  (CL-DRD; Zeng, Zamani & Vinay, SIGIR 2022).
+* :func:`dcd_discrepancies`, :func:`dcd_sample`, :func:`dcd_correction`, :func:`dcd_item_lists` -- Dual
+  Correction Distillation (DCD; Lee & Kim, CIKM 2021) as its authors' released code computes it
+  (``kd_method: dcd``),
+* :func:`cldrd_labels` and :func:`cldrd_loss` -- curriculum learning for distillation (CL-DRD; Zeng, Zamani &
+  Vinay, SIGIR 2022) as its authors' released code computes it (``kd_method: cldrd``),
+* :func:`dcd_overview_loss` (``kd_method: dcd_overview``) and :func:`cldrd_group_loss` with
+  :func:`cldrd_group_ends` (``kd_method: cldrd_group``) -- our earlier readings of those two papers, written
+  from their overviews before their code was read. They stay so that the rows recorded with them keep their
+  meaning; the differences are listed under their choices below.
 
 Notation (that of :mod:`.losses`)
 ---------------------------------
@@ -33,13 +39,27 @@ RRD::
 
     L_RRD = listmle(T, Unobs \\ T)
 
-DCD (one "side" = a ranking of candidates for a query; see :func:`dcd_loss`)::
+DCD (``dcd``). One side is a teacher-ranked list per query: user ``u``'s target list ``T`` (items), or item
+``i``'s teacher top users ``V_i`` (:func:`dcd_item_lists`). For the entry at teacher rank ``t`` (0-based) and
+the student's rank ``rho`` of it among the list's entries only::
+
+    under = tanh(eps * max(rho - t, 0)),   over = tanh(eps * max(t - rho, 0))
+    P = up to p_n entries drawn with probability ∝ under, in teacher order;  N = up to p_n drawn ∝ over
+    L_DCD = sum_{batch users u} listmle(P_u, N_u)  +  sum_{batch items i} listmle(P_i, N_i)
+
+CL-DRD (``cldrd``), over the teacher's top ``C`` candidates ``T[:C]`` with labels ``y`` (:func:`cldrd_labels`)
+and ``p`` the student's 1-based position of a candidate among them::
+
+    L_CLDRD = sum_u mean_{(i, j) : y_i > y_j} |1/p_i - 1/p_j| * log(1 + exp(-(a_i - a_j)))
+
+DCD, our overview reading (``dcd_overview``; one "side" = a ranking of candidates for a query; see
+:func:`dcd_overview_loss`)::
 
     L_DCD = sum_{users u} listmle(P_u, N_u)  +  sum_{items i} listmle(P_i, N_i)
 
     P = the candidates the student under-ranks (teacher order), N = those it over-ranks
 
-CL-DRD, with group end positions ``g_1 < g_2 < ... < g_m`` into ``T`` and
+CL-DRD, our group reading (``cldrd_group``), with group end positions ``g_1 < g_2 < ... < g_m`` into ``T`` and
 ``G_c = T[g_{c-1}:g_c]`` (``g_0 = 0``), ``R = Unobs \\ T[:g_m]``::
 
     L_CLDRD = - sum_c sum_{i in G_c} [ a_i - log( exp(a_i) + Z(G_{c+1} ∪ ... ∪ G_m) + Z(R) ) ]
@@ -67,7 +87,23 @@ RRD
     uninteresting ones uniformly; the HetComp authors drop that sampling, and full-catalogue
     scores make it unnecessary). It is the list term of HetComp's rank loss with the whole
     list: ``listmle(T, Unobs \\ T)``.
-DCD
+DCD (``dcd``, its authors' released code, repository ``dudwns511/DCD_CIKM21``)
+  * User side: the teacher's list is the ensemble's target ``T`` (K items), so the discrepancies, draws and
+    loss involve list items only; ``rho`` ranks the student among the list (equal scores: teacher order).
+  * Item side: the ensemble is a fusion of per-user lists, with no score comparable across users, so the
+    teacher's top users of item ``i`` are read from those lists (:func:`dcd_item_lists`): the users whose list
+    holds ``i``, by its position there, then by user id; as many as the list is long (K), where the authors
+    score every user with the teacher and keep the top 500 (as they keep 500 items a user). The item side
+    runs over the batch's distinct positive items (``hetcomp_batch: users``: the batch users' training items).
+  * Draws (:func:`dcd_sample`): up to ``p_n`` (``dcd_sample``, 10) of each kind per query, without replacement,
+    with probability ∝ the weight (the authors: ``torch.multinomial`` of ``p_n``, which needs ``p_n``
+    positive weights; here a query with fewer keeps them all). ``eps`` (``dcd_eps``, 0.1) and ``p_n`` are
+    values of ours: the released code does not fix them.
+  * The weights are recomputed from the student's scores every ``dcd_refresh`` (3) epochs, as the authors
+    do, and held between; the loss uses the student's current scores.
+  * Objective: BPR + ``kd_weight`` * (UCD + ICD): the authors' base + ``UCD_lambda`` * UCD + ``ICD_lambda``
+    * ICD with one weight for both sides; no RRD term.
+DCD, our overview reading (``dcd_overview``)
   * The teacher's ranking on each side is a weak order read from the ``top`` lists. User side:
     ``T_r`` has teacher rank ``r``; the other unobserved items are tied after the list (ranks
     ``n+1 .. |Unobs(u)|``). Item side (over the batch's users for whom the item is
@@ -112,7 +148,17 @@ DCD
     ICD, without the RRD term added here; (5) it samples ``p_n`` candidates of each kind with probability
     ``tanh(ep * d)`` and refreshes the discrepancies every 3 epochs.
   * A training item listed in ``top`` is ignored here (DCD ranks unobserved candidates only).
-CL-DRD
+CL-DRD (``cldrd``, its authors' released code, repository ``HansiZeng/CL-DRD``)
+  * Candidates: the ensemble's top ``C`` (``cldrd_candidates``, 30, the authors' number) of ``T``; nothing
+    outside them enters the loss, and there is no base loss.
+  * Stages (:func:`cldrd_labels`): the authors' label sets, scaled to ``C``: an ordered top with labels
+    ``1/r`` growing over 1/6, 1/3, 2/3 and all of the candidates (5, 10, 20, 30 of 30), the rest split into
+    -0.25 and -0.5; a stage every ``cldrd_stage_epochs`` epochs, the authors training each iteration
+    to its end before the next.
+  * Loss (:func:`cldrd_loss`): the pairwise position-weighted loss of the authors' code, averaged over a
+    user's pairs and summed over users (the authors average over the batch's pairs; with 30 candidates
+    every query has as many pairs, so the two differ by the constant batch size).
+CL-DRD, our group reading (``cldrd_group``)
   * The paper trains in iterations whose teacher preference pairs go from coarse groups of
     the teacher's ranking to a finely ordered top; here a stage is a list of group end
     positions into ``T`` and the loss is the group-wise softmax above (every item of a group
@@ -128,7 +174,7 @@ CL-DRD
     coarse, the ordered prefix growing 5, 10, 30 of 30 candidates, where stage 0 here leaves the top block
     unordered; (3) nothing outside its 30 teacher-ranked candidates enters the loss, where ``R`` here holds
     every other unobserved item.
-  * Stage schedule (:func:`cldrd_groups`), three stages with boundaries at HetComp's own
+  * Stage schedule (:func:`cldrd_group_ends`), three stages with boundaries at HetComp's own
     ``K//10`` and ``K//2`` prefixes (the paper's list sizes are for passage re-ranking and are
     not reused): stage 0 ``[K//10, K]`` (two unordered blocks), stage 1 ``[1, ..., K//10, K//2,
     K]`` (the top tenth ordered, then two blocks), stage 2 and later ``[1, 2, ..., K]`` (fully
@@ -160,10 +206,12 @@ import torch.nn.functional as F
 
 from recbole_hetcomp.distill.ensemble import sorted_rows
 
-__all__ = ["CLDRD_STAGES", "cldrd_groups", "cldrd_loss", "dcd_loss", "rd_loss", "rrd_loss"]
+__all__ = ["CLDRD_GROUP_STAGES", "CLDRD_STAGES", "cldrd_group_ends", "cldrd_group_loss", "cldrd_labels", "cldrd_loss",
+           "dcd_correction", "dcd_discrepancies", "dcd_item_lists", "dcd_overview_loss", "dcd_sample", "rd_loss",
+           "rrd_loss"]
 
-#: Number of distinct stages of :func:`cldrd_groups` (stage ``CLDRD_STAGES - 1`` and later are final).
-CLDRD_STAGES = 3
+#: Number of distinct stages of :func:`cldrd_group_ends` (stage ``CLDRD_GROUP_STAGES - 1`` and later are final).
+CLDRD_GROUP_STAGES = 3
 
 
 # ---------------------------------------------------------------------------
@@ -337,7 +385,7 @@ def rrd_loss(scores: torch.Tensor, top: torch.Tensor, train_mask: torch.Tensor) 
 # ---------------------------------------------------------------------------
 # CL-DRD
 # ---------------------------------------------------------------------------
-def cldrd_groups(stage: int, k: int) -> list[int]:
+def cldrd_group_ends(stage: int, k: int) -> list[int]:
     """Group end positions into a K-list for curriculum ``stage`` (0 coarsest; >= 2 fully ordered).
 
     * stage 0: ``[K//10, K]``,
@@ -367,7 +415,7 @@ def _check_groups(groups) -> list[int]:
     return ends
 
 
-def cldrd_loss(scores: torch.Tensor, top: torch.Tensor, train_mask: torch.Tensor, groups) -> torch.Tensor:
+def cldrd_group_loss(scores: torch.Tensor, top: torch.Tensor, train_mask: torch.Tensor, groups) -> torch.Tensor:
     """Curriculum group loss (CL-DRD, Zeng et al., SIGIR 2022) for one stage's ``groups``.
 
     ``- sum_c sum_{i in G_c} [ a_i - log( exp(a_i) + Z(lower groups) + Z(Unobs \\ T[:g_m]) ) ]``
@@ -379,7 +427,7 @@ def cldrd_loss(scores: torch.Tensor, top: torch.Tensor, train_mask: torch.Tensor
         top: long [B, K], the target list in rank order; entries < 0 are padding (at the end).
         train_mask: [B, I] bool or 0/1, true where the item is a training item.
         groups: strictly increasing end positions into ``top`` (e.g. ``[10, 30, 100]``, or
-            :func:`cldrd_groups`); ends beyond K are cut to K; list items past the last end
+            :func:`cldrd_group_ends`); ends beyond K are cut to K; list items past the last end
             belong to the tail.
 
     Returns:
@@ -414,11 +462,7 @@ def cldrd_loss(scores: torch.Tensor, top: torch.Tensor, train_mask: torch.Tensor
 def _draw(candidates: torch.Tensor, d: torch.Tensor, k: int, eps: float, generator, dtype) -> torch.Tensor:
     """Up to ``k`` candidates per row, drawn without replacement with probability ∝ tanh(eps * d) (Gumbel top-k)."""
     weight = torch.tanh(eps * d.clamp(min=0).to(dtype))
-    u = torch.rand(candidates.shape, generator=generator, dtype=dtype, device=candidates.device)
-    u = u.clamp(min=torch.finfo(dtype).tiny, max=1 - torch.finfo(dtype).eps)
-    keys = torch.where(candidates, torch.log(weight) - torch.log(-torch.log(u)), torch.full_like(u, float("-inf")))
-    picked = keys.topk(min(k, keys.shape[1]), dim=1).indices
-    return torch.zeros_like(candidates).scatter_(1, picked, True) & candidates
+    return dcd_sample(torch.where(candidates, weight, torch.zeros_like(weight)), k, generator)
 
 
 def _correction(x: torch.Tensor, pos: torch.Tensor, unlisted: int, k, eps, generator) -> torch.Tensor:
@@ -542,7 +586,7 @@ def _correction_unsampled(xd, blocked, rows, cols, teacher, pick, in_order=False
     return _listmle(a_list, valid, z)
 
 
-def dcd_loss(
+def dcd_overview_loss(
     scores: torch.Tensor,
     top: torch.Tensor,
     train_mask: torch.Tensor,
@@ -609,7 +653,7 @@ def dcd_loss(
 
 
 def _dcd_every_cell(scores, top, valid, train, k, eps, generator, item_side) -> torch.Tensor:
-    """:func:`dcd_loss` through :func:`_correction` on the [B, I] (and [C, B]) positions: the path with sampling,
+    """:func:`dcd_overview_loss` through :func:`_correction` on the [B, I] (and [C, B]) positions: the path with sampling,
     and with ``k=None`` the reference the faster unsampled path is tested against."""
     unlisted = top.shape[1] + 1
     loss = _correction(scores, _positions(top, valid, train), unlisted, k, eps, generator)
@@ -634,3 +678,142 @@ def _positions(top: torch.Tensor, valid: torch.Tensor, train: torch.Tensor, cols
     rank = torch.arange(1, k + 1, device=top.device).expand(b, -1)
     pos.scatter_reduce_(1, at, torch.where(valid, rank, unlisted + 1), reduce="amin")
     return pos.masked_fill_(train, unlisted + 1)
+
+
+# ---------------------------------------------------------------------------
+# DCD, in the form of its authors' released code
+# ---------------------------------------------------------------------------
+def _list_ranks(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """long [R, L]: each entry's 0-based position in its row's descending order of ``values`` (no gradient) among
+    the row's valid entries; equal values keep their column order (a stable sort); invalid entries come last."""
+    masked = values.detach().masked_fill(~valid, float("-inf"))
+    order = _argsort_rows(masked, descending=True, stable=True)
+    at = torch.arange(values.shape[1], device=values.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, at)
+
+
+def dcd_discrepancies(list_scores: torch.Tensor, valid: torch.Tensor, eps: float):
+    """DCD's discrepancy weights over teacher-ranked lists: ``(under, over)``, float [R, L], no gradient.
+
+    Row ``r`` is one query's teacher list in teacher order (column ``t`` = teacher rank, 0-based; padding,
+    ``valid`` false, only at the end); ``rho`` is the student's rank of each entry among the row's valid entries
+    (:func:`_list_ranks`). ``under = tanh(eps * max(rho - t, 0))`` (the student ranks the entry below the
+    teacher), ``over = tanh(eps * max(t - rho, 0))``; both 0 at padding. An entry is never both.
+    """
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    with torch.no_grad():
+        d = (_list_ranks(list_scores, valid) - torch.arange(list_scores.shape[1], device=list_scores.device))
+        d = d.to(list_scores.dtype)
+        zero = torch.zeros((), dtype=d.dtype, device=d.device)
+        under = torch.where(valid, torch.tanh(eps * d.clamp(min=0)), zero)
+        over = torch.where(valid, torch.tanh(eps * (-d).clamp(min=0)), zero)
+    return under, over
+
+
+def dcd_sample(weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """bool [R, L]: up to ``k`` entries of each row drawn without replacement with probability proportional to
+    ``weights`` (>= 0; Gumbel top-k, uniform numbers from ``generator``). An entry of weight 0 is never drawn, so
+    a row with at most ``k`` positive weights keeps all of them."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    positive = weights > 0
+    dtype = weights.dtype
+    u = torch.rand(weights.shape, generator=generator, dtype=dtype, device=weights.device)
+    u = u.clamp(min=torch.finfo(dtype).tiny, max=1 - torch.finfo(dtype).eps)
+    one = torch.ones((), dtype=dtype, device=weights.device)
+    keys = torch.where(positive, torch.log(torch.where(positive, weights, one)) - torch.log(-torch.log(u)),
+                       torch.full_like(u, float("-inf")))
+    picked = keys.topk(min(k, keys.shape[1]), dim=1).indices
+    return torch.zeros_like(positive).scatter_(1, picked, True) & positive
+
+
+def dcd_correction(list_scores: torch.Tensor, under: torch.Tensor, over: torch.Tensor) -> torch.Tensor:
+    """One side of DCD: the sum over rows of ``listmle(P, N)`` on a teacher-ranked list's scores.
+
+    ``list_scores`` float [R, L] (with gradient), row ``r`` one query's list in teacher order; ``under``, ``over``
+    bool [R, L] the drawn under- and over-ranked entries (disjoint, e.g. from :func:`dcd_sample`). ``P`` is the
+    under-ranked entries in teacher (column) order, ``N`` the over-ranked ones, unordered:
+    ``- sum_k [ a_{P_k} - log( sum_{l >= k} exp(a_{P_l}) + sum_{j in N} exp(a_j) ) ]``. A row without ``P`` gives 0.
+    """
+    if under.shape != list_scores.shape or over.shape != list_scores.shape:
+        raise ValueError(f"under and over must be shaped like list_scores {tuple(list_scores.shape)}")
+    if bool((under & over).any()):
+        raise ValueError("an entry is drawn as both under- and over-ranked")
+    with torch.no_grad():
+        n_up = under.sum(1)
+        m = int(n_up.max()) if n_up.numel() else 0
+        order = _argsort_rows((~under).to(torch.int8), stable=True)[:, :m]  # the drawn entries first, by column
+        valid = torch.arange(m, device=list_scores.device) < n_up.unsqueeze(1)
+    a = list_scores - _shift(list_scores, under | over)
+    return _listmle(a.gather(1, order), valid, _tail_mass(a, over))
+
+
+def dcd_item_lists(top: torch.Tensor, n_items: int, length: int) -> torch.Tensor:
+    """long [I, length]: the teacher's top users of each item, read from the per-user target lists ``top`` [U, K]
+    (padding < 0 at the end of a row, no item twice in a row): the users whose list holds the item, by its
+    position in their list (best first), then by user id; -1 pads a row at the end."""
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be an int >= 1, got {length!r}")
+    n_users, k = top.shape
+    valid = top >= 0
+    users = torch.arange(n_users, device=top.device).unsqueeze(1).expand_as(top)[valid]
+    pos = torch.arange(k, device=top.device).expand_as(top)[valid]
+    items = top[valid].long()
+    order = torch.sort((items * k + pos) * n_users + users).indices  # distinct keys: any sort gives this order
+    items, users = items[order], users[order]
+    count = torch.bincount(items, minlength=n_items)
+    slot = torch.arange(items.numel(), device=top.device) - (torch.cumsum(count, 0) - count)[items]
+    keep = slot < length
+    out = torch.full((n_items, length), -1, dtype=torch.long, device=top.device)
+    out[items[keep], slot[keep]] = users[keep]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# CL-DRD, in the form of its authors' released code
+# ---------------------------------------------------------------------------
+#: Number of stages of :func:`cldrd_labels` (stage ``CLDRD_STAGES - 1`` and later are final).
+CLDRD_STAGES = 4
+_CLDRD_ORDERED = (1 / 6, 1 / 3, 2 / 3, 1.0)  # the ordered top per stage: 5, 10, 20, 30 of the authors' 30
+
+
+def cldrd_labels(stage: int, n: int) -> torch.Tensor:
+    """float64 [n]: CL-DRD's teacher labels of ``n`` candidates in teacher order at curriculum ``stage``.
+
+    The top ``m = max(1, round(n * f))`` candidates get ``1 / r`` (r = 1..m), with ``f`` = 1/6, 1/3, 2/3, 1 at
+    stages 0, 1, 2, 3 and later (for the authors' 30 candidates: 5, 10, 20, 30); of the other ``n - m``, the
+    first ``(n - m) // 2`` get -0.25 and the rest -0.5. So ``n = 30`` gives the authors' label sets: 5 ordered,
+    12 at -0.25, 13 at -0.5; then 10, 10, 10; then 20, 5, 5; then 30 ordered.
+    """
+    if isinstance(stage, bool) or not isinstance(stage, int) or stage < 0:
+        raise ValueError(f"stage must be an int >= 0, got {stage!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    m = max(1, round(n * _CLDRD_ORDERED[min(stage, CLDRD_STAGES - 1)]))
+    mid = (n - m) // 2
+    ordered = 1.0 / torch.arange(1, m + 1, dtype=torch.float64)
+    return torch.cat([ordered, torch.full((mid,), -0.25, dtype=torch.float64),
+                      torch.full((n - m - mid,), -0.5, dtype=torch.float64)])
+
+
+def cldrd_loss(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """CL-DRD's pairwise loss over each query's candidates: the sum over rows of the row's mean over pairs.
+
+    ``scores`` float [R, C] (with gradient), the student's scores of each row's ``C`` candidates; ``labels`` [C]
+    or [R, C] the teacher labels (:func:`cldrd_labels`); ``valid`` bool [R, C]. For the valid pairs ``(i, j)`` of
+    a row with ``labels_i > labels_j``: ``|1/p_i - 1/p_j| * log(1 + exp(-(s_i - s_j)))``, ``p`` the 1-based
+    position of the candidate in the student's descending order of the row's valid candidates (ties: column
+    order; no gradient). A row without such a pair gives 0.
+    """
+    if scores.dim() != 2 or valid.shape != scores.shape:
+        raise ValueError(f"scores and valid must be [R, C] alike, got {tuple(scores.shape)}, {tuple(valid.shape)}")
+    labels = labels.to(device=scores.device, dtype=scores.dtype).expand_as(scores)
+    with torch.no_grad():
+        inv = 1.0 / (1 + _list_ranks(scores, valid)).to(scores.dtype)
+        weight = (inv.unsqueeze(2) - inv.unsqueeze(1)).abs()
+        pair = valid.unsqueeze(2) & valid.unsqueeze(1) & (labels.unsqueeze(2) > labels.unsqueeze(1))
+        n_pairs = pair.sum((1, 2)).clamp(min=1).to(scores.dtype)
+    terms = F.softplus(-(scores.unsqueeze(2) - scores.unsqueeze(1))) * weight
+    zero = torch.zeros((), dtype=scores.dtype, device=scores.device)
+    return (torch.where(pair, terms, zero).sum((1, 2)) / n_pairs).sum()

@@ -11,8 +11,8 @@ the curriculum. Built without trajectories the model only predicts (e.g. reloade
 
 With ``student`` other than ``MF`` the student is that RecBole model (``self.net``), trained by the same losses on
 its full-catalogue scores. With ``kd_method`` other than ``hetcomp`` the same student learns the final ensemble through a
-ranking-KD baseline instead (RD, RRD, DCD, CL-DRD: :mod:`recbole_hetcomp.distill.kd`), without
-curriculum, on autograd [B, I] scores.
+ranking-KD baseline instead (RD, RRD, DCD, CL-DRD, and our earlier readings of the last two:
+:mod:`recbole_hetcomp.distill.kd`), without curriculum, on autograd [B, I] scores.
 """
 
 import torch
@@ -28,9 +28,9 @@ from recbole_hetcomp.distill.losses import TrainEntries, factorised_loss, overal
 from recbole_hetcomp.model.cml import CML
 
 #: ``kd_method``: HetComp's own losses, or a ranking-KD baseline on the final ensemble (:mod:`recbole_hetcomp.distill.kd`).
-KD_METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd")
+KD_METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd", "dcd_overview", "cldrd_group")
 #: The baselines whose papers train the student on its own loss too (BPR here) beside the distillation term.
-WITH_BASE_LOSS = ("rd", "rrd", "dcd")
+WITH_BASE_LOSS = ("rd", "rrd", "dcd", "dcd_overview")
 
 
 def student_class(name):
@@ -81,13 +81,16 @@ class HetComp(GeneralRecommender):
             raise ValueError(f"kd_method={self.kd_method}: must be one of {', '.join(KD_METHODS)}")
         self.kd_weight = float(config["kd_weight"]) if self.kd_method != "hetcomp" else 1.0
         self.kd_options = ({"lam": float(config["rd_lambda"]), "mu": float(config["rd_mu"])}
-                           if self.kd_method == "rd" else {})  # DCD: every mis-ranked candidate, no sampling
+                           if self.kd_method == "rd" else {})  # dcd_overview: every mis-ranked candidate, no sampling
+        self.dcd_draws = int(config["dcd_sample"] or 10)  # a model file saved before these keys existed: defaults
+        self.cldrd_candidates = int(config["cldrd_candidates"] or 30)
         self.kd_stage = {}  # what the trainer sets per epoch: RD's ``dynamic``, CL-DRD's ``groups``
         csr = dataset.inter_matrix(form="csr")  # training interactions, one row per user
         self.register_buffer("history_indptr", torch.from_numpy(csr.indptr).long(), persistent=False)
         self.register_buffer("history_items", torch.from_numpy(csr.indices).long(), persistent=False)
         self.register_buffer("target", torch.empty(0, dtype=torch.long), persistent=False)
         self.register_buffer("observed", torch.empty(0, dtype=torch.long), persistent=False)
+        self.dcd = {}  # DCD's discrepancy weights and item lists, set by refresh_dcd (every dcd_refresh epochs)
         self.loss_mode = "overall"
         self._scores_workspace = None  # see _workspace (a plain tensor: not in the state dict)
 
@@ -173,13 +176,73 @@ class HetComp(GeneralRecommender):
         elif self.kd_method == "rrd":
             loss = kd.rrd_loss(scores, top, mask)
         elif self.kd_method == "dcd":
-            loss = kd.rrd_loss(scores, top, mask) + kd.dcd_loss(scores, top, mask, **options)
+            loss = self._dcd_loss(interaction, users, scores, top)
+        elif self.kd_method == "cldrd":
+            cand = top[:, :self.cldrd_candidates]
+            labels = kd.cldrd_labels(options.get("stage", 0), cand.shape[1])
+            loss = kd.cldrd_loss(scores.gather(1, cand.clamp(min=0)), labels, cand >= 0)
+        elif self.kd_method == "dcd_overview":
+            loss = kd.rrd_loss(scores, top, mask) + kd.dcd_overview_loss(scores, top, mask, **options)
         else:
-            loss = kd.cldrd_loss(scores, top, mask, options.get("groups") or kd.cldrd_groups(0, top.shape[1]))
+            loss = kd.cldrd_group_loss(scores, top, mask, options.get("groups") or kd.cldrd_group_ends(0, top.shape[1]))
         loss = self.kd_weight * loss
         if self.kd_method in WITH_BASE_LOSS:
             loss = loss + self._bpr_loss(interaction, users, mask, scores)
         return loss
+
+    def _dcd_loss(self, interaction, users, scores, top):
+        """DCD as its authors released it: ``UCD + ICD`` (each side :func:`~recbole_hetcomp.distill.kd.dcd_correction`
+        on ``dcd_sample`` draws from the weights of the last :meth:`refresh_dcd`). User side: the batch's users'
+        target lists. Item side: the batch's positive items (with ``hetcomp_batch: users``, the batch users'
+        training items), each over its teacher's top users across all users (:func:`~kd.dcd_item_lists`)."""
+        if not self.dcd:
+            raise RuntimeError("kd_method=dcd: no discrepancies yet; HetCompTrainer calls refresh_dcd each epoch")
+        d, k = self.dcd, self.dcd_draws
+        loss = kd.dcd_correction(scores.gather(1, top.clamp(min=0)), kd.dcd_sample(d["user_under"][users], k),
+                                 kd.dcd_sample(d["user_over"][users], k))
+        if self.ITEM_ID in interaction:
+            items = torch.unique(interaction[self.ITEM_ID])
+        else:
+            items = torch.unique(csr_entries(self.history_indptr, self.history_items, users)[1])
+        items = items[items > 0]
+        if items.numel():
+            lists = d["item_users"][items]
+            item_scores = self.pair_scores(lists.clamp(min=0), items.unsqueeze(1).expand_as(lists))
+            loss = loss + kd.dcd_correction(item_scores.clamp(-self.clamp, self.clamp),
+                                            kd.dcd_sample(d["item_under"][items], k),
+                                            kd.dcd_sample(d["item_over"][items], k))
+        return loss
+
+    def pair_scores(self, users, items):
+        """The student's scores of the pairs ``(users[e], items[e])``, shaped like ``users`` (with gradient when
+        training). MF: one dot product a pair; another student scores the pairs' distinct users over the whole
+        catalogue and picks."""
+        if self.net is None:
+            return (self.user_embedding(users) * self.item_embedding(items)).sum(-1)
+        distinct, row = torch.unique(users, return_inverse=True)
+        return self.forward(distinct)[row, items]
+
+    @torch.no_grad()
+    def refresh_dcd(self, eps, chunk=4096):
+        """Recompute DCD's discrepancy weights (:func:`~recbole_hetcomp.distill.kd.dcd_discrepancies`) from the
+        student's current scores: every user's target list, and every item's teacher top users (as many as the
+        target is long, built once from the final target)."""
+        was_training = self.training
+        self.eval()
+        top = self.target
+        if "item_users" not in self.dcd:
+            self.dcd["item_users"] = kd.dcd_item_lists(top, self.n_items, top.shape[1])
+        for side, lists in (("user", top), ("item", self.dcd["item_users"])):
+            under = torch.zeros(lists.shape, device=top.device)
+            over = torch.zeros_like(under)
+            for a in range(0, lists.shape[0], chunk):
+                part = lists[a:a + chunk]
+                ids = torch.arange(a, a + part.shape[0], device=part.device).unsqueeze(1).expand_as(part)
+                pairs = (ids, part.clamp(min=0)) if side == "user" else (part.clamp(min=0), ids)
+                scores = self.pair_scores(*pairs).clamp(-self.clamp, self.clamp)
+                under[a:a + chunk], over[a:a + chunk] = kd.dcd_discrepancies(scores, part >= 0, eps)
+            self.dcd[f"{side}_under"], self.dcd[f"{side}_over"] = under, over
+        self.train(was_training)
 
     def _bpr_loss(self, interaction, users, mask, scores):
         """BPR over the batch's (user, item) interactions, on the users' (clamped) ``scores``, each against one item

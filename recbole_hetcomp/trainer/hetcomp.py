@@ -11,7 +11,7 @@ Steps: RecBole's batches of ``train_batch_size`` interactions (the released code
 
 ``kd_method`` other than ``hetcomp``: a ranking-KD baseline learns the final ensemble from the
 first epoch (no DKC); this trainer then only sets what its loss changes per epoch (RD's warm-up,
-CL-DRD's stages).
+CL-DRD's stages, DCD's discrepancies every ``dcd_refresh`` epochs).
 
 Run modes: ``dkc: False`` starts every pair at the final point (ensemble distillation
 without curriculum, rank loss throughout); ``akt: False`` keeps the curriculum but uses
@@ -68,6 +68,7 @@ class HetCompTrainer(CheckpointMixin, Trainer):
             k=config["dkc_k"], enabled=bool(config["dkc"]) and not baseline, device=self.device)
         self.rd_warmup = config["rd_warmup"]
         self.cldrd_stage_epochs = config["cldrd_stage_epochs"]
+        self.dcd_eps, self.dcd_refresh = config["dcd_eps"], config["dcd_refresh"]
         self.loss_switch_epoch = None
         self.dkc_done_epoch = None
         self.epoch_losses = {}
@@ -92,16 +93,20 @@ class HetCompTrainer(CheckpointMixin, Trainer):
 
     def _baseline_stage(self, epoch):
         """What a KD baseline's loss changes with the epoch: RD's rank-discrepancy weights after ``rd_warmup``
-        epochs of position weights alone, CL-DRD's target groups (a finer stage every ``cldrd_stage_epochs``)."""
+        epochs of position weights alone, CL-DRD's stage (a finer one every ``cldrd_stage_epochs``)."""
         if self.kd_method == "rd":
             return {"dynamic": epoch >= self.rd_warmup}
         if self.kd_method == "cldrd":
-            stage = min(epoch // self.cldrd_stage_epochs, kd.CLDRD_STAGES - 1)
-            return {"groups": kd.cldrd_groups(stage, self.model.target.shape[1])}
+            return {"stage": min(epoch // self.cldrd_stage_epochs, kd.CLDRD_STAGES - 1)}
+        if self.kd_method == "cldrd_group":
+            stage = min(epoch // self.cldrd_stage_epochs, kd.CLDRD_GROUP_STAGES - 1)
+            return {"groups": kd.cldrd_group_ends(stage, self.model.target.shape[1])}
         return {}
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.kd_stage = self._baseline_stage(epoch_idx)
+        if self.kd_method == "dcd" and (epoch_idx % self.dcd_refresh == 0 or not self.model.dcd):
+            self.model.refresh_dcd(self.dcd_eps)  # DCD's discrepancies, every dcd_refresh epochs (its authors': 3)
         if self.curriculum.due(epoch_idx):
             advanced = self.curriculum.step(self.model.top_unobserved(self.curriculum.k), epoch_idx)
             shares = self.curriculum.shares()

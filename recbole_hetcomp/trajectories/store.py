@@ -49,7 +49,8 @@ STUDENT_ONLY_KEYS = frozenset({
     "hetcomp_k", "hetcomp_p", "dkc", "akt", "dkc_alpha", "dkc_period", "dkc_start", "dkc_k",
     "overall_loss_weight", "rank_loss_weight", "score_clamp", "init_std", "hetcomp_batch", "hetcomp_batch_size",
     "student",
-    "kd_method", "kd_weight", "rd_lambda", "rd_mu", "rd_warmup", "cldrd_stage_epochs",
+    "kd_method", "kd_weight", "rd_lambda", "rd_mu", "rd_warmup", "cldrd_stage_epochs", "cldrd_candidates",
+    "dcd_sample", "dcd_eps", "dcd_refresh",
 })
 
 # Config keys that change where or how verbosely a run happens, never a teacher's result.
