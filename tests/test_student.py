@@ -455,6 +455,24 @@ def test_kd_baselines_stage_with_the_epoch(synth_config, teachers):
     assert hetcomp._baseline_stage(7) == {}
 
 
+def test_dcd_refreshes_its_discrepancies_every_dcd_refresh_epochs(synth_config, teachers):
+    data, model, trainer = make_trainer(synth_config, teachers, kd_method="dcd", dcd_refresh=2, dcd_eps=0.3)
+    seen, refresh = [], model.refresh_dcd
+
+    def spy(eps):
+        seen.append((epoch, eps))
+        refresh(eps)
+
+    model.refresh_dcd = spy
+    for epoch in range(5):
+        trainer._train_epoch(data.train, epoch)
+    assert seen == [(0, 0.3), (2, 0.3), (4, 0.3)]
+    model.dcd.clear()  # resumed mid-period (nothing computed yet): refresh at once
+    epoch = 5
+    trainer._train_epoch(data.train, epoch)
+    assert seen[-1] == (5, 0.3)
+
+
 def test_an_unknown_kd_method_is_one_line(synth_config):
     from recbole_hetcomp.schema import check_values
 
@@ -491,6 +509,19 @@ def test_a_general_students_scores_follow_its_weights(synth_config, teachers):
         model.net.user_embedding.weight.mul_(2.0)
     model.eval()  # a cache filled before the change must not answer
     assert not torch.allclose(model.full_sort_predict({model.USER_ID: users}), before)
+
+
+def test_dcd_trains_a_general_student_through_its_pair_scores(synth_config, teachers):
+    data, model, trainer = make_trainer(synth_config, teachers, student="LightGCN", embedding_size=4,
+                                        kd_method="dcd", epochs=4, eval_step=2, stopping_step=10)
+    users = torch.tensor([[1, 2, 2], [3, 1, 5]])
+    items = torch.tensor([[4, 4, 7], [1, 2, 3]])
+    full = model.forward(torch.arange(model.n_users))
+    assert torch.allclose(model.pair_scores(users, items), full[users, items])
+    before = model.net.user_embedding.weight.detach().clone()
+    trainer.fit(data.train, data.valid, saved=False, show_progress=False)
+    assert not torch.equal(model.net.user_embedding.weight, before)
+    assert set(model.dcd) == {"user_under", "user_over", "item_users", "item_under", "item_over"}
 
 
 @pytest.mark.parametrize("name, reason", [
