@@ -403,7 +403,7 @@ def test_a_kd_baselines_loss_is_its_kd_term_plus_bpr(synth_config, teachers):
         scores.gather(1, top[:, :7]), kd.cldrd_labels(1, 7), top[:, :7] >= 0))
 
 
-def test_dcds_loss_is_bpr_plus_both_corrections_on_the_refreshed_weights(synth_config, teachers):
+def test_dcds_loss_is_bpr_plus_rrd_plus_both_corrections_on_the_refreshed_weights(synth_config, teachers):
     from recbole_hetcomp.distill import kd
 
     data, model, trainer = make_trainer(synth_config, teachers, kd_method="dcd", kd_weight=0.5, dcd_sample=3,
@@ -437,8 +437,12 @@ def test_dcds_loss_is_bpr_plus_both_corrections_on_the_refreshed_weights(synth_c
     icd = kd.dcd_correction(full[i_lists.clamp(min=0), b_items.unsqueeze(1).expand_as(i_lists)],
                             kd.dcd_sample(under_i[b_items], 3), kd.dcd_sample(model.dcd["item_over"][b_items], 3))
     bpr = model._bpr_loss(batch, b_users, model.train_mask(b_users), scores)
+    rrd = kd.rrd_loss(scores, top[b_users], model.train_mask(b_users))
     assert icd > 0 and ucd > 0
-    assert torch.allclose(total, 0.5 * (ucd + icd) + bpr)
+    assert torch.allclose(total, 0.5 * (ucd + icd + rrd) + bpr)
+    model.dcd_rrd = False  # the authors' run_dcd.py: no RRD term
+    torch.manual_seed(3)
+    assert torch.allclose(model.calculate_loss(batch), 0.5 * (ucd + icd) + bpr)
 
 
 def test_kd_baselines_stage_with_the_epoch(synth_config, teachers):

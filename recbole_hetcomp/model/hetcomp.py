@@ -84,6 +84,7 @@ class HetComp(GeneralRecommender):
                            if self.kd_method == "rd" else {})  # dcd_overview: every mis-ranked candidate, no sampling
         self.dcd_draws = int(config["dcd_sample"] or 10)  # a model file saved before these keys existed: defaults
         self.cldrd_candidates = int(config["cldrd_candidates"] or 30)
+        self.dcd_rrd = config["dcd_rrd"] is not False
         self.kd_stage = {}  # what the trainer sets per epoch: RD's ``dynamic``, CL-DRD's ``groups``
         csr = dataset.inter_matrix(form="csr")  # training interactions, one row per user
         self.register_buffer("history_indptr", torch.from_numpy(csr.indptr).long(), persistent=False)
@@ -177,6 +178,8 @@ class HetComp(GeneralRecommender):
             loss = kd.rrd_loss(scores, top, mask)
         elif self.kd_method == "dcd":
             loss = self._dcd_loss(interaction, users, scores, top)
+            if self.dcd_rrd:
+                loss = loss + kd.rrd_loss(scores, top, mask)
         elif self.kd_method == "cldrd":
             cand = top[:, :self.cldrd_candidates]
             labels = kd.cldrd_labels(options.get("stage", 0), cand.shape[1])
@@ -191,8 +194,8 @@ class HetComp(GeneralRecommender):
         return loss
 
     def _dcd_loss(self, interaction, users, scores, top):
-        """DCD as its authors released it: ``UCD + ICD`` (each side :func:`~recbole_hetcomp.distill.kd.dcd_correction`
-        on ``dcd_sample`` draws from the weights of the last :meth:`refresh_dcd`). User side: the batch's users'
+        """DCD's correction terms as its authors' code computes them: ``UCD + ICD`` (each side
+        :func:`~recbole_hetcomp.distill.kd.dcd_correction` on ``dcd_sample`` draws from the weights of the last :meth:`refresh_dcd`). User side: the batch's users'
         target lists. Item side: the batch's positive items (with ``hetcomp_batch: users``, the batch users'
         training items), each over its teacher's top users across all users (:func:`~kd.dcd_item_lists`)."""
         if not self.dcd:
