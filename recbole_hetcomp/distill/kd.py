@@ -40,8 +40,8 @@ RRD::
     L_RRD = listmle(T, Unobs \\ T)
 
 DCD (``dcd``; the student's loss adds BPR and :func:`rrd_loss`). One side is a teacher-ranked list per query:
-user ``u``'s target list ``T`` (items), or item ``i``'s teacher top users ``V_i`` (:func:`dcd_item_lists`). For the entry at teacher rank ``t`` (0-based) and
-the student's rank ``rho`` of it among the list's entries only::
+user ``u``'s target list ``T`` (items), or item ``i``'s teacher top users ``V_i`` (:func:`dcd_item_lists`).
+For the entry at teacher rank ``t`` (0-based) and the student's rank ``rho`` of it among the list's entries only::
 
     under = tanh(eps * max(rho - t, 0)),   over = tanh(eps * max(t - rho, 0))
     P = up to p_n entries drawn with probability ∝ under, in teacher order;  N = up to p_n drawn ∝ over

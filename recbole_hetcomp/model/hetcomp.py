@@ -194,10 +194,11 @@ class HetComp(GeneralRecommender):
         return loss
 
     def _dcd_loss(self, interaction, users, scores, top):
-        """DCD's correction terms as its authors' code computes them: ``UCD + ICD`` (each side
-        :func:`~recbole_hetcomp.distill.kd.dcd_correction` on ``dcd_sample`` draws from the weights of the last :meth:`refresh_dcd`). User side: the batch's users'
-        target lists. Item side: the batch's positive items (with ``hetcomp_batch: users``, the batch users'
-        training items), each over its teacher's top users across all users (:func:`~kd.dcd_item_lists`)."""
+        """DCD's correction terms as its authors' code computes them: ``UCD + ICD``, each side
+        :func:`~recbole_hetcomp.distill.kd.dcd_correction` on ``dcd_sample`` draws from the weights of the last
+        :meth:`refresh_dcd`. User side: the batch's users' target lists. Item side: the batch's positive items
+        (with ``hetcomp_batch: users``, the batch users' training items), each over its teacher's top users across
+        all users (:func:`~recbole_hetcomp.distill.kd.dcd_item_lists`)."""
         if not self.dcd:
             raise RuntimeError("kd_method=dcd: no discrepancies yet; HetCompTrainer calls refresh_dcd each epoch")
         d, k = self.dcd, self.dcd_draws
