@@ -231,32 +231,46 @@ def aggregate(dataset):
 
 
 def kd_comparison(table, metric="recall@20"):
-    """HetComp against the KD baselines and the same student without KD, on the seeds that have all of them:
-    each method's mean and std of test ``metric``, the winner, and its lead over the runner-up against the spread
-    (the larger of the two stds). None when no KD baseline row exists."""
+    """HetComp against the KD baselines and the same student without KD: each method's mean and std of test
+    ``metric`` over HetComp's seeds, the winner, and its lead over the runner-up against the spread (the larger of
+    the two stds) and seed by seed. A method recorded on fewer of HetComp's seeds (added later, on the machines
+    that can still run them) is not mixed in: it is in ``partial``, set against HetComp on its own seeds. None
+    when no KD baseline row exists."""
     methods = [r for r in table if r["kind"] == "kd baseline" or r["name"] == STUDENT
                or (r["kind"] == "baseline" and r["name"].startswith("MF w/o KD"))]
     if not any(r["kind"] == "kd baseline" for r in methods):
         return None
     per_seed = {r["name"]: dict(zip(r["seeds"], r["test"][metric]["values"])) for r in methods if metric in r["test"]}
-    seeds = sorted(set.intersection(*(set(v) for v in per_seed.values())))
-    if not seeds:
+    if STUDENT not in per_seed:
         return None
+    hetcomp = per_seed[STUDENT]
+    core = {n: v for n, v in per_seed.items() if set(hetcomp) <= set(v)}
+    seeds = sorted(hetcomp)
     rows = []
-    for name, values in per_seed.items():
+    for name, values in core.items():
         xs = [values[s] for s in seeds]
         rows.append({"name": name, "mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None})
     rows.sort(key=lambda r: -r["mean"])
-    first, second = rows[0], rows[1]
+    first, second = rows[0], rows[1] if len(rows) > 1 else rows[0]
     spread = max((r["std"] for r in (first, second) if r["std"] is not None), default=None)
     # seed by seed: both methods learnt the same teachers on the same split, so the per-seed lead is the paired
     # comparison (the std of the means is mostly the splits' own spread)
     leads = [per_seed[first["name"]][s] - per_seed[second["name"]][s] for s in seeds]
+    partial = []
+    for name, values in per_seed.items():
+        common = sorted(set(values) & set(hetcomp))
+        if name in core or not common:
+            continue
+        diffs = [hetcomp[s] - values[s] for s in common]
+        partial.append({"name": name, "seeds": common, "mean": statistics.fmean(values[s] for s in common),
+                        "hetcomp_mean": statistics.fmean(hetcomp[s] for s in common),
+                        "hetcomp_leads": diffs, "hetcomp_ahead_in": sum(x > 0 for x in diffs)})
+    partial.sort(key=lambda r: -r["mean"])
     return {"metric": metric, "seeds": seeds, "methods": rows, "winner": first["name"],
             "lead": first["mean"] - second["mean"], "runner_up": second["name"], "spread": spread,
             "lead_exceeds_spread": None if spread is None else first["mean"] - second["mean"] > spread,
             "seed_leads": leads, "ahead_in": sum(x > 0 for x in leads),
-            "seed_lead_std": statistics.stdev(leads) if len(leads) > 1 else None}
+            "seed_lead_std": statistics.stdev(leads) if len(leads) > 1 else None, "partial": partial}
 
 
 def targets(table):
@@ -331,6 +345,12 @@ def markdown(result):
             lines += ["", f"Seed by seed (same teachers and split): ahead in {kd['ahead_in']} of {n}, by "
                           f"{kd['lead']:.4f} ± {kd['seed_lead_std']:.4f} ("
                           + ", ".join(f"{s}: {x:+.4f}" for s, x in zip(kd["seeds"], kd["seed_leads"])) + ")."]
+        for r in kd.get("partial", []):
+            where = f"seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))}"
+            lines += ["", f"{r['name']}, recorded on {where} only: {r['mean']:.4f} against HetComp's "
+                          f"{r['hetcomp_mean']:.4f} on the same {where}; HetComp ahead in {r['hetcomp_ahead_in']} "
+                          f"of {len(r['seeds'])} (" + ", ".join(f"{s}: {x:+.4f}" for s, x in
+                                                                 zip(r["seeds"], r["hetcomp_leads"])) + ")."]
     return "\n".join(lines)
 
 

@@ -195,7 +195,7 @@ def test_a_row_of_some_seeds_only_says_which_and_has_no_std(accuracy, tmp_path, 
     assert "| HetComp w/o AKT (seed 2 only) | ablation | 10 | - | 0.3750 |" in lines[8]
 
 
-def test_the_kd_comparison_names_the_winner_on_the_seeds_every_method_has(accuracy):
+def test_the_kd_comparison_names_the_winner_on_hetcomps_seeds_and_sets_a_later_method_apart(accuracy):
     module, _ = accuracy
 
     def row(name, kind, values):
@@ -203,21 +203,31 @@ def test_the_kd_comparison_names_the_winner_on_the_seeds_every_method_has(accura
         return {"name": name, "kind": kind, "seeds": seeds, "test": {"recall@20": {"values": [values[s] for s in seeds]}}}
 
     table = [row("EASE", "teacher", {1: 0.9, 2: 0.9, 3: 0.9}),
-             row("HetComp", "student", {1: 0.50, 2: 0.60, 3: 0.99}),
-             row("RRD (KD of the ensemble)", "kd baseline", {1: 0.55, 2: 0.625}),
+             row("HetComp", "student", {1: 0.50, 2: 0.60, 3: 0.70}),
+             row("RRD (KD of the ensemble)", "kd baseline", {1: 0.55, 2: 0.625, 3: 0.75}),
+             row("DCD (KD of the ensemble)", "kd baseline", {3: 0.99}),
              row("RD (KD of the ensemble)", "kd baseline", {1: 0.25, 2: 0.25, 3: 0.25}),
              row("MF w/o KD (BPR, d=6)", "baseline", {1: 0.125, 2: 0.125, 3: 0.125})]
     kd = module.kd_comparison(table)
-    assert kd["seeds"] == [1, 2]  # seed 3 lacks RRD: HetComp's 0.99 there must not count
+    assert kd["seeds"] == [1, 2, 3]  # DCD has seed 3 only: its 0.99 must not enter the three-seed comparison
     assert [(r["name"], r["mean"]) for r in kd["methods"]] == [
-        ("RRD (KD of the ensemble)", pytest.approx(0.5875)), ("HetComp", pytest.approx(0.55)),
+        ("RRD (KD of the ensemble)", pytest.approx(0.641666, abs=1e-6)), ("HetComp", pytest.approx(0.6)),
         ("RD (KD of the ensemble)", 0.25), ("MF w/o KD (BPR, d=6)", 0.125)]
     assert kd["winner"] == "RRD (KD of the ensemble)" and kd["runner_up"] == "HetComp"
-    assert kd["lead"] == pytest.approx(0.0375) and kd["spread"] == pytest.approx(0.05 * 2 ** 0.5)
+    # the larger std is RRD's: sqrt(((0.55 - m)^2 + (0.625 - m)^2 + (0.75 - m)^2) / 2), m = 0.641666...
+    assert kd["lead"] == pytest.approx(0.041666, abs=1e-6) and kd["spread"] == pytest.approx(0.1010363, abs=1e-7)
     assert kd["lead_exceeds_spread"] is False
-    # paired: RRD leads by 0.05 in seed 1 and 0.025 in seed 2
-    assert kd["seed_leads"] == [pytest.approx(0.05), pytest.approx(0.025)] and kd["ahead_in"] == 2
-    assert kd["seed_lead_std"] == pytest.approx(0.025 / 2 ** 0.5)
+    # paired: RRD leads by 0.05, 0.025 and 0.05
+    assert kd["seed_leads"] == [pytest.approx(0.05), pytest.approx(0.025), pytest.approx(0.05)]
+    assert kd["ahead_in"] == 3
+    # DCD is set against HetComp on its own seed: HetComp 0.70 against 0.99, behind by 0.29
+    assert kd["partial"] == [{"name": "DCD (KD of the ensemble)", "seeds": [3], "mean": 0.99,
+                              "hetcomp_mean": pytest.approx(0.7), "hetcomp_leads": [pytest.approx(-0.29)],
+                              "hetcomp_ahead_in": 0}]
+    lines = module.markdown({"dataset": "hand", "seeds": [1, 2, 3], "rows": [], "targets": {},
+                             "kd_comparison": kd}).splitlines()
+    assert ("DCD (KD of the ensemble), recorded on seed 3 only: 0.9900 against HetComp's 0.7000 on the same seed 3; "
+            "HetComp ahead in 0 of 1 (3: -0.2900).") in lines
     assert module.kd_comparison(table[:2]) is None  # no KD baseline: nothing to compare
 
 
