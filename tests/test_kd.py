@@ -515,6 +515,19 @@ def test_dcd_discrepancies_by_hand():
         dcd_discrepancies(_s([[1.0]]), torch.ones(1, 1, dtype=torch.bool), 0.0)
 
 
+def test_dcd_discrepancies_measure_a_tied_block_as_a_whole():
+    # teacher ranks [0, 0, 1]: columns 0 and 1 tie (block [0, 1]), column 2 alone; scores [0.1, 0.9, 0.5] give
+    # rho = [2, 0, 1]: column 0 is below its block (2 > 1), column 2 above its own (1 < 2), column 1 is inside
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    under, over = dcd_discrepancies(_s([[0.1, 0.9, 0.5]]), valid, 0.5, ranks=_t([[0, 0, 1]]))
+    assert under[0].tolist() == pytest.approx([math.tanh(0.5), 0.0, 0.0])
+    assert over[0].tolist() == pytest.approx([0.0, 0.0, math.tanh(0.5)])
+    # one block: any student order agrees with the teacher; padding (-1 ranks) stays out
+    under, over = dcd_discrepancies(_s([[0.1, 0.5, 0.9, 7.0]]), _t([[1, 1, 1, 0]]).bool(), 0.5,
+                                    ranks=_t([[3, 3, 3, -1]]))
+    assert not under.any() and not over.any()
+
+
 def test_dcd_sample_draws_only_positive_weights_and_in_proportion_to_them():
     w = _s([[0.0, 0.5, 0.0, 0.2], [0.0, 0.0, 0.0, 0.0]])
     assert dcd_sample(w, 5).tolist() == [[False, True, False, True], [False] * 4]  # fewer than k: all of them
@@ -542,6 +555,15 @@ def test_dcd_correction_by_hand():
         dcd_correction(a, under, under)
 
 
+def test_dcd_correction_orders_a_tied_block_of_p_as_the_student_does():
+    # columns 0 and 1 tie (ranks 0, 0) and are both under-ranked: P takes them in the student's order, 3 then 1
+    a = _s([[1.0, 3.0, 0.0, 2.0]])
+    under, over = _t([[1, 1, 0, 0]]).bool(), _t([[0, 0, 1, 0]]).bool()
+    tied = -(3.0 - L(E(3.0) + E(1.0) + E(0.0))) - (1.0 - L(E(1.0) + E(0.0)))
+    _close(dcd_correction(a, under, over, ranks=_t([[0, 0, 1, 2]])), tied)
+    _close(dcd_correction(a, under, over), -(1.0 - L(E(1.0) + E(3.0) + E(0.0))) - (3.0 - L(E(3.0) + E(0.0))))
+
+
 def test_dcd_correction_matches_finite_differences():
     a = torch.tensor([[0.3, -1.0, 2.0, 0.5, 1.5]], dtype=torch.float64, requires_grad=True)
     under, over = _t([[1, 0, 1, 0, 1]]).bool(), _t([[0, 1, 0, 1, 0]]).bool()
@@ -552,8 +574,14 @@ def test_dcd_item_lists_by_hand():
     # item 1: user 1 at position 0, user 0 at 1; item 2: user 0 at 0, user 2 at 1, user 1 at 2 (cut at length 2);
     # item 3: user 2 at 0, user 1 at 1; item 0 is in no list
     top = _t([[2, 1, -1], [1, 3, 2], [3, 2, -1]])
-    assert dcd_item_lists(top, 4, 2).tolist() == [[-1, -1], [1, 0], [0, 2], [2, 1]]
-    assert dcd_item_lists(_t([[1], [1]]), 2, 3).tolist() == [[-1, -1, -1], [0, 1, -1]]  # equal positions: by user
+    users, positions = dcd_item_lists(top, 4, 2)
+    assert users.tolist() == [[-1, -1], [1, 0], [0, 2], [2, 1]]
+    assert positions.tolist() == [[-1, -1], [0, 1], [0, 1], [0, 1]]
+    # users 1 and 2 hold item 1 at the same position: tied, in the fixed scrambled order (2 before 1), not by id;
+    # the cut at length 1 keeps the first of that order
+    users, positions = dcd_item_lists(_t([[-1], [1], [1]]), 2, 3)
+    assert users.tolist() == [[-1, -1, -1], [2, 1, -1]] and positions.tolist() == [[-1, -1, -1], [0, 0, -1]]
+    assert dcd_item_lists(_t([[-1], [1], [1]]), 2, 1)[0].tolist() == [[-1], [2]]
     with pytest.raises(ValueError, match="length must be an int >= 1"):
         dcd_item_lists(top, 4, 0)
 
@@ -568,6 +596,7 @@ def test_cldrd_labels_are_the_authors_label_sets_at_30_candidates():
     assert CLDRD_STAGES == 4 and torch.equal(cldrd_labels(9, 30), cldrd_labels(3, 30))
     assert cldrd_labels(0, 4).tolist() == [1.0, -0.25, -0.5, -0.5]  # at least one ordered candidate
     assert cldrd_labels(0, 1).tolist() == [1.0]
+    assert [len([x for x in cldrd_labels(0, n).tolist() if x > 0]) for n in (15, 27, 33)] == [3, 5, 6]  # half up
     with pytest.raises(ValueError, match="stage must be an int >= 0"):
         cldrd_labels(-1, 30)
     with pytest.raises(ValueError, match="n must be an int >= 1"):

@@ -416,10 +416,10 @@ def test_dcds_loss_is_bpr_plus_rrd_plus_both_corrections_on_the_refreshed_weight
     full = model.forward(torch.arange(model.n_users)).detach()
     under, over = kd.dcd_discrepancies(full.gather(1, top.clamp(min=0)), top >= 0, 0.2)
     assert torch.equal(model.dcd["user_under"], under) and torch.equal(model.dcd["user_over"], over)
-    lists = kd.dcd_item_lists(top, model.n_items, top.shape[1])
-    assert torch.equal(model.dcd["item_users"], lists)
+    lists, positions = kd.dcd_item_lists(top, model.n_items, top.shape[1])
+    assert torch.equal(model.dcd["item_users"], lists) and torch.equal(model.dcd["item_pos"], positions)
     items = torch.arange(model.n_items).unsqueeze(1).expand_as(lists)
-    under_i, _ = kd.dcd_discrepancies(full[lists.clamp(min=0), items], lists >= 0, 0.2)
+    under_i, _ = kd.dcd_discrepancies(full[lists.clamp(min=0), items], lists >= 0, 0.2, ranks=positions)
     assert torch.equal(model.dcd["item_under"], under_i)
     assert torch.allclose(model.pair_scores(users, top.clamp(min=0)), full.gather(1, top.clamp(min=0)))
 
@@ -435,7 +435,8 @@ def test_dcds_loss_is_bpr_plus_rrd_plus_both_corrections_on_the_refreshed_weight
                             kd.dcd_sample(over[b_users], 3))
     i_lists = lists[b_items]
     icd = kd.dcd_correction(full[i_lists.clamp(min=0), b_items.unsqueeze(1).expand_as(i_lists)],
-                            kd.dcd_sample(under_i[b_items], 3), kd.dcd_sample(model.dcd["item_over"][b_items], 3))
+                            kd.dcd_sample(under_i[b_items], 3), kd.dcd_sample(model.dcd["item_over"][b_items], 3),
+                            ranks=positions[b_items])
     bpr = model._bpr_loss(batch, b_users, model.train_mask(b_users), scores)
     rrd = kd.rrd_loss(scores, top[b_users], model.train_mask(b_users))
     assert icd > 0 and ucd > 0
@@ -475,6 +476,12 @@ def test_dcd_refreshes_its_discrepancies_every_dcd_refresh_epochs(synth_config, 
     epoch = 5
     trainer._train_epoch(data.train, epoch)
     assert seen[-1] == (5, 0.3)
+    # the weights travel with the checkpoint (RecBole's other_parameter), so a resumed run uses the last refresh's
+    kept = {k: v.clone() for k, v in model.dcd.items()}
+    trainer._save_checkpoint(5)
+    model.dcd = {}
+    trainer.load_best_checkpoint()
+    assert set(model.dcd) == set(kept) and all(torch.equal(model.dcd[k], v) for k, v in kept.items())
 
 
 def test_an_unknown_kd_method_is_one_line(synth_config):
@@ -522,10 +529,17 @@ def test_dcd_trains_a_general_student_through_its_pair_scores(synth_config, teac
     items = torch.tensor([[4, 4, 7], [1, 2, 3]])
     full = model.forward(torch.arange(model.n_users))
     assert torch.allclose(model.pair_scores(users, items), full[users, items])
+    model.refresh_dcd(0.1)
+    batch = next(iter(data.train))
+    b_users = torch.unique(batch[model.USER_ID])
+    model.zero_grad()
+    model._dcd_loss(batch, b_users, model.forward(b_users), model.target[b_users]).backward()
+    grad = model.net.user_embedding.weight.grad  # the corrections alone reach the LightGCN student's weights
+    assert grad is not None and grad.abs().sum() > 0
     before = model.net.user_embedding.weight.detach().clone()
     trainer.fit(data.train, data.valid, saved=False, show_progress=False)
     assert not torch.equal(model.net.user_embedding.weight, before)
-    assert set(model.dcd) == {"user_under", "user_over", "item_users", "item_under", "item_over"}
+    assert set(model.dcd) == {"user_under", "user_over", "item_users", "item_pos", "item_under", "item_over"}
 
 
 @pytest.mark.parametrize("name, reason", [

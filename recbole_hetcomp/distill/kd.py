@@ -92,8 +92,11 @@ DCD (``dcd``, its authors' released code, repository ``dudwns511/DCD_CIKM21``)
     loss involve list items only; ``rho`` ranks the student among the list (equal scores: teacher order).
   * Item side: the ensemble is a fusion of per-user lists, with no score comparable across users, so the
     teacher's top users of item ``i`` are read from those lists (:func:`dcd_item_lists`): the users whose list
-    holds ``i``, by its position there, then by user id; as many as the list is long (K), where the authors
-    score every user with the teacher and keep the top 500 (as they keep 500 items a user). The item side
+    holds ``i``, by its position there; as many as the list is long (K), where the authors score every user
+    with the teacher and keep the top 500 (as they keep 500 items a user). Users holding ``i`` at the same
+    position are tied, and often are (about half of the neighbouring entries on ml-1m): the discrepancy is then
+    measured against the tied block, not a made-up order, so the student may order a block either way. The cut
+    at K goes through a tie in a fixed pseudo-random order of the users. The item side
     runs over the batch's distinct positive items (``hetcomp_batch: users``: the batch users' training items).
   * Draws (:func:`dcd_sample`): up to ``p_n`` (``dcd_sample``, 10) of each kind per query, without replacement,
     with probability ∝ the weight (the authors: ``torch.multinomial`` of ``p_n``, which needs ``p_n``
@@ -160,8 +163,9 @@ CL-DRD (``cldrd``, its authors' released code, repository ``HansiZeng/CL-DRD``)
     -0.25 and -0.5; a stage every ``cldrd_stage_epochs`` epochs, the authors training each iteration
     to its end before the next.
   * Loss (:func:`cldrd_loss`): the pairwise position-weighted loss of the authors' code, averaged over a
-    user's pairs and summed over users (the authors average over the batch's pairs; with 30 candidates
-    every query has as many pairs, so the two differ by the constant batch size).
+    user's pairs and summed over users (the authors average over the batch's pairs; with C candidates every
+    query has as many pairs, so the two differ by the constant batch size; a user with fewer than C target
+    items has fewer pairs, and here weighs as much as a full one).
 CL-DRD, our group reading (``cldrd_group``)
   * The paper trains in iterations whose teacher preference pairs go from coarse groups of
     the teacher's ranking to a finely ordered top; here a stage is a list of group end
@@ -696,22 +700,35 @@ def _list_ranks(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(order).scatter_(1, order, at)
 
 
-def dcd_discrepancies(list_scores: torch.Tensor, valid: torch.Tensor, eps: float):
+def _tie_blocks(ranks: torch.Tensor, valid: torch.Tensor):
+    """(lo, hi) long [R, L]: the first and last column of each entry's block of equal teacher ``ranks`` (non-decreasing
+    along each row's valid prefix); without ``ranks`` every entry is its own block (lo = hi = its column)."""
+    at = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
+    if ranks is None:
+        return at, at
+    keyed = torch.where(valid, ranks, torch.full_like(ranks, torch.iinfo(ranks.dtype).max)).contiguous()
+    lo = torch.searchsorted(keyed, keyed, right=False)
+    return lo, torch.searchsorted(keyed, keyed, right=True) - 1
+
+
+def dcd_discrepancies(list_scores: torch.Tensor, valid: torch.Tensor, eps: float, ranks: torch.Tensor | None = None):
     """DCD's discrepancy weights over teacher-ranked lists: ``(under, over)``, float [R, L], no gradient.
 
-    Row ``r`` is one query's teacher list in teacher order (column ``t`` = teacher rank, 0-based; padding,
-    ``valid`` false, only at the end); ``rho`` is the student's rank of each entry among the row's valid entries
-    (:func:`_list_ranks`). ``under = tanh(eps * max(rho - t, 0))`` (the student ranks the entry below the
-    teacher), ``over = tanh(eps * max(t - rho, 0))``; both 0 at padding. An entry is never both.
+    Row ``r`` is one query's teacher list in teacher order (padding, ``valid`` false, only at the end); ``rho`` is
+    the student's 0-based rank of each entry among the row's valid entries (:func:`_list_ranks`). The teacher's
+    rank of the entry in column ``t`` is ``t``; with ``ranks`` (long [R, L], non-decreasing along the valid prefix)
+    entries of equal ``ranks`` are tied and share the block of columns ``[lo, hi]``, so the student may order
+    them either way: ``under = tanh(eps * max(rho - hi, 0))`` (the student ranks the entry below the teacher's
+    block), ``over = tanh(eps * max(lo - rho, 0))``; both 0 at padding. An entry is never both.
     """
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     with torch.no_grad():
-        d = (_list_ranks(list_scores, valid) - torch.arange(list_scores.shape[1], device=list_scores.device))
-        d = d.to(list_scores.dtype)
-        zero = torch.zeros((), dtype=d.dtype, device=d.device)
-        under = torch.where(valid, torch.tanh(eps * d.clamp(min=0)), zero)
-        over = torch.where(valid, torch.tanh(eps * (-d).clamp(min=0)), zero)
+        rho = _list_ranks(list_scores, valid)
+        lo, hi = _tie_blocks(ranks, valid)
+        zero = torch.zeros((), dtype=list_scores.dtype, device=list_scores.device)
+        under = torch.where(valid, torch.tanh(eps * (rho - hi).clamp(min=0).to(list_scores.dtype)), zero)
+        over = torch.where(valid, torch.tanh(eps * (lo - rho).clamp(min=0).to(list_scores.dtype)), zero)
     return under, over
 
 
@@ -732,13 +749,15 @@ def dcd_sample(weights: torch.Tensor, k: int, generator: torch.Generator | None 
     return torch.zeros_like(positive).scatter_(1, picked, True) & positive
 
 
-def dcd_correction(list_scores: torch.Tensor, under: torch.Tensor, over: torch.Tensor) -> torch.Tensor:
+def dcd_correction(list_scores: torch.Tensor, under: torch.Tensor, over: torch.Tensor,
+                   ranks: torch.Tensor | None = None) -> torch.Tensor:
     """One side of DCD: the sum over rows of ``listmle(P, N)`` on a teacher-ranked list's scores.
 
     ``list_scores`` float [R, L] (with gradient), row ``r`` one query's list in teacher order; ``under``, ``over``
     bool [R, L] the drawn under- and over-ranked entries (disjoint, e.g. from :func:`dcd_sample`). ``P`` is the
     under-ranked entries in teacher (column) order, ``N`` the over-ranked ones, unordered:
     ``- sum_k [ a_{P_k} - log( sum_{l >= k} exp(a_{P_l}) + sum_{j in N} exp(a_j) ) ]``. A row without ``P`` gives 0.
+    With ``ranks`` (as in :func:`dcd_discrepancies`), ``P``'s entries of one tied block keep the student's order.
     """
     if under.shape != list_scores.shape or over.shape != list_scores.shape:
         raise ValueError(f"under and over must be shaped like list_scores {tuple(list_scores.shape)}")
@@ -747,16 +766,27 @@ def dcd_correction(list_scores: torch.Tensor, under: torch.Tensor, over: torch.T
     with torch.no_grad():
         n_up = under.sum(1)
         m = int(n_up.max()) if n_up.numel() else 0
-        order = _argsort_rows((~under).to(torch.int8), stable=True)[:, :m]  # the drawn entries first, by column
+        width = list_scores.shape[1]
+        if ranks is None:  # teacher order is the column order
+            key = torch.arange(width, device=under.device).expand_as(under)
+        else:  # teacher rank, then (ties) the student's order
+            key = ranks.clamp(min=0) * width + _list_ranks(list_scores, torch.ones_like(under))
+        fill = int(key.max()) + 1 if key.numel() else 0
+        order = _argsort_rows(key.masked_fill(~under, fill), stable=True)[:, :m]  # the drawn entries first, in order
         valid = torch.arange(m, device=list_scores.device) < n_up.unsqueeze(1)
     a = list_scores - _shift(list_scores, under | over)
     return _listmle(a.gather(1, order), valid, _tail_mass(a, over))
 
 
-def dcd_item_lists(top: torch.Tensor, n_items: int, length: int) -> torch.Tensor:
-    """long [I, length]: the teacher's top users of each item, read from the per-user target lists ``top`` [U, K]
-    (padding < 0 at the end of a row, no item twice in a row): the users whose list holds the item, by its
-    position in their list (best first), then by user id; -1 pads a row at the end."""
+def dcd_item_lists(top: torch.Tensor, n_items: int, length: int):
+    """The teacher's top users of each item, read from the per-user target lists ``top`` [U, K] (padding < 0 at the
+    end of a row, no item twice in a row): ``(users, positions)``, long [I, length] each, -1 padding at the end.
+
+    An item's users are those whose list holds it, by its position there (best first). Users holding it at the
+    same position are tied (``positions`` says so; :func:`dcd_discrepancies` lets the student order them either
+    way); among them the row, and the cut at ``length``, follow a fixed pseudo-random order of the users (a
+    multiplicative hash of the user id), so that no range of ids is favoured where a tie is cut.
+    """
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"length must be an int >= 1, got {length!r}")
     n_users, k = top.shape
@@ -764,14 +794,17 @@ def dcd_item_lists(top: torch.Tensor, n_items: int, length: int) -> torch.Tensor
     users = torch.arange(n_users, device=top.device).unsqueeze(1).expand_as(top)[valid]
     pos = torch.arange(k, device=top.device).expand_as(top)[valid]
     items = top[valid].long()
-    order = torch.sort((items * k + pos) * n_users + users).indices  # distinct keys: any sort gives this order
-    items, users = items[order], users[order]
+    scramble = (users * 2654435761) % (1 << 32)  # a bijection of the ids below 2**32 (the multiplier is odd)
+    order = torch.sort((items * k + pos) * (1 << 32) + scramble).indices  # distinct keys: any sort gives this
+    items, users, pos = items[order], users[order], pos[order]
     count = torch.bincount(items, minlength=n_items)
     slot = torch.arange(items.numel(), device=top.device) - (torch.cumsum(count, 0) - count)[items]
     keep = slot < length
     out = torch.full((n_items, length), -1, dtype=torch.long, device=top.device)
+    at = torch.full_like(out, -1)
     out[items[keep], slot[keep]] = users[keep]
-    return out
+    at[items[keep], slot[keep]] = pos[keep]
+    return out, at
 
 
 # ---------------------------------------------------------------------------
@@ -779,13 +812,13 @@ def dcd_item_lists(top: torch.Tensor, n_items: int, length: int) -> torch.Tensor
 # ---------------------------------------------------------------------------
 #: Number of stages of :func:`cldrd_labels` (stage ``CLDRD_STAGES - 1`` and later are final).
 CLDRD_STAGES = 4
-_CLDRD_ORDERED = (1 / 6, 1 / 3, 2 / 3, 1.0)  # the ordered top per stage: 5, 10, 20, 30 of the authors' 30
+_CLDRD_ORDERED = ((1, 6), (1, 3), (2, 3), (1, 1))  # the ordered top per stage: 5, 10, 20, 30 of the authors' 30
 
 
 def cldrd_labels(stage: int, n: int) -> torch.Tensor:
     """float64 [n]: CL-DRD's teacher labels of ``n`` candidates in teacher order at curriculum ``stage``.
 
-    The top ``m = max(1, round(n * f))`` candidates get ``1 / r`` (r = 1..m), with ``f`` = 1/6, 1/3, 2/3, 1 at
+    The top ``m = max(1, n * f rounded half up)`` candidates get ``1 / r`` (r = 1..m), with ``f`` = 1/6, 1/3, 2/3, 1 at
     stages 0, 1, 2, 3 and later (for the authors' 30 candidates: 5, 10, 20, 30); of the other ``n - m``, the
     first ``(n - m) // 2`` get -0.25 and the rest -0.5. So ``n = 30`` gives the authors' label sets: 5 ordered,
     12 at -0.25, 13 at -0.5; then 10, 10, 10; then 20, 5, 5; then 30 ordered.
@@ -794,7 +827,8 @@ def cldrd_labels(stage: int, n: int) -> torch.Tensor:
         raise ValueError(f"stage must be an int >= 0, got {stage!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
-    m = max(1, round(n * _CLDRD_ORDERED[min(stage, CLDRD_STAGES - 1)]))
+    num, den = _CLDRD_ORDERED[min(stage, CLDRD_STAGES - 1)]
+    m = max(1, (2 * n * num + den) // (2 * den))  # n * num / den rounded half up
     mid = (n - m) // 2
     ordered = 1.0 / torch.arange(1, m + 1, dtype=torch.float64)
     return torch.cat([ordered, torch.full((mid,), -0.25, dtype=torch.float64),

@@ -58,6 +58,7 @@ def student_class(name):
 
 class HetComp(GeneralRecommender):
     input_type = InputType.POINTWISE
+    other_parameter_name = ("dcd",)  # RecBole saves these in checkpoints: a resumed DCD run keeps its weights
 
     def __init__(self, config, dataset, trajectories=None):
         super().__init__(config, dataset)
@@ -85,7 +86,7 @@ class HetComp(GeneralRecommender):
         self.dcd_draws = int(config["dcd_sample"] or 10)  # a model file saved before these keys existed: defaults
         self.cldrd_candidates = int(config["cldrd_candidates"] or 30)
         self.dcd_rrd = config["dcd_rrd"] is not False
-        self.kd_stage = {}  # what the trainer sets per epoch: RD's ``dynamic``, CL-DRD's ``groups``
+        self.kd_stage = {}  # what the trainer sets per epoch: RD's ``dynamic``, CL-DRD's ``stage`` (cldrd_group: ``groups``)
         csr = dataset.inter_matrix(form="csr")  # training interactions, one row per user
         self.register_buffer("history_indptr", torch.from_numpy(csr.indptr).long(), persistent=False)
         self.register_buffer("history_items", torch.from_numpy(csr.indices).long(), persistent=False)
@@ -200,7 +201,8 @@ class HetComp(GeneralRecommender):
         (with ``hetcomp_batch: users``, the batch users' training items), each over its teacher's top users across
         all users (:func:`~recbole_hetcomp.distill.kd.dcd_item_lists`)."""
         if not self.dcd:
-            raise RuntimeError("kd_method=dcd: no discrepancies yet; HetCompTrainer calls refresh_dcd each epoch")
+            raise RuntimeError("kd_method=dcd: no discrepancies yet; HetCompTrainer calls refresh_dcd every "
+                               "dcd_refresh epochs")
         d, k = self.dcd, self.dcd_draws
         loss = kd.dcd_correction(scores.gather(1, top.clamp(min=0)), kd.dcd_sample(d["user_under"][users], k),
                                  kd.dcd_sample(d["user_over"][users], k))
@@ -214,7 +216,7 @@ class HetComp(GeneralRecommender):
             item_scores = self.pair_scores(lists.clamp(min=0), items.unsqueeze(1).expand_as(lists))
             loss = loss + kd.dcd_correction(item_scores.clamp(-self.clamp, self.clamp),
                                             kd.dcd_sample(d["item_under"][items], k),
-                                            kd.dcd_sample(d["item_over"][items], k))
+                                            kd.dcd_sample(d["item_over"][items], k), ranks=d["item_pos"][items])
         return loss
 
     def pair_scores(self, users, items):
@@ -235,7 +237,7 @@ class HetComp(GeneralRecommender):
         self.eval()
         top = self.target
         if "item_users" not in self.dcd:
-            self.dcd["item_users"] = kd.dcd_item_lists(top, self.n_items, top.shape[1])
+            self.dcd["item_users"], self.dcd["item_pos"] = kd.dcd_item_lists(top, self.n_items, top.shape[1])
         for side, lists in (("user", top), ("item", self.dcd["item_users"])):
             under = torch.zeros(lists.shape, device=top.device)
             over = torch.zeros_like(under)
@@ -244,7 +246,8 @@ class HetComp(GeneralRecommender):
                 ids = torch.arange(a, a + part.shape[0], device=part.device).unsqueeze(1).expand_as(part)
                 pairs = (ids, part.clamp(min=0)) if side == "user" else (part.clamp(min=0), ids)
                 scores = self.pair_scores(*pairs).clamp(-self.clamp, self.clamp)
-                under[a:a + chunk], over[a:a + chunk] = kd.dcd_discrepancies(scores, part >= 0, eps)
+                ranks = None if side == "user" else self.dcd["item_pos"][a:a + chunk]  # an item's users may tie
+                under[a:a + chunk], over[a:a + chunk] = kd.dcd_discrepancies(scores, part >= 0, eps, ranks)
             self.dcd[f"{side}_under"], self.dcd[f"{side}_over"] = under, over
         self.train(was_training)
 
