@@ -94,7 +94,7 @@ DCD (``dcd``, its authors' released code, repository ``dudwns511/DCD_CIKM21``)
     teacher's top users of item ``i`` are read from those lists (:func:`dcd_item_lists`): the users whose list
     holds ``i``, by its position there; as many as the list is long (K), where the authors score every user
     with the teacher and keep the top 500 (as they keep 500 items a user). Users holding ``i`` at the same
-    position are tied, and often are (about half of the neighbouring entries on ml-1m): the discrepancy is then
+    position are tied, and ties are common (K positions for up to U users): the discrepancy is then
     measured against the tied block, not a made-up order, so the student may order a block either way. The cut
     at K goes through a tie in a fixed pseudo-random order of the users. The item side
     runs over the batch's distinct positive items (``hetcomp_batch: users``: the batch users' training items).
