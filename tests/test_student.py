@@ -391,14 +391,15 @@ def test_a_kd_baselines_loss_is_its_kd_term_plus_bpr(synth_config, teachers):
     torch.manual_seed(0)
     bpr = model._bpr_loss(batch, users, model.train_mask(users), scores)
     assert torch.allclose(total, 0.5 * kd_term + bpr)
-    model.kd_method = "cldrd_group"  # CL-DRD has no base loss
+    model.kd_method = "cldrd_group"  # the group reading has no base loss
     assert torch.allclose(model.calculate_loss(batch), 0.5 * kd.cldrd_group_loss(
         scores, model.target[users], model.train_mask(users), kd.cldrd_group_ends(0, 20)))
     model.kd_method, model.kd_stage = "cldrd", {"stage": 1}  # the target's 20 items are all candidates (< 30)
     top = model.target[users]
+    torch.manual_seed(0)  # cldrd keeps BPR (cldrd_base: True), drawn as above
     assert torch.allclose(model.calculate_loss(batch), 0.5 * kd.cldrd_loss(
-        scores.gather(1, top), kd.cldrd_labels(1, 20), top >= 0))
-    model.cldrd_candidates = 7  # only the teacher's first 7 enter the loss
+        scores.gather(1, top), kd.cldrd_labels(1, 20), top >= 0) + bpr)
+    model.cldrd_candidates, model.cldrd_base = 7, False  # only the teacher's first 7 enter the loss; no BPR
     assert torch.allclose(model.calculate_loss(batch), 0.5 * kd.cldrd_loss(
         scores.gather(1, top[:, :7]), kd.cldrd_labels(1, 7), top[:, :7] >= 0))
 

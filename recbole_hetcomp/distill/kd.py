@@ -157,7 +157,12 @@ DCD, our overview reading (``dcd_overview``)
   * A training item listed in ``top`` is ignored here (DCD ranks unobserved candidates only).
 CL-DRD (``cldrd``, its authors' released code, repository ``HansiZeng/CL-DRD``)
   * Candidates: the ensemble's top ``C`` (``cldrd_candidates``, 30, the authors' number) of ``T``; nothing
-    outside them enters the loss, and there is no base loss.
+    outside them enters this loss.
+  * The student's loss adds its own BPR loss (``cldrd_base: True``), as for RD, RRD and DCD here. The authors
+    fine-tune a pretrained retriever, which already ranks the whole collection, with this loss alone
+    (``cldrd_base: False``). Our student starts from scratch, and with that objective it learnt nothing of the
+    items outside its 30 candidates: on ml-1m (seed 2022, defaults) it reached 0.0933 test Recall@20, under half
+    of MF without KD (0.1965).
   * Stages (:func:`cldrd_labels`): the authors' label sets, scaled to ``C``: an ordered top with labels
     ``1/r`` growing over 1/6, 1/3, 2/3 and all of the candidates (5, 10, 20, 30 of 30), the rest split into
     -0.25 and -0.5; a stage every ``cldrd_stage_epochs`` epochs, the authors training each iteration

@@ -30,7 +30,7 @@ from recbole_hetcomp.model.cml import CML
 #: ``kd_method``: HetComp's own losses, or a ranking-KD baseline on the final ensemble (:mod:`recbole_hetcomp.distill.kd`).
 KD_METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd", "dcd_overview", "cldrd_group")
 #: The baselines whose papers train the student on its own loss too (BPR here) beside the distillation term.
-WITH_BASE_LOSS = ("rd", "rrd", "dcd", "dcd_overview")
+WITH_BASE_LOSS = ("rd", "rrd", "dcd", "dcd_overview", "cldrd")
 
 
 def student_class(name):
@@ -86,6 +86,7 @@ class HetComp(GeneralRecommender):
         self.dcd_draws = int(config["dcd_sample"] or 10)  # a model file saved before these keys existed: defaults
         self.cldrd_candidates = int(config["cldrd_candidates"] or 30)
         self.dcd_rrd = config["dcd_rrd"] is not False
+        self.cldrd_base = config["cldrd_base"] is not False
         self.kd_stage = {}  # what the trainer sets per epoch: RD's ``dynamic``, CL-DRD's ``stage`` (cldrd_group: ``groups``)
         csr = dataset.inter_matrix(form="csr")  # training interactions, one row per user
         self.register_buffer("history_indptr", torch.from_numpy(csr.indptr).long(), persistent=False)
@@ -190,7 +191,7 @@ class HetComp(GeneralRecommender):
         else:
             loss = kd.cldrd_group_loss(scores, top, mask, options.get("groups") or kd.cldrd_group_ends(0, top.shape[1]))
         loss = self.kd_weight * loss
-        if self.kd_method in WITH_BASE_LOSS:
+        if self.kd_method in WITH_BASE_LOSS and (self.kd_method != "cldrd" or self.cldrd_base):
             loss = loss + self._bpr_loss(interaction, users, mask, scores)
         return loss
 

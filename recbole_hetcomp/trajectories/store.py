@@ -50,7 +50,7 @@ STUDENT_ONLY_KEYS = frozenset({
     "overall_loss_weight", "rank_loss_weight", "score_clamp", "init_std", "hetcomp_batch", "hetcomp_batch_size",
     "student",
     "kd_method", "kd_weight", "rd_lambda", "rd_mu", "rd_warmup", "cldrd_stage_epochs", "cldrd_candidates",
-    "dcd_sample", "dcd_eps", "dcd_refresh", "dcd_rrd",
+    "dcd_sample", "dcd_eps", "dcd_refresh", "dcd_rrd", "cldrd_base",
 })
 
 # Config keys that change where or how verbosely a run happens, never a teacher's result.
