@@ -610,7 +610,7 @@ def test_cldrd_loss_by_hand():
     labels = torch.tensor([1.0, 0.5, -0.25])
     valid = torch.ones(1, 3, dtype=torch.bool)
     sp = lambda x: L(1 + E(-x))  # noqa: E731
-    expected = (2 / 3 * sp(2.0 - 0.0) + 1 / 2 * sp(2.0 - 1.0) + 1 / 6 * sp(0.0 - 1.0)) / 3
+    expected = 2 / 3 * sp(2.0 - 0.0) + 1 / 2 * sp(2.0 - 1.0) + 1 / 6 * sp(0.0 - 1.0)
     _close(cldrd_loss(scores, labels, valid), expected)
     # a padded column takes no part (not in any pair, not in the positions); rows add up; equal labels give 0
     padded = cldrd_loss(_s([[2.0, 9.0, 0.0, 1.0], [1.0, 2.0, 3.0, 4.0]]),

@@ -50,7 +50,7 @@ For the entry at teacher rank ``t`` (0-based) and the student's rank ``rho`` of 
 CL-DRD (``cldrd``), over the teacher's top ``C`` candidates ``T[:C]`` with labels ``y`` (:func:`cldrd_labels`)
 and ``p`` the student's 1-based position of a candidate among them::
 
-    L_CLDRD = sum_u mean_{(i, j) : y_i > y_j} |1/p_i - 1/p_j| * log(1 + exp(-(a_i - a_j)))
+    L_CLDRD = sum_u sum_{(i, j) : y_i > y_j} |1/p_i - 1/p_j| * log(1 + exp(-(a_i - a_j)))
 
 DCD, our overview reading (``dcd_overview``; one "side" = a ranking of candidates for a query; see
 :func:`dcd_overview_loss`)::
@@ -167,10 +167,11 @@ CL-DRD (``cldrd``, its authors' released code, repository ``HansiZeng/CL-DRD``)
     ``1/r`` growing over 1/6, 1/3, 2/3 and all of the candidates (5, 10, 20, 30 of 30), the rest split into
     -0.25 and -0.5; a stage every ``cldrd_stage_epochs`` epochs, the authors training each iteration
     to its end before the next.
-  * Loss (:func:`cldrd_loss`): the pairwise position-weighted loss of the authors' code, averaged over a
-    user's pairs and summed over users (the authors average over the batch's pairs; with C candidates every
-    query has as many pairs, so the two differ by the constant batch size; a user with fewer than C target
-    items has fewer pairs, and here weighs as much as a full one).
+  * Loss (:func:`cldrd_loss`): the pairwise position-weighted loss of the authors' code, summed over pairs and
+    users like every loss here. The authors average over the batch's pairs, which for a loss used alone only
+    scales it (with C candidates every query has as many pairs). Beside BPR, a sum over interactions, that mean
+    made the term vanish: on ml-1m (seed 2022, defaults) the student scored 0.1923 test Recall@20 against
+    0.1965 for MF without KD.
 CL-DRD, our group reading (``cldrd_group``)
   * The paper trains in iterations whose teacher preference pairs go from coarse groups of
     the teacher's ranking to a finely ordered top; here a stage is a list of group end
@@ -841,13 +842,14 @@ def cldrd_labels(stage: int, n: int) -> torch.Tensor:
 
 
 def cldrd_loss(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """CL-DRD's pairwise loss over each query's candidates: the sum over rows of the row's mean over pairs.
+    """CL-DRD's pairwise loss over each query's candidates: the sum over rows and over each row's pairs.
 
     ``scores`` float [R, C] (with gradient), the student's scores of each row's ``C`` candidates; ``labels`` [C]
     or [R, C] the teacher labels (:func:`cldrd_labels`); ``valid`` bool [R, C]. For the valid pairs ``(i, j)`` of
     a row with ``labels_i > labels_j``: ``|1/p_i - 1/p_j| * log(1 + exp(-(s_i - s_j)))``, ``p`` the 1-based
     position of the candidate in the student's descending order of the row's valid candidates (ties: column
-    order; no gradient). A row without such a pair gives 0.
+    order; no gradient). A row without such a pair gives 0. The authors average over the batch's pairs instead
+    (see the module's choices).
     """
     if scores.dim() != 2 or valid.shape != scores.shape:
         raise ValueError(f"scores and valid must be [R, C] alike, got {tuple(scores.shape)}, {tuple(valid.shape)}")
@@ -856,7 +858,6 @@ def cldrd_loss(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) 
         inv = 1.0 / (1 + _list_ranks(scores, valid)).to(scores.dtype)
         weight = (inv.unsqueeze(2) - inv.unsqueeze(1)).abs()
         pair = valid.unsqueeze(2) & valid.unsqueeze(1) & (labels.unsqueeze(2) > labels.unsqueeze(1))
-        n_pairs = pair.sum((1, 2)).clamp(min=1).to(scores.dtype)
     terms = F.softplus(-(scores.unsqueeze(2) - scores.unsqueeze(1))) * weight
     zero = torch.zeros((), dtype=scores.dtype, device=scores.device)
-    return (torch.where(pair, terms, zero).sum((1, 2)) / n_pairs).sum()
+    return torch.where(pair, terms, zero).sum()
