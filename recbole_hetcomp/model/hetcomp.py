@@ -29,7 +29,8 @@ from recbole_hetcomp.model.cml import CML
 
 #: ``kd_method``: HetComp's own losses, or a ranking-KD baseline on the final ensemble (:mod:`recbole_hetcomp.distill.kd`).
 KD_METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd", "dcd_overview", "cldrd_group")
-#: The baselines whose papers train the student on its own loss too (BPR here) beside the distillation term.
+#: The baselines whose student also trains on its own loss (BPR here) beside the distillation term: RD, RRD and DCD
+#: as in their papers, CL-DRD because our student starts from scratch (``cldrd_base``; docs/kd.md).
 WITH_BASE_LOSS = ("rd", "rrd", "dcd", "dcd_overview", "cldrd")
 
 
