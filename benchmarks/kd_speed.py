@@ -14,8 +14,8 @@ process, at the two batchings the student offers:
 The KD terms are :mod:`recbole_hetcomp.distill.kd`'s (RD at its defaults, RRD, DCD's two sides on 10 draws of
 each kind from weights refreshed beforehand (the refresh, every 3 epochs, is not timed), CL-DRD on 30 candidates
 at its first stage, and our earlier readings dcd_overview and cldrd_group); HetComp's is the student's own
-factorised loss (overall mode). RD, RRD and both DCDs also add a BPR term on the batch, not timed here (a gather
-and a logsigmoid: small against the KD term). An epoch's figure is the step's
+factorised loss (overall mode). RD, RRD, both DCDs and CL-DRD also add a BPR term on the batch, not timed here (a
+gather and a logsigmoid: small against the KD term). An epoch's figure is the step's
 median times the steps of an epoch, said so in the table. Writes benchmarks/results/kd_speed.{json,md}.
 """
 
@@ -110,7 +110,8 @@ def main():
     lines = [f"# KD speed: one student step of each method ({out['date']}, {out['machine']})", "",
              "Regenerate: `python benchmarks/kd_speed.py`. MF student, d = 6, K = 100, one step's loss forward + "
              "backward (median of the repeats, one process); the epoch is the step times the epoch's steps "
-             "(extrapolated). RD, RRD and DCD's BPR term is left out.", "",
+             "(extrapolated). The BPR term of RD, RRD, both DCDs and CL-DRD is left out; DCD's refresh of its weights, every "
+             "3 epochs, is not timed.", "",
              "| dataset | batching | users a step | method | ms a step | / HetComp | epoch (extrapolated) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
