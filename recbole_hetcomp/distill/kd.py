@@ -108,8 +108,8 @@ DCD (``dcd``, its authors' released code, repository ``dudwns511/DCD_CIKM21``)
     one weight for the three (the paper weighs each). The authors' ``run_dcd.py`` leaves the RRD term out
     (``dcd_rrd: False`` does so too). Without it nothing ranks the list above the other items: ``P`` and ``N``
     are both list items and ``listmle(P, N)`` raises ``P`` by what it lowers ``N``. Only BPR is left to do
-    that. On ml-1m (seed 2022, defaults) that student peaked at validation Recall@50 0.155 by epoch 29 and then
-    declined, below MF without KD.
+    that. In a trial on ml-1m (not recorded) that student's validation score peaked early and declined, below
+    MF without KD.
 DCD, our overview reading (``dcd_overview``)
   * The teacher's ranking on each side is a weak order read from the ``top`` lists. User side:
     ``T_r`` has teacher rank ``r``; the other unobserved items are tied after the list (ranks
@@ -161,8 +161,8 @@ CL-DRD (``cldrd``, its authors' released code, repository ``HansiZeng/CL-DRD``)
   * The student's loss adds its own BPR loss (``cldrd_base: True``), as for RD, RRD and DCD here. The authors
     fine-tune a pretrained retriever, which already ranks the whole collection, with this loss alone
     (``cldrd_base: False``). Our student starts from scratch, and with that objective it learnt nothing of the
-    items outside its 30 candidates: on ml-1m (seed 2022, defaults) it reached 0.0933 test Recall@20, under half
-    of MF without KD (0.1965).
+    items outside its 30 candidates: on ml-1m it scored under half of MF without KD's test Recall@20
+    (benchmarks/results/student_variants.md, ``cldrd_base=False``).
   * Stages (:func:`cldrd_labels`): the authors' label sets, scaled to ``C``: an ordered top with labels
     ``1/r`` growing over 1/6, 1/3, 2/3 and all of the candidates (5, 10, 20, 30 of 30), the rest split into
     -0.25 and -0.5; a stage every ``cldrd_stage_epochs`` epochs, the authors training each iteration
@@ -170,8 +170,7 @@ CL-DRD (``cldrd``, its authors' released code, repository ``HansiZeng/CL-DRD``)
   * Loss (:func:`cldrd_loss`): the pairwise position-weighted loss of the authors' code, summed over pairs and
     users like every loss here. The authors average over the batch's pairs, which for a loss used alone only
     scales it (with C candidates every query has as many pairs). Beside BPR, a sum over interactions, that mean
-    made the term vanish: on ml-1m (seed 2022, defaults) the student scored 0.1923 test Recall@20 against
-    0.1965 for MF without KD.
+    makes the term vanish (in a trial on ml-1m, not recorded, the student scored level with MF without KD).
 CL-DRD, our group reading (``cldrd_group``)
   * The paper trains in iterations whose teacher preference pairs go from coarse groups of
     the teacher's ranking to a finely ordered top; here a stage is a list of group end
