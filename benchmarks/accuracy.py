@@ -331,27 +331,33 @@ def markdown(result):
         x = t[key]
         lines.append(f"- {names[key]}: {x['ratio']:.3f} (target >= {x['target']:.2f}: {'met' if x['met'] else 'not met'}; "
                      f"seeds {', '.join(map(str, x['seeds']))})")
-    kd = result.get("kd_comparison")
-    if kd:
-        n = len(kd["seeds"])
-        lines += ["", f"Distillation methods, same d = 6 student and ensemble (test {kd['metric'].capitalize()}, "
-                  f"{'mean ± std over seeds' if n > 1 else 'seed'} {', '.join(map(str, kd['seeds']))}):", ""]
-        lines += [f"- {r['name']}: {r['mean']:.4f}" + ("" if r["std"] is None else f" ± {r['std']:.4f}")
-                  for r in kd["methods"]]
-        verdict = ("one seed: no spread to weigh the lead against" if kd["spread"] is None else
-                   f"{'more' if kd['lead_exceeds_spread'] else 'less'} than the larger std, {kd['spread']:.4f}")
-        lines += ["", f"Winner: {kd['winner']}, ahead of {kd['runner_up']} by {kd['lead']:.4f} ({verdict})."]
-        if n > 1:
-            lines += ["", f"Seed by seed (same teachers and split): ahead in {kd['ahead_in']} of {n}, by "
-                          f"{kd['lead']:.4f} ± {kd['seed_lead_std']:.4f} ("
-                          + ", ".join(f"{s}: {x:+.4f}" for s, x in zip(kd["seeds"], kd["seed_leads"])) + ")."]
-        for r in kd.get("partial", []):
-            where = f"seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))}"
-            lines += ["", f"{r['name']}, recorded on {where} only: {r['mean']:.4f} against HetComp's "
-                          f"{r['hetcomp_mean']:.4f} on the same {where}; HetComp ahead in {r['hetcomp_ahead_in']} "
-                          f"of {len(r['seeds'])} (" + ", ".join(f"{s}: {x:+.4f}" for s, x in
-                                                                 zip(r["seeds"], r["hetcomp_leads"])) + ")."]
+    if result.get("kd_comparison"):
+        lines += ["", *kd_markdown(result["kd_comparison"], "same d = 6 student and ensemble")]
     return "\n".join(lines)
+
+
+def kd_markdown(kd, what):
+    """Markdown lines of a :func:`kd_comparison`: each method's mean and std, the winner and its lead (against the
+    spread and seed by seed), and the methods recorded on fewer seeds; ``what`` says what the methods share."""
+    n = len(kd["seeds"])
+    lines = [f"Distillation methods, {what} (test {kd['metric'].capitalize()}, "
+              f"{'mean ± std over seeds' if n > 1 else 'seed'} {', '.join(map(str, kd['seeds']))}):", ""]
+    lines += [f"- {r['name']}: {r['mean']:.4f}" + ("" if r["std"] is None else f" ± {r['std']:.4f}")
+              for r in kd["methods"]]
+    verdict = ("one seed: no spread to weigh the lead against" if kd["spread"] is None else
+               f"{'more' if kd['lead_exceeds_spread'] else 'less'} than the larger std, {kd['spread']:.4f}")
+    lines += ["", f"Winner: {kd['winner']}, ahead of {kd['runner_up']} by {kd['lead']:.4f} ({verdict})."]
+    if n > 1:
+        lines += ["", f"Seed by seed (same teachers and split): ahead in {kd['ahead_in']} of {n}, by "
+                      f"{kd['lead']:.4f} ± {kd['seed_lead_std']:.4f} ("
+                      + ", ".join(f"{s}: {x:+.4f}" for s, x in zip(kd["seeds"], kd["seed_leads"])) + ")."]
+    for r in kd.get("partial", []):
+        where = f"seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))}"
+        lines += ["", f"{r['name']}, recorded on {where} only: {r['mean']:.4f} against HetComp's "
+                      f"{r['hetcomp_mean']:.4f} on the same {where}; HetComp ahead in {r['hetcomp_ahead_in']} "
+                      f"of {len(r['seeds'])} (" + ", ".join(f"{s}: {x:+.4f}" for s, x in
+                                                             zip(r["seeds"], r["hetcomp_leads"])) + ")."]
+    return lines
 
 
 def seed_arguments(description):

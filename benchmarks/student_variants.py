@@ -20,9 +20,13 @@ the name is the settings joined, e.g. ``embedding_size-16,weight_decay-0``; a va
 written (``1e-5`` and ``0.00001`` are two variants). The table puts each recorded variant
 beside the default student of the accuracy record of the same seed
 (``results/runs/<dataset>/seed-<seed>.json``): ``benchmarks/results/student_variants.{md,json}``.
+Variants that differ in ``kd_method`` only (``--variant kd_method=rrd,hetcomp_batch=users`` beside
+``--variant hetcomp_batch=users``) are also compared as distillation methods, as accuracy.py compares
+the pipeline's KD rows (:func:`kd_comparisons`).
 """
 
 import argparse
+import hashlib
 import json
 import re
 import statistics
@@ -34,12 +38,28 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import CITEULIKE, RECORDS, RESULTS, RUNS, learnt_ensemble, record_run, row_key, run_one, teacher_tests  # noqa: E402
+from accuracy import (  # noqa: E402
+    CITEULIKE,
+    RECORDS,
+    RESULTS,
+    RUNS,
+    STUDENT,
+    kd_comparison,
+    kd_markdown,
+    learnt_ensemble,
+    record_run,
+    row_key,
+    run_one,
+    teacher_tests,
+)
 
 from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 METRICS = ("recall@20", "ndcg@20")
+# Row names of the kd_method values that are not among the pipeline's KD_BASELINES (our earlier readings, docs/kd.md).
+READINGS = {"dcd_overview": "DCD, overview reading (KD of the ensemble)",
+            "cldrd_group": "CL-DRD, group reading (KD of the ensemble)"}
 FOLDER = "student-variants"
 SETTING = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([A-Za-z0-9_.+-]+)")
 
@@ -91,10 +111,59 @@ def table(dataset):
                     "best_teacher": best["name"], "best_teacher_recall@20": best["test"]["recall@20"],
                     "mf": {m: mf["test"][m] for m in METRICS}, "mf_name": mf["name"], "date": r.get("date"),
                     "recbole_hetcomp": r.get("recbole_hetcomp", "0.1.0"), "machine": r.get("machine"),
-                    "teachers_differ": sorted(k for k, v in teacher_tests(r["rows"]).items() if reference.get(k) != v)}
+                    "teachers_differ": sorted(k for k, v in teacher_tests(r["rows"]).items() if reference.get(k) != v),
+                    "teachers_id": teachers_id(r["rows"])}
             if line not in lines:
                 lines.append(line)
     return lines
+
+
+def teachers_id(rows):
+    """A short fingerprint of a run's teachers (their test metrics): two runs with the same one distilled the same
+    teachers."""
+    return hashlib.sha1(json.dumps(teacher_tests(rows), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def kd_label(method):
+    """The row name of a ``kd_method`` value: the pipeline's for its baselines, :data:`READINGS` for the others."""
+    from recbole_hetcomp.run.pipeline import KD_BASELINES
+
+    return {**{over["kd_method"]: label for label, over in KD_BASELINES}, **READINGS}.get(method, f"kd_method={method}")
+
+
+def kd_comparisons(lines):
+    """Distillation methods compared where the variants allow it: the lines are grouped by their settings other than
+    ``kd_method``, and in each group that has both HetComp (``kd_method`` unset or ``hetcomp``) and another method,
+    :func:`accuracy.kd_comparison` sets them side by side, with MF w/o KD of HetComp's runs. A method's seed counts
+    only where it distilled the same teachers as HetComp's line of that seed. Returns ``[{"settings", **comparison}]``."""
+    groups = {}
+    for x in lines:
+        base = json.dumps({k: v for k, v in x["settings"].items() if k != "kd_method"}, sort_keys=True)
+        method = x["settings"].get("kd_method", "hetcomp")
+        groups.setdefault(base, {}).setdefault(method, {}).setdefault(x["seed"], x)  # the first line of a seed wins
+
+    def row(name, kind, values):
+        seeds = sorted(values)
+        return {"name": name, "kind": kind, "seeds": seeds,
+                "test": {"recall@20": {"values": [values[s] for s in seeds]}}}
+
+    out = []
+    for base, methods in groups.items():
+        hetcomp = methods.get("hetcomp")
+        if not hetcomp or len(methods) < 2:
+            continue
+        mf = next(iter(hetcomp.values()))["mf_name"]
+        table = [row(STUDENT, "student", {s: x["student"]["recall@20"] for s, x in hetcomp.items()}),
+                 row(mf, "baseline", {s: x["mf"]["recall@20"] for s, x in hetcomp.items() if x["mf_name"] == mf})]
+        for method, by_seed in methods.items():
+            same = {s: x["student"]["recall@20"] for s, x in by_seed.items()
+                    if s in hetcomp and x["teachers_id"] == hetcomp[s]["teachers_id"]}
+            if method != "hetcomp" and same:
+                table.append(row(kd_label(method), "kd baseline", same))
+        kd = kd_comparison(table)
+        if kd:
+            out.append({"settings": json.loads(base), **kd})
+    return out
 
 
 def summary(lines):
@@ -150,6 +219,9 @@ def markdown(dataset, lines):
                    f"{x['best_teacher_recall@20']:.4f}) | {m:.4f} ({x['mf_name']}) | {s / m:.2f} | {teachers} "
                    f"| {x['date']} "
                    f"| {x['recbole_hetcomp']} |")
+    for kd in kd_comparisons(lines):
+        settings = ", ".join(f"{k}={v}" for k, v in kd["settings"].items()) or "the defaults"
+        out += ["", *kd_markdown(kd, f"same student ({settings}), teachers and ensemble")]
     return "\n".join(out)
 
 
@@ -178,7 +250,8 @@ def main(argv=None):
     results = {d: table(d) for d in datasets}
     atomic_write_text(RESULTS / "student_variants.json", json.dumps(
         {"benchmark": "student_variants", "aggregated": date.today().isoformat(), "versions": library_versions(),
-         "results": results, "summary": {d: summary(lines) for d, lines in results.items()}}, indent=1) + "\n")
+         "results": results, "summary": {d: summary(lines) for d, lines in results.items()},
+         "kd_comparisons": {d: kd_comparisons(lines) for d, lines in results.items()}}, indent=1) + "\n")
     text = ["# Student variants: HetComp with some of its settings changed, same teachers and split", "",
             "Each line: one seed's test metrics; the defaults line is the accuracy benchmark's run of that seed. "
             "See benchmarks/README.md.", ""] + [markdown(d, lines) + "\n" for d, lines in results.items()]

@@ -401,3 +401,34 @@ def test_ensemble_fit_names_the_seeds_below_the_best_teacher(tmp_path, monkeypat
     rec["methods"]["greedy"]["test"]["recall@20"] = best * 1.01
     (records / "ml-100k-seed-2021.json").write_text(json.dumps(rec))
     assert target_line().endswith(">= 1.00 in every seed: met.")
+
+
+def test_variants_that_differ_in_kd_method_only_are_compared_on_the_same_teachers():
+    module = benchmark("student_variants")
+
+    def line(seed, settings, recall, teachers="t", mf=0.125):
+        return {"seed": seed, "settings": settings, "params": 6, "student": {"recall@20": recall, "ndcg@20": 0.0},
+                "ensemble": {"recall@20": 1.0}, "best_teacher": "EASE", "best_teacher_recall@20": 1.0,
+                "mf": {"recall@20": mf}, "mf_name": "MF w/o KD (BPR, d=6)", "teachers_id": teachers,
+                "teachers_differ": [], "machine": "m", "date": "d", "recbole_hetcomp": "v"}
+
+    users = {"hetcomp_batch": "users"}
+    lines = [line(1, {}, 0.50), line(2, {}, 0.60),  # the defaults: no other method, no comparison
+             line(1, users, 0.40), line(2, users, 0.70),
+             line(1, {**users, "kd_method": "rrd"}, 0.45), line(2, {**users, "kd_method": "rrd"}, 0.60),
+             # DCD's seed 2 ran on other teachers: only its seed 1 is set against HetComp
+             line(1, {**users, "kd_method": "dcd"}, 0.30), line(2, {**users, "kd_method": "dcd"}, 0.99, "u"),
+             line(1, {**users, "kd_method": "cldrd_group"}, 0.35),
+             line(1, {"kd_method": "rd", "weight_decay": "0"}, 0.1)]  # no HetComp at its settings: left out
+    [kd] = module.kd_comparisons(lines)
+    assert kd["settings"] == users and kd["seeds"] == [1, 2]
+    assert [(r["name"], r["mean"]) for r in kd["methods"]] == [
+        ("HetComp", pytest.approx(0.55)), ("RRD (KD of the ensemble)", pytest.approx(0.525)),
+        ("MF w/o KD (BPR, d=6)", 0.125)]
+    assert kd["seed_leads"] == [pytest.approx(-0.05), pytest.approx(0.10)] and kd["ahead_in"] == 1
+    assert [(r["name"], r["seeds"], r["hetcomp_leads"]) for r in kd["partial"]] == [
+        ("CL-DRD, group reading (KD of the ensemble)", [1], [pytest.approx(0.05)]),
+        ("DCD (KD of the ensemble)", [1], [pytest.approx(0.10)])]
+    text = module.markdown("hand", lines)
+    assert "Distillation methods, same student (hetcomp_batch=users), teachers and ensemble" in text
+    assert "Winner: HetComp, ahead of RRD (KD of the ensemble) by 0.0250" in text
