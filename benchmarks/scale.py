@@ -14,9 +14,9 @@ split). Each fraction of the users runs in a child process of its own, so its pe
 - the ensemble fit as a run makes it (greedy, the default grid, on at most ``ensemble_fit_users`` = 20,000 users
   with ~14 validation items each, then on each half of those for the held-out gain), from the final points;
 - one HetComp epoch at the released batching (1,024 interactions a step, the step's unique users) and with
-  ``hetcomp_batch: users`` (256 users a step): ``--steps`` steps of the real loss (forward and backward, the
-  [B, I] training mask built as the model builds it) timed and extrapolated to the epoch's steps, which the
-  table says.
+  ``hetcomp_batch: users`` (the default ``hetcomp_batch_size`` users a step): ``--steps`` steps of the real loss
+  (forward and backward, the [B, I] training mask built as the model builds it) timed and extrapolated to the
+  epoch's steps, which the table says.
 
 Then, in a process of its own, RecBole builds the dataset and split of a synthetic atomic file of ml-20m's size
 (20,000,263 rows), once, as a run does: its time and peak RSS (``--no-dataset`` skips it).
@@ -38,6 +38,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,6 +53,8 @@ TEACHERS, POINTS, N, K, P, DKC_K, D = 6, 4, 100, 100, 10, 50, 6
 TRAIN_PER_USER = 0.8 * RATINGS / USERS
 VALID_PER_USER = 0.1 * RATINGS / USERS
 FIT_USERS = 20_000  # properties/overall.yaml's ensemble_fit_users
+# hetcomp_batch_size, the users a step of ``hetcomp_batch: users``: the student's default (properties/model/HetComp.yaml)
+USERS_PER_STEP = yaml.safe_load((ROOT / "properties" / "model" / "HetComp.yaml").read_text())["hetcomp_batch_size"]
 GOALS = {"peak_rss_gib": 16.0, "dkc_step_s": 10.0, "target_rebuild_s": 10.0}
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -162,7 +165,7 @@ def epoch_cost(users, train, steps, gen):
     for name, draw, n_steps in (
             ("interactions", lambda: torch.unique(owner[torch.randint(0, nnz, (1024,), generator=gen)]),
              math.ceil(nnz / 1024)),
-            ("users", lambda: torch.randperm(users, generator=gen)[:256], math.ceil(users / 256))):
+            ("users", lambda: torch.randperm(users, generator=gen)[:USERS_PER_STEP], math.ceil(users / USERS_PER_STEP))):
         step(draw())  # warm-up
         start = time.perf_counter()
         for _ in range(steps):
@@ -262,7 +265,7 @@ def markdown(out):
              "size in its own process. The epoch is timed on a few steps and extrapolated (columns say how many).",
              "", f"Versions: {out['versions']}", "",
              "| users | store on disk | load | peak RSS with the curriculum | DKC step | target rebuild | ensemble fit "
-             "| epoch, 1,024 interactions a step | epoch, 256 users a step | peak RSS |",
+             f"| epoch, 1,024 interactions a step | epoch, {out.get('users_per_step', 256)} users a step | peak RSS |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in out["sizes"]:
         e = r["epoch"]
@@ -319,7 +322,8 @@ def main():
             dataset = run_child("--data-child", "--data-fraction", str(args.data_fraction))
             print(f"dataset: {dataset}", flush=True)
     out = {"benchmark": "scale", "date": date.today().isoformat(), "machine": machine(),
-           "versions": library_versions(), "goals": GOALS, "sizes": sizes, "dataset_build": dataset}
+           "versions": library_versions(), "goals": GOALS, "users_per_step": USERS_PER_STEP, "sizes": sizes,
+           "dataset_build": dataset}
     atomic_write_text(RESULTS / "scale.json", json.dumps(out, indent=1) + "\n")
     atomic_write_text(RESULTS / "scale.md", markdown(out))
     print(markdown(out))
