@@ -136,7 +136,12 @@ def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
     variants = KD_BASELINES if kind == "kd baseline" else ABLATIONS
     if methods is not None:  # --kd-methods: only these baselines
         variants = [(label, over) for label, over in variants if over.get("kd_method") in methods]
-    missing = [(label, over) for label, over in variants if label not in {r["name"] for r in record["rows"]}]
+    # the rows learn the ensemble the recorded student learnt: the fitted one, or (older records) equal weights; a
+    # row of the same name that learnt the other one (kept from before a re-run) is another row (:func:`row_key`)
+    learnt = next(r for r in record["rows"] if r["kind"] == "student").get("ensemble", "equal weights")
+    present = {row_key(r) for r in record["rows"]}
+    missing = [(label, over) for label, over in variants
+               if row_key({"kind": kind, "name": label, "ensemble": learnt}) not in present]
     if not missing:
         return
     teachers, config, scoped = pipeline_settings(dataset, seed, citeulike)
@@ -144,8 +149,6 @@ def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
     init_logger(base)
     teachers = list(teachers or base["teachers"])
     rows, trajectories = build_teachers(dataset, teachers, None, config, scoped)
-    # the ablations learn the ensemble the recorded student learnt: the fitted one, or (older records) equal weights
-    learnt = next(r for r in record["rows"] if r["kind"] == "student").get("ensemble", "equal weights")
     fit_config = make_config("HetCompEnsemble", dataset, None,
                              {**config, "ensemble_fit": learnt == "fitted on validation"}, [])
     fusion = choose_fusion(fit_config, load_data(fit_config), trajectories, TrajectoryStore(base["trajectory_store"]))

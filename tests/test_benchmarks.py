@@ -126,6 +126,31 @@ def test_kd_methods_name_the_pipelines_baselines_and_train_only_those(added, mon
     assert row["name"] == "CL-DRD (KD of the ensemble)" and row["recbole_hetcomp"] == module.__version__
 
 
+def test_ablations_of_the_other_ensemble_do_not_count_as_present(added, tmp_path, monkeypatch):
+    """A record re-run under the fitted ensemble keeps its ablation rows of the equal-weight one (added before):
+    those are other rows, so the fitted ensemble's ablations are still missing and get trained."""
+    module, name, path, _ = added
+
+    def equal_weight_ablations(record):
+        for r in record["rows"]:
+            if r["kind"] == "ablation":
+                r.pop("ensemble", None)
+
+    other, _ = _other_records(module, name, path, tmp_path, monkeypatch, equal_weight_ablations)
+    trained = []
+
+    def student(dataset, trajectories, workdir, output, config, args, fusion=None):
+        trained.append((config.get("dkc", True), config.get("akt", True), fusion.label))
+        return {"name": "", "kind": "", "test": {}, "ensemble": fusion.label}, None
+
+    monkeypatch.setattr("recbole_hetcomp.run.pipeline.train_student", student)
+    module.add_ablations(name, SEED, None)
+    assert trained == [(False, True, "fitted on validation"), (True, False, "fitted on validation")]
+    keys = [module.row_key(r) for r in json.loads(other.read_text())["rows"] if r["kind"] == "ablation"]
+    assert keys == ["HetComp w/o DKC (ensemble KD) (learns equal weights)", "HetComp w/o AKT (learns equal weights)",
+                    "HetComp w/o DKC (ensemble KD)", "HetComp w/o AKT"]
+
+
 def _other_records(module, name, path, tmp_path, monkeypatch, edit):
     """A copy of the record, changed by ``edit(record)``, as the only record the module sees."""
     record = json.loads(path.read_text())
