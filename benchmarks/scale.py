@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from timing import machine  # noqa: E402
 
 from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
+from recbole_hetcomp.settings import properties_dir  # noqa: E402
 from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 USERS, ITEMS, RATINGS = 138_493, 26_744, 20_000_263
@@ -54,7 +55,7 @@ TRAIN_PER_USER = 0.8 * RATINGS / USERS
 VALID_PER_USER = 0.1 * RATINGS / USERS
 FIT_USERS = 20_000  # properties/overall.yaml's ensemble_fit_users
 # hetcomp_batch_size, the users a step of ``hetcomp_batch: users``: the student's default (properties/model/HetComp.yaml)
-USERS_PER_STEP = yaml.safe_load((ROOT / "properties" / "model" / "HetComp.yaml").read_text())["hetcomp_batch_size"]
+USERS_PER_STEP = yaml.safe_load((properties_dir() / "model" / "HetComp.yaml").read_text())["hetcomp_batch_size"]
 GOALS = {"peak_rss_gib": 16.0, "dkc_step_s": 10.0, "target_rebuild_s": 10.0}
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -265,7 +266,7 @@ def markdown(out):
              "size in its own process. The epoch is timed on a few steps and extrapolated (columns say how many).",
              "", f"Versions: {out['versions']}", "",
              "| users | store on disk | load | peak RSS with the curriculum | DKC step | target rebuild | ensemble fit "
-             f"| epoch, 1,024 interactions a step | epoch, {out.get('users_per_step', 256)} users a step | peak RSS |",
+             f"| epoch, 1,024 interactions a step | epoch, {out['users_per_step']:,} users a step | peak RSS |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in out["sizes"]:
         e = r["epoch"]
