@@ -131,15 +131,36 @@ def kd_label(method):
     return {**{over["kd_method"]: label for label, over in KD_BASELINES}, **READINGS}.get(method, f"kd_method={method}")
 
 
+def how_learnt(settings):
+    """``(method, rest)``: how a line's student learnt, and its other settings. The method is its ``kd_method``
+    (``hetcomp`` when unset), or the pipeline's ablation row name where a HetComp line switches a part of the
+    curriculum off as that ablation does (``dkc=False``: ``HetComp w/o DKC (ensemble KD)``), so that ablations run
+    as variants are compared with HetComp at the same settings like the KD methods are."""
+    from recbole_hetcomp.run.pipeline import ABLATIONS
+
+    rest = {k: v for k, v in settings.items() if k != "kd_method"}
+    method = settings.get("kd_method", "hetcomp")
+    if method == "hetcomp":
+        for label, over in ABLATIONS:
+            [(key, value)] = over.items()
+            if key in rest and str(rest[key]).lower() == str(value).lower():
+                return label, {k: v for k, v in rest.items() if k != key}
+    return method, rest
+
+
 def kd_comparisons(lines):
     """Distillation methods compared where the variants allow it: the lines are grouped by their settings other than
-    ``kd_method``, and in each group that has both HetComp (``kd_method`` unset or ``hetcomp``) and another method,
+    how the student learnt (:func:`how_learnt`: ``kd_method``, or an ablation's switch), and in each group that has
+    both HetComp (``kd_method`` unset or ``hetcomp``, curriculum whole) and another method or ablation,
     :func:`accuracy.kd_comparison` sets them side by side, with MF w/o KD of HetComp's runs. A method's seed counts
     only where it distilled the same teachers as HetComp's line of that seed. Returns ``[{"settings", **comparison}]``."""
+    from recbole_hetcomp.run.pipeline import ABLATIONS
+
+    ablations = {label for label, _ in ABLATIONS}
     groups = {}
     for x in lines:
-        base = json.dumps({k: v for k, v in x["settings"].items() if k != "kd_method"}, sort_keys=True)
-        method = x["settings"].get("kd_method", "hetcomp")
+        method, rest = how_learnt(x["settings"])
+        base = json.dumps(rest, sort_keys=True)
         groups.setdefault(base, {}).setdefault(method, {}).setdefault(x["seed"], x)  # the first line of a seed wins
 
     def row(name, kind, values):
@@ -158,8 +179,8 @@ def kd_comparisons(lines):
         for method, by_seed in methods.items():
             same = {s: x["student"]["recall@20"] for s, x in by_seed.items()
                     if s in hetcomp and x["teachers_id"] == hetcomp[s]["teachers_id"]}
-            if method != "hetcomp" and same:
-                table.append(row(kd_label(method), "kd baseline", same))
+            if method != "hetcomp" and same:  # an ablation (how_learnt) is compared as one more way to distil
+                table.append(row(method if method in ablations else kd_label(method), "kd baseline", same))
         kd = kd_comparison(table)
         if kd:
             out.append({"settings": json.loads(base), **kd})

@@ -428,7 +428,7 @@ def test_ensemble_fit_names_the_seeds_below_the_best_teacher(tmp_path, monkeypat
     assert target_line().endswith(">= 1.00 in every seed: met.")
 
 
-def test_variants_that_differ_in_kd_method_only_are_compared_on_the_same_teachers():
+def test_variants_that_differ_in_kd_method_or_an_ablation_only_are_compared_on_the_same_teachers():
     module = benchmark("student_variants")
 
     def line(seed, settings, recall, teachers="t", mf=0.125):
@@ -444,16 +444,19 @@ def test_variants_that_differ_in_kd_method_only_are_compared_on_the_same_teacher
              # DCD's seed 2 ran on other teachers: only its seed 1 is set against HetComp
              line(1, {**users, "kd_method": "dcd"}, 0.30), line(2, {**users, "kd_method": "dcd"}, 0.99, "u"),
              line(1, {**users, "kd_method": "cldrd_group"}, 0.35),
+             # an ablation run as a variant is set against HetComp at its other settings too
+             line(1, {**users, "dkc": "False"}, 0.51), line(2, {**users, "dkc": "False"}, 0.57),
+             line(1, {"akt": "false", "weight_decay": "0"}, 0.2),  # no HetComp at its other settings: left out
              line(1, {"kd_method": "rd", "weight_decay": "0"}, 0.1)]  # no HetComp at its settings: left out
     [kd] = module.kd_comparisons(lines)
     assert kd["settings"] == users and kd["seeds"] == [1, 2]
     assert [(r["name"], r["mean"]) for r in kd["methods"]] == [
-        ("HetComp", pytest.approx(0.55)), ("RRD (KD of the ensemble)", pytest.approx(0.525)),
-        ("MF w/o KD (BPR, d=6)", 0.125)]
-    assert kd["seed_leads"] == [pytest.approx(-0.05), pytest.approx(0.10)] and kd["ahead_in"] == 1
+        ("HetComp", pytest.approx(0.55)), ("HetComp w/o DKC (ensemble KD)", pytest.approx(0.54)),
+        ("RRD (KD of the ensemble)", pytest.approx(0.525)), ("MF w/o KD (BPR, d=6)", 0.125)]
+    assert kd["seed_leads"] == [pytest.approx(-0.11), pytest.approx(0.13)] and kd["ahead_in"] == 1
     assert [(r["name"], r["seeds"], r["hetcomp_leads"]) for r in kd["partial"]] == [
         ("CL-DRD, group reading (KD of the ensemble)", [1], [pytest.approx(0.05)]),
         ("DCD (KD of the ensemble)", [1], [pytest.approx(0.10)])]
     text = module.markdown("hand", lines)
     assert "Distillation methods, same student (hetcomp_batch=users), teachers and ensemble" in text
-    assert "Winner: HetComp, ahead of RRD (KD of the ensemble) by 0.0250" in text
+    assert "Winner: HetComp, ahead of HetComp w/o DKC (ensemble KD) by 0.0100" in text
