@@ -254,6 +254,13 @@ def test_the_kd_comparison_names_the_winner_on_hetcomps_seeds_and_sets_a_later_m
     assert ("DCD (KD of the ensemble), recorded on seed 3 only: 0.9900 against HetComp's 0.7000 on the same seed 3; "
             "HetComp ahead in 0 of 1 (3: -0.2900).") in lines
     assert module.kd_comparison(table[:2]) is None  # no KD baseline: nothing to compare
+    # means equal to the 4 decimals shown: no winner is named, whichever row sorts first
+    tie = module.kd_comparison([row("HetComp", "student", {1: 0.1832, 2: 0.1779}),
+                                row("RRD (KD of the ensemble)", "kd baseline", {1: 0.1825, 2: 0.1786})])
+    assert tie["lead"] == pytest.approx(0.0, abs=1e-12)
+    text = "\n".join(module.kd_markdown(tie, "hand"))
+    assert "Winner" not in text
+    assert "No winner: HetComp and RRD (KD of the ensemble) tie at 0.1805 (std 0.0037)." in text
 
 
 @pytest.fixture
