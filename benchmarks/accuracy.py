@@ -350,9 +350,8 @@ def kd_markdown(kd, what):
     verdict = ("one seed: no spread to weigh the lead against" if kd["spread"] is None else
                f"{'more' if kd['lead_exceeds_spread'] else 'less'} than the larger std, {kd['spread']:.4f}")
     if round(kd["lead"], 4) == 0:  # the means agree to the 4 decimals shown: no winner to name
-        lines += ["", f"No winner: {kd['winner']} and {kd['runner_up']} tie at {kd['methods'][0]['mean']:.4f} "
-                      f"(std {kd['spread']:.4f})." if kd["spread"] is not None else
-                      f"No winner: {kd['winner']} and {kd['runner_up']} tie at {kd['methods'][0]['mean']:.4f}."]
+        spread = "" if kd["spread"] is None else f" (std {kd['spread']:.4f})"
+        lines += ["", f"No winner: {kd['winner']} and {kd['runner_up']} tie at {kd['methods'][0]['mean']:.4f}{spread}."]
     else:
         lines += ["", f"Winner: {kd['winner']}, ahead of {kd['runner_up']} by {kd['lead']:.4f} ({verdict})."]
     if n > 1:

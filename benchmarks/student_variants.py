@@ -132,19 +132,21 @@ def kd_label(method):
 
 
 def how_learnt(settings):
-    """``(method, rest)``: how a line's student learnt, and its other settings. The method is its ``kd_method``
-    (``hetcomp`` when unset), or the pipeline's ablation row name where a HetComp line switches a part of the
-    curriculum off as that ablation does (``dkc=False``: ``HetComp w/o DKC (ensemble KD)``), so that ablations run
-    as variants are compared with HetComp at the same settings like the KD methods are."""
+    """``(method, rest)``: how a line's student learnt, and its other settings. The method is ``hetcomp`` for HetComp
+    with its curriculum whole, else a row name: the pipeline's ablation row name where a HetComp line switches a part
+    of the curriculum off as that ablation does (``dkc=False``: ``HetComp w/o DKC (ensemble KD)``), or
+    :func:`kd_label` of its ``kd_method``. So ablations run as variants are compared with HetComp at the same
+    settings like the KD methods are."""
     from recbole_hetcomp.run.pipeline import ABLATIONS
 
     rest = {k: v for k, v in settings.items() if k != "kd_method"}
     method = settings.get("kd_method", "hetcomp")
-    if method == "hetcomp":
-        for label, over in ABLATIONS:
-            [(key, value)] = over.items()
-            if key in rest and str(rest[key]).lower() == str(value).lower():
-                return label, {k: v for k, v in rest.items() if k != key}
+    if method != "hetcomp":
+        return kd_label(method), rest
+    for label, over in ABLATIONS:
+        [(key, value)] = over.items()
+        if key in rest and str(rest[key]).lower() == str(value).lower():
+            return label, {k: v for k, v in rest.items() if k != key}
     return method, rest
 
 
@@ -154,9 +156,6 @@ def kd_comparisons(lines):
     both HetComp (``kd_method`` unset or ``hetcomp``, curriculum whole) and another method or ablation,
     :func:`accuracy.kd_comparison` sets them side by side, with MF w/o KD of HetComp's runs. A method's seed counts
     only where it distilled the same teachers as HetComp's line of that seed. Returns ``[{"settings", **comparison}]``."""
-    from recbole_hetcomp.run.pipeline import ABLATIONS
-
-    ablations = {label for label, _ in ABLATIONS}
     groups = {}
     for x in lines:
         method, rest = how_learnt(x["settings"])
@@ -180,7 +179,7 @@ def kd_comparisons(lines):
             same = {s: x["student"]["recall@20"] for s, x in by_seed.items()
                     if s in hetcomp and x["teachers_id"] == hetcomp[s]["teachers_id"]}
             if method != "hetcomp" and same:  # an ablation (how_learnt) is compared as one more way to distil
-                table.append(row(method if method in ablations else kd_label(method), "kd baseline", same))
+                table.append(row(method, "kd baseline", same))
         kd = kd_comparison(table)
         if kd:
             out.append({"settings": json.loads(base), **kd})
