@@ -1,7 +1,7 @@
 """The fitted ensemble against its best teacher and the equal-weight ensemble, and the two fit methods.
 
     python benchmarks/ensemble_fit.py [--datasets ml-100k,citeulike-t] [--seeds 2020,2021,2022]
-                                      [--citeulike PATH] [--threads N] [--only-aggregate]
+                                      [--fits bagged ...] [--citeulike PATH] [--threads N] [--only-aggregate]
 
 On the accuracy runs' teachers (``benchmarks/accuracy.py``'s settings and store; teachers missing
 from the store are trained first), for each dataset and seed:
@@ -9,13 +9,18 @@ from the store are trained first), for each dataset and seed:
 - the best single teacher and the equal-weight ensemble (RecBole's evaluation);
 - for each fit (``greedy``: selection with replacement from the best teacher, the default;
   ``coordinate``: coordinate ascent from equal weights; ``greedy, fit on recall@20``: the default search
-  maximising ``ensemble_fit_metric=Recall@20``, the reported cut-off, instead of ``valid_metric``), a fresh
+  maximising ``ensemble_fit_metric=Recall@20``, the reported cut-off, instead of ``valid_metric``; ``bagged``:
+  the greedy search on random halves of the users, weights averaged), a fresh
   fit on the validation split, timed (the fit alone, and with its two held-out half fits), its validation
   score, its held-out gain (fit on one half of the validation users, scored on the other, both ways round,
   in the fit's own metric) and the fitted ensemble's test metrics through RecBole's evaluator.
 
 Each (dataset, seed) is recorded in ``results/ensemble_fit/<dataset>-seed-<seed>.json`` and the
 tables, with the issue's targets, aggregate every record into ``results/ensemble_fit.{json,md}``.
+``--fits`` measures only the fits named; a seed already recorded keeps its other fits, provided its
+teachers test exactly as the record's (else the script stops: fits of other teachers do not compare).
+A fit measured on only some of a dataset's seeds is tabulated over those seeds, beside the default
+fit on the same seeds.
 The fit times are measured in the same process one after the other; run it on a quiet machine.
 """
 
@@ -40,11 +45,11 @@ from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 RECORDS = RESULTS / "ensemble_fit"
 # fit label -> config overrides (records keep them under "methods"; "greedy" is the run's default)
 FITS = {"greedy": {}, "coordinate": {"ensemble_fit_method": "coordinate"},
-        "greedy, fit on recall@20": {"ensemble_fit_metric": "Recall@20"}}
+        "greedy, fit on recall@20": {"ensemble_fit_metric": "Recall@20"}, "bagged": {"ensemble_fit_method": "bagged"}}
 METRICS = ("recall@20", "ndcg@20")
 
 
-def measure(dataset, seed, citeulike):
+def measure(dataset, seed, citeulike, fits=tuple(FITS)):
     from recbole.utils import init_logger
 
     from recbole_hetcomp.config import make_config
@@ -69,7 +74,11 @@ def measure(dataset, seed, citeulike):
            "equal_weights": {"test": {m: equal["test"][m] for m in METRICS},
                              "valid": equal["valid"][base["valid_metric"].lower()]},
            "methods": {}}
-    for method, over in FITS.items():
+    path = RECORDS / f"{dataset}-seed-{seed}.json"
+    if path.exists() and set(fits) != set(FITS):
+        out = merge_into(json.loads(path.read_text()), out)
+    for method in fits:
+        over = FITS[method]
         cfg = make_config("HetCompEnsemble", dataset, None, {**config, **over}, [])
         start = time.perf_counter()
         chosen = choose_fusion(cfg, data, trajectories)  # no store: a fresh fit, timed whole
@@ -85,13 +94,30 @@ def measure(dataset, seed, citeulike):
             "valid_recbole": row["valid"][base["valid_metric"].lower()],
             "held_out": {k: rec["held_out"].get(k) for k in ("fitted", "equal_weights", "best_teacher")},
             "test": {m: row["test"][m] for m in METRICS}, "params": row["params"],
-            "infer_ms_per_1k_users": row["infer_ms_per_1k_users"]}
+            "infer_ms_per_1k_users": row["infer_ms_per_1k_users"],
+            "date": date.today().isoformat(), "machine": machine()}
         print(f"{dataset} seed {seed} {method}: {chosen.fusion.describe()}; valid {rec['valid_score']:.4f}; "
               f"test recall@20 {row['test']['recall@20']:.4f} (best teacher {best['name']} "
               f"{best['test']['recall@20']:.4f}, equal {equal['test']['recall@20']:.4f}); fit {rec['fit_s']:.2f} s",
               flush=True)
     RECORDS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RECORDS / f"{dataset}-seed-{seed}.json", json.dumps(out, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+
+
+class OtherTeachers(ValueError):
+    """The teachers measured now do not test as a seed's record's."""
+
+
+def merge_into(record, fresh):
+    """``record`` (a seed's stored record) ready to take fits measured now, whose teachers and equal weights are
+    ``fresh``'s: only if they test exactly as the record's (:class:`OtherTeachers` otherwise). Its other fits are
+    kept."""
+    if record["teachers"] != fresh["teachers"] or record["equal_weights"]["test"] != fresh["equal_weights"]["test"]:
+        differ = sorted(t for t in fresh["teachers"] if record["teachers"].get(t) != fresh["teachers"][t])
+        raise OtherTeachers(f"{fresh['dataset']} seed {fresh['seed']}: the teachers here ({', '.join(differ) or 'the set'}) "
+                         "do not test as the record's; fits of other teachers do not compare: measure every fit "
+                         "(no --fits) to replace the record")
+    return {**record, "methods": dict(record["methods"])}
 
 
 def _mean_std(xs):
@@ -138,9 +164,12 @@ def aggregate():
         recs.sort(key=lambda r: r["seed"])
         seeds = [r["seed"] for r in recs]
         fits = [m for m in FITS if all(m in r["methods"] for r in recs)]
+        partial = [m for m in FITS if m not in fits and any(m in r["methods"] for r in recs)]
         best = [r["teachers"][r["best_teacher"]]["test"]["recall@20"] for r in recs]
+        runs = {r["date"] + ", " + r["machine"] for r in recs} | {
+            x["date"] + ", " + x["machine"] for r in recs for x in r["methods"].values() if "date" in x}
         lines += [f"## {dataset}, seeds {', '.join(map(str, seeds))} ({recs[0]['users']} validation users)", "",
-                  f"Runs: {'; '.join(sorted({r['date'] + ', ' + r['machine'] for r in recs}))}.", "",
+                  f"Runs: {'; '.join(sorted(runs))}.", "",
                   *[f"Seed {r['seed']}: {r['note']}." for r in recs if r.get("note")],
                   *([""] if any(r.get("note") for r in recs) else []),
                   "| row | test Recall@20 | test NDCG@20 | / best teacher (Recall@20) | valid "
@@ -158,12 +187,15 @@ def aggregate():
                      f"{_cell([h['equal_weights'] / h['best_teacher'] for h in held], '{:.3f}')} | - | - |")
         summary[dataset] = {"seeds": seeds, "best_teacher_recall@20": _mean_std(best)[0],
                             "equal_weights_recall@20": _mean_std(eq)[0]}
-        for method in fits:
-            m = [r["methods"][method] for r in recs]
+        for method in fits + partial:
+            has = [r for r in recs if method in r["methods"]]
+            m = [r["methods"][method] for r in has]
             fit = [x["test"]["recall@20"] for x in m]
-            ratio = [f / b for f, b in zip(fit, best)]
-            held = [_held_out_ratio(r, method) for r in recs]
-            lines.append(f"| fitted, {method} | {_cell(fit)} | {_cell([x['test']['ndcg@20'] for x in m])} | "
+            ratio = [x["test"]["recall@20"] / r["teachers"][r["best_teacher"]]["test"]["recall@20"]
+                     for x, r in zip(m, has)]
+            held = [_held_out_ratio(r, method) for r in has]
+            only = "" if method in fits else f" (seed{'s' * (len(has) > 1)} {', '.join(str(r['seed']) for r in has)} only)"
+            lines.append(f"| fitted, {method}{only} | {_cell(fit)} | {_cell([x['test']['ndcg@20'] for x in m])} | "
                          f"{_cell(ratio, '{:.3f}')} | {_cell([x['valid_recbole'] for x in m])} | "
                          f"{_cell(held, '{:.3f}')} | {_cell([x['fit_s'] for x in m], '{:.2f}')} | "
                          f"{_cell([x['fit_and_held_out_s'] for x in m], '{:.2f}')} |")
@@ -171,7 +203,8 @@ def aggregate():
                                         "held_out_ratio_to_best_teacher": _mean_std(held)[0],
                                         "fit_s": _mean_std([x["fit_s"] for x in m])[0],
                                         "fit_and_held_out_s": _mean_std([x["fit_and_held_out_s"] for x in m])[0],
-                                        "ratio_per_seed": dict(zip(seeds, ratio))}
+                                        "ratio_per_seed": dict(zip([r["seed"] for r in has], ratio)),
+                                        "held_out_ratio_per_seed": dict(zip([r["seed"] for r in has], held))}
         lines.append("")
         for method in fits:
             g = summary[dataset][method]["ratio_to_best_teacher"]
@@ -180,8 +213,19 @@ def aggregate():
             lead = "Targets, the default fit (greedy)" if method == "greedy" else f"The same targets, {method}"
             lines.append(f"{lead}: {g:.3f}x the best single teacher's test Recall@20 on the mean "
                          f"(>= 1.02: {'met' if g >= 1.02 else 'not met'}); >= 1.00 in every seed: {floor}.")
+        for method in partial:
+            own = summary[dataset][method]
+            on = list(own["ratio_per_seed"])
+            default = summary[dataset]["greedy"]
+            mean = lambda xs: statistics.fmean(xs)  # noqa: E731
+            lines.append(f"{method.capitalize()}, on seed{'s' * (len(on) > 1)} {', '.join(map(str, on))} (where it was "
+                         f"measured): {own['ratio_to_best_teacher']:.3f}x the best single teacher's test Recall@20 "
+                         f"against the default fit's {mean([default['ratio_per_seed'][x] for x in on]):.3f}x on the "
+                         f"same seed{'s' * (len(on) > 1)}; held out, {own['held_out_ratio_to_best_teacher']:.3f}x "
+                         f"against {mean([default['held_out_ratio_per_seed'][x] for x in on]):.3f}x.")
         lines += ["", "Chosen fusions:", ""]
-        lines += [f"- seed {r['seed']}, {method}: {r['methods'][method]['fusion']}" for r in recs for method in fits]
+        lines += [f"- seed {r['seed']}, {method}: {r['methods'][method]['fusion']}" for r in recs
+                  for method in fits + partial if method in r["methods"]]
         lines.append("")
     atomic_write_text(RESULTS / "ensemble_fit.md", "\n".join(lines))
     atomic_write_text(RESULTS / "ensemble_fit.json", json.dumps({"summary": summary, "records": records}, indent=1)
@@ -190,13 +234,23 @@ def aggregate():
 
 
 def main():
-    args = seed_arguments(__doc__.split("\n")[0]).parse_args()
+    parser = seed_arguments(__doc__.split("\n")[0])
+    parser.add_argument("--fits", action="append", default=None,
+                        help=f"a fit to measure, repeatable (default all: {'; '.join(FITS)})")
+    args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    fits = tuple(FITS) if args.fits is None else tuple(args.fits)
+    unknown = [f for f in fits if f not in FITS]
+    if unknown:
+        sys.exit(f"--fits names {'; '.join(unknown)}: choose among {'; '.join(FITS)}")
     if not args.only_aggregate:
         for dataset in args.datasets.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                measure(dataset, seed, Path(args.citeulike))
+                try:
+                    measure(dataset, seed, Path(args.citeulike), fits)
+                except OtherTeachers as exc:
+                    sys.exit(str(exc))
     aggregate()
 
 

@@ -435,6 +435,48 @@ def test_ensemble_fit_names_the_seeds_below_the_best_teacher(tmp_path, monkeypat
     assert target_line().endswith(">= 1.00 in every seed: met.")
 
 
+def test_a_fit_measured_on_some_seeds_is_tabulated_there_beside_the_default(tmp_path, monkeypatch):
+    module = benchmark("ensemble_fit")
+    records = tmp_path / "ensemble_fit"
+    records.mkdir()
+    for path in sorted((BENCHMARKS / "results" / "ensemble_fit").glob("ml-100k-seed-*.json")):
+        (records / path.name).write_text(path.read_text())
+    monkeypatch.setattr(module, "RECORDS", records)
+    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    rec = json.loads((records / "ml-100k-seed-2022.json").read_text())
+    best = rec["teachers"][rec["best_teacher"]]["test"]["recall@20"]
+    greedy = rec["methods"]["greedy"]
+    held_best = greedy["held_out"]["best_teacher"]
+    rec["methods"]["bagged"] = {**greedy, "fusion": "exp tau=20; weights by hand", "date": "2026-12-06",
+                                "machine": "a hand-built machine", "test": {**greedy["test"], "recall@20": best * 1.03},
+                                "held_out": {**greedy["held_out"], "fitted": held_best * 1.02}}
+    (records / "ml-100k-seed-2022.json").write_text(json.dumps(rec))
+    module.aggregate()
+    md = (tmp_path / "ensemble_fit.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| fitted, bagged"))
+    assert row.startswith(f"| fitted, bagged (seed 2022 only) | {best * 1.03:.4f} | ") and "| 1.030 | " in row
+    want = (f"Bagged, on seed 2022 (where it was measured): 1.030x the best single teacher's test Recall@20 against "
+            f"the default fit's {greedy['test']['recall@20'] / best:.3f}x on the same seed; held out, 1.020x against "
+            f"{greedy['held_out']['fitted'] / held_best:.3f}x.")
+    assert want in md.splitlines()
+    assert "- seed 2022, bagged: exp tau=20; weights by hand" in md and "a hand-built machine" in md
+    assert not any(line.startswith("The same targets, bagged") for line in md.splitlines())  # not a 3-seed mean
+    summary = json.loads((tmp_path / "ensemble_fit.json").read_text())["summary"]["ml-100k"]["bagged"]
+    assert summary["ratio_per_seed"] == {"2022": pytest.approx(1.03)}  # JSON keys are strings
+
+
+def test_fits_measured_later_join_a_record_only_on_the_same_teachers():
+    module = benchmark("ensemble_fit")
+    record = json.loads((BENCHMARKS / "results" / "ensemble_fit" / "ml-100k-seed-2022.json").read_text())
+    fresh = {**record, "methods": {}}
+    merged = module.merge_into(record, fresh)
+    assert merged["methods"] == record["methods"] and merged["methods"] is not record["methods"]
+    other = json.loads(json.dumps(fresh))
+    other["teachers"]["CML"]["test"]["recall@20"] += 0.001
+    with pytest.raises(module.OtherTeachers, match=r"ml-100k seed 2022: the teachers here \(CML\) do not test as"):
+        module.merge_into(record, other)
+
+
 def test_variants_that_differ_in_kd_method_or_an_ablation_only_are_compared_on_the_same_teachers():
     module = benchmark("student_variants")
 

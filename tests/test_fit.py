@@ -11,6 +11,7 @@ from recbole_hetcomp.distill.fit import (
     Fusion,
     best_single_teacher,
     check_grid,
+    draw_bags,
     fit_fusion,
     halves,
     parse_metric,
@@ -155,14 +156,15 @@ def oracle_and_noise():
     return prepare(_long([noise, oracle]), indptr, flat)
 
 
-@pytest.mark.parametrize("method", ["greedy", "coordinate"])
+@pytest.mark.parametrize("method", ["greedy", "coordinate", "bagged"])
 def test_the_oracle_gets_weight_and_the_noise_none(oracle_and_noise, method):
     f = fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10", method=method)
     assert f.weights[0] == 0 and f.weights[1] > 0
     assert f.score == 1.0
 
 
-def test_greedy_is_never_below_the_best_single_teacher():
+@pytest.mark.parametrize("method", ["greedy", "bagged"])
+def test_greedy_is_never_below_the_best_single_teacher(method):
     g = torch.Generator().manual_seed(5)
     m, u, n, n_items = 4, 60, 20, 50
     for trial in range(3):
@@ -170,11 +172,61 @@ def test_greedy_is_never_below_the_best_single_teacher():
                              for _ in range(m)])
         indptr, items = _csr([torch.randperm(n_items, generator=g)[:3].tolist() for _ in range(u)])
         p = prepare(lists, indptr, items)
-        f = fit_fusion(p, list("ABCD"), "ndcg@10", grid={"exp": [10.0], "rrf": [60.0]})
+        f = fit_fusion(p, list("ABCD"), "ndcg@10", grid={"exp": [10.0], "rrf": [60.0]}, method=method, bags=3)
         singles = [score_fusion(p, Fusion(list("ABCD"), "exp", 10.0, [float(i == x) for i in range(m)]), "ndcg@10")
                    for x in range(m)]
         assert f.score >= max(singles)
         assert f.trace[0]["single_teacher_scores"] == singles
+
+
+def _two_groups(seed=3):
+    """Teachers A and B each list the validation items first for their own half of the users, random items for the
+    other half; C lists random items for everyone."""
+    g = torch.Generator().manual_seed(seed)
+    u, n_items, n = 40, 60, 12
+    valid = [torch.randperm(n_items, generator=g)[:3].tolist() for _ in range(u)]
+    lists = []
+    for good in (range(0, 20), range(20, 40), ()):
+        rows = []
+        for x, items in enumerate(valid):
+            rest = [i for i in torch.randperm(n_items, generator=g).tolist() if i not in items]
+            rows.append(items + rest[: n - 3] if x in good else torch.randperm(n_items, generator=g)[:n].tolist())
+        lists.append(rows)
+    indptr, flat = _csr(valid)
+    return prepare(_long(lists), indptr, flat)
+
+
+def test_bagged_weights_are_the_mean_of_the_greedy_fits_on_the_halves():
+    """Under one importance, each bag (a seeded random half) gets the greedy fit; the weights are the mean of each
+    bag's weights over their sum, and the fusion is scored on all the users."""
+    p = _two_groups()
+    f = fit_fusion(p, list("ABC"), "recall@10", method="bagged", bags=4, seed=7, fixed_importance=("rrf", 60.0))
+    bags = draw_bags(p.n_users, 4, seed=7)
+    assert len(bags) == 4 and all(len(b) == p.n_users // 2 for b in bags)
+    want = torch.zeros(3, dtype=torch.float64)
+    for rows in bags:
+        w = torch.tensor(fit_fusion(p.subset(rows), list("ABC"), "recall@10", fixed_importance=("rrf", 60.0)).weights,
+                         dtype=torch.float64)
+        want += w / w.sum()
+    assert f.weights == (want / 4).tolist()
+    assert f.weights[2] == 0 and f.weights[0] > 0 and f.weights[1] > 0 and sum(f.weights) == pytest.approx(1)
+    assert f.score == score_fusion(p, f, "recall@10") == 1.0  # A and B together serve every user
+    assert [t["bag"] for t in f.trace[0]["path"]] == [0, 1, 2, 3]
+
+
+def test_bagged_repeats_for_a_seed_and_draws_other_halves_for_another():
+    p = _two_groups()
+    a = fit_fusion(p, list("ABC"), "ndcg@10", method="bagged", bags=3, seed=1)
+    b = fit_fusion(p, list("ABC"), "ndcg@10", method="bagged", bags=3, seed=1)
+    assert (a.kind, a.param, a.weights, a.score, a.trace) == (b.kind, b.param, b.weights, b.score, b.trace)
+    assert draw_bags(40, 3, seed=1)[0].tolist() == draw_bags(40, 3, seed=1)[0].tolist()
+    assert draw_bags(40, 3, seed=1)[0].tolist() != draw_bags(40, 3, seed=2)[0].tolist()
+
+
+@pytest.mark.parametrize("bags", [0, -1, 2.5, True])
+def test_bad_bags_is_one_line(oracle_and_noise, bags):
+    with pytest.raises(ValueError, match=rf"ensemble_fit_bags={bags!r}: must be an integer > 0"):
+        fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10", method="bagged", bags=bags)
 
 
 def test_a_fit_repeats_bit_for_bit(oracle_and_noise):
@@ -239,7 +291,7 @@ def test_bad_grid_is_one_line(grid, message):
 
 
 def test_unknown_method(oracle_and_noise):
-    with pytest.raises(ValueError, match="ensemble_fit_method='best': choose greedy or coordinate"):
+    with pytest.raises(ValueError, match="ensemble_fit_method='best': choose one of greedy, coordinate, bagged"):
         fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10", method="best")
 
 

@@ -66,7 +66,7 @@ def test_held_out_halves(run):
     assert held["fitted"] == pytest.approx(sum(f["fitted"] for f in held["folds"]) / 2)
 
 
-@pytest.mark.parametrize("method", ["greedy", "coordinate"])
+@pytest.mark.parametrize("method", ["greedy", "coordinate", "bagged"])
 def test_every_fit_records_its_best_teacher(run, method):
     """Whatever the search, the record names the best single teacher on validation and, on each held-out fold, the
     teacher best on the fitting half scored on the other half, in the fit's own metric."""
@@ -122,6 +122,24 @@ def test_a_stored_fit_is_reused_and_refit_redoes_it(run, tmp_path):
     # a damaged file is fitted again, not trusted
     files[0].write_text("{not json")
     assert not choose_fusion(run["base"], run["data"], run["trajectories"], store).record["reused"]
+
+
+def test_the_bagged_fit_records_its_bags_and_is_keyed_by_them(run, tmp_path):
+    """Only the bagged search carries its bags and their seed in its settings (the others' stored fits keep their
+    keys); another number of bags, or another seed, is another fit."""
+    store = TrajectoryStore(tmp_path / "store")
+    greedy = choose_fusion(run["base"], run["data"], run["trajectories"], store).record
+    assert "bags" not in greedy["settings"] and "bag_seed" not in greedy["settings"]
+    bagged = choose_fusion(_config(run, ensemble_fit_method="bagged", ensemble_fit_bags=3), run["data"],
+                           run["trajectories"], store)
+    settings = bagged.record["settings"]
+    assert (settings["method"], settings["bags"], settings["bag_seed"]) == ("bagged", 3, run["base"]["seed"])
+    assert not bagged.record["reused"] and bagged.record["valid_score"] >= bagged.record["best_teacher"]["score"]
+    assert len(bagged.record["trace"][0]["path"]) == 3
+    for over in ({"ensemble_fit_bags": 3}, {"ensemble_fit_bags": 4}, {"ensemble_fit_bags": 3, "seed": 7}):
+        again = choose_fusion(_config(run, ensemble_fit_method="bagged", **over), run["data"], run["trajectories"],
+                              store)
+        assert again.record["reused"] == (over == {"ensemble_fit_bags": 3}), over
 
 
 def test_retrained_lists_or_another_split_are_another_fit(run, tmp_path):

@@ -152,8 +152,8 @@ def test_a_checkpoint_of_an_unknown_model_is_one_line(tmp_path, capsys, synth_co
 
 NUMERIC_KEYS = ["seed", "epochs", "train_batch_size", "eval_batch_size", "learning_rate", "weight_decay",
                 "embedding_size", "eval_step", "stopping_step", "trajectory_top_n", "hetcomp_k", "hetcomp_p", "dkc_k",
-                "dkc_alpha", "dkc_period", "ensemble_tau", "ensemble_fit_max_steps", "predict_batch_size", "topk",
-                "init_std", "teacher_cpus"]
+                "dkc_alpha", "dkc_period", "ensemble_tau", "ensemble_fit_max_steps", "ensemble_fit_bags",
+                "predict_batch_size", "topk", "init_std", "teacher_cpus"]
 RANDOM_VALUES = ["0", "-1", "1", "2", "3", "7", "0.5", "-0.5", "1e9", "1e-9", "abc", "", "None", "nan", "inf",
                  "[1]", "[0]", "True", "{}", "2.0", "100000000000"]
 

@@ -317,7 +317,8 @@ def test_teacher_key_changes_with_model_split_and_extra(synth_config, synth_fp):
     {"gpu_id": ""}, {"checkpoint_dir": "elsewhere"}, {"show_progress": True}, {"state": "INFO"},
     {"trajectory_store": "other_store"}, {"eval_batch_size": 999}, {"teacher_weights": {"BPR": 2.0}},
     {"teachers": ["BPR"]}, {"ensemble_tau": 3.0}, {"ensemble_fit": False}, {"ensemble_fit_method": "coordinate"},
-    {"ensemble_fit_grid": {"exp": [1.0]}}, {"ensemble_fit_max_steps": 3},
+    {"ensemble_fit_grid": {"exp": [1.0]}}, {"ensemble_fit_max_steps": 3}, {"ensemble_fit_method": "bagged"},
+    {"ensemble_fit_bags": 3},
 ])
 def test_teacher_key_ignores_where_and_how_verbosely(synth_config, synth_fp, change):
     base = teacher_key(synth_config("BPR"), synth_fp.fingerprint)

@@ -24,6 +24,14 @@ Search (``method``):
 - ``coordinate``: for each importance candidate, coordinate ascent from equal weights: each
   teacher's weight in turn takes the best value of ``weight_grid`` with the others fixed,
   rounds until none changes.
+- ``bagged``: bagged ensemble selection (Caruana et al., ICML 2004, section 4.3). ``bags`` random
+  halves of the users are drawn once (by ``seed``); for each importance candidate the greedy
+  search runs on each half, and the weights are the mean over the halves of each half's weights
+  divided by their sum (so they sum to 1). A teacher no half picks gets 0. The candidate is then
+  scored on all the users; should the best single teacher score higher there, it is kept alone
+  instead, so this search too is never below the best single teacher on validation. Averaging
+  over halves keeps a weight that one lucky group of users earned from deciding the fusion: it
+  trades a little validation score for held-out score, and costs about ``bags / 2`` greedy fits.
 
 The importance candidate with the best score wins. Ties, everywhere, keep the earlier candidate:
 the grid lists the released default (exp, tau 10) first. Sums run over the teachers in a fixed
@@ -43,7 +51,7 @@ DEFAULT_GRID = {"exp": [10.0, 2.0, 5.0, 20.0, 30.0, 50.0, 100.0], "rrf": [60.0, 
 PARAMETER = {"exp": "tau", "rrf": "rrf_k", "power": "power"}
 #: Metrics the fit computes (RecBole's definitions, binary relevance).
 METRICS = ("recall", "ndcg", "precision", "hit", "mrr")
-METHODS = ("greedy", "coordinate")
+METHODS = ("greedy", "coordinate", "bagged")
 DEFAULT_WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -264,6 +272,37 @@ def _coordinate(scorer, m, weight_grid, max_rounds=5):
     return best, weights, trace, None
 
 
+def draw_bags(n_users, bags, seed=0):
+    """``bags`` random halves of ``range(n_users)`` (sorted long tensors), drawn by ``seed``: the bags of the
+    ``bagged`` search, the same for every importance candidate."""
+    gen = torch.Generator().manual_seed(int(seed))
+    half = max(1, n_users // 2)
+    return [torch.randperm(n_users, generator=gen)[:half].sort().values for _ in range(bags)]
+
+
+def _bagged(problem, kind, param, name, k, max_steps, patience, bags):
+    """(score on all of ``problem``, weights, trace, single-teacher scores, scorer) of the bagged search under one
+    importance."""
+    m = problem.ranks.shape[2]
+    total = torch.zeros(m, dtype=torch.float64)
+    trace, evaluations = [], 0
+    for b, rows in enumerate(bags):
+        scorer = _Scorer(problem.subset(rows), kind, param, name, k)
+        score, counts, _, _ = _greedy(scorer, m, max_steps, patience)
+        evaluations += scorer.evaluations
+        counts = torch.tensor(counts, dtype=torch.float64)
+        total += counts / counts.sum()  # greedy always picks one teacher: the sum is >= 1
+        trace.append({"bag": b, "score": score, "weights": counts.tolist()})
+    weights = (total / len(bags)).tolist()
+    scorer = _Scorer(problem, kind, param, name, k)
+    score, singles = scorer(weights), _singles(scorer, m)
+    best_x = _best_of(singles)
+    if singles[best_x] > score:  # as greedy: never below the best single teacher on the users it fits
+        score, weights = singles[best_x], [float(x == best_x) for x in range(m)]
+    scorer.evaluations += evaluations
+    return score, weights, trace, singles, scorer
+
+
 @dataclass
 class Fusion:
     """A chosen fusion: importance ``kind`` with its parameter, and one weight per teacher."""
@@ -310,30 +349,41 @@ def check_grid(grid):
 
 
 def fit_fusion(problem, teachers, metric="recall@50", *, grid=None, method="greedy", max_steps=20, patience=2,
-               weight_grid=DEFAULT_WEIGHT_GRID, weights=None, fixed_importance=None):
+               weight_grid=DEFAULT_WEIGHT_GRID, weights=None, fixed_importance=None, bags=10, seed=0):
     """The best :class:`Fusion` of ``teachers`` on ``problem`` (a :class:`FitProblem`).
 
+    ``bags`` and ``seed``: the ``bagged`` search's number of random halves and their draw;
     ``weights``: keep these teacher weights (the user's), search only the importance;
     ``fixed_importance`` (``(kind, param)``): keep it, search only the weights. The returned
     fusion's ``trace`` lists every importance candidate with its best score and search path.
     """
     name, k = parse_metric(metric)
     if method not in METHODS:
-        raise ValueError(f"ensemble_fit_method={method!r}: choose {' or '.join(METHODS)}")
+        raise ValueError(f"ensemble_fit_method={method!r}: choose one of {', '.join(METHODS)}")
     m = problem.ranks.shape[2]
     if m != len(teachers):
         raise ValueError(f"{len(teachers)} teacher names for lists of {m} teachers")
     candidates = [fixed_importance] if fixed_importance else [
         (kind, p) for kind, params in check_grid(grid or DEFAULT_GRID).items() for p in params]
+    bagged = method == "bagged" and weights is None  # given weights: only the importance is searched
+    if bagged:
+        if isinstance(bags, bool) or not isinstance(bags, int) or bags < 1:
+            raise ValueError(f"ensemble_fit_bags={bags!r}: must be an integer > 0")
+        drawn = draw_bags(problem.n_users, bags, seed)
     best, trace = None, []
     for kind, param in candidates:
-        scorer = _Scorer(problem, kind, float(param), name, k)
-        if weights is not None:
-            score, chosen, path, singles = scorer(list(weights)), list(weights), [], None
-        elif method == "greedy":
-            score, chosen, path, singles = _greedy(scorer, m, max_steps, patience)
+        singles = None
+        if bagged:
+            score, chosen, path, singles, scorer = _bagged(problem, kind, float(param), name, k, max_steps, patience,
+                                                           drawn)
         else:
-            score, chosen, path, singles = _coordinate(scorer, m, weight_grid)
+            scorer = _Scorer(problem, kind, float(param), name, k)
+            if weights is not None:
+                score, chosen, path = scorer(list(weights)), list(weights), []
+            elif method == "coordinate":
+                score, chosen, path, _ = _coordinate(scorer, m, weight_grid)
+            else:
+                score, chosen, path, singles = _greedy(scorer, m, max_steps, patience)
         entry = {"kind": kind, "param": float(param), "score": score, "weights": chosen,
                  "evaluations": scorer.evaluations, "path": path}
         if singles is not None:

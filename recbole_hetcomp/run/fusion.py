@@ -118,10 +118,14 @@ def fit_settings(config):
     parse_metric(metric, key)
     method = config["ensemble_fit_method"]
     if method not in METHODS:
-        raise ValueError(f"ensemble_fit_method={method!r}: choose {' or '.join(METHODS)}")
-    return {"metric": str(metric).lower(), "method": method, "grid": check_grid(config["ensemble_fit_grid"]),
-            "max_steps": positive_int(config, "ensemble_fit_max_steps"), "patience": 2,
-            "users": None if config["ensemble_fit_users"] is None else positive_int(config, "ensemble_fit_users")}
+        raise ValueError(f"ensemble_fit_method={method!r}: choose one of {', '.join(METHODS)}")
+    settings = {"metric": str(metric).lower(), "method": method, "grid": check_grid(config["ensemble_fit_grid"]),
+                "max_steps": positive_int(config, "ensemble_fit_max_steps"), "patience": 2,
+                "users": None if config["ensemble_fit_users"] is None else positive_int(config, "ensemble_fit_users")}
+    if method == "bagged":  # only then: the other searches' settings, and so their stored fits' keys, stay as they were
+        settings["bags"] = positive_int(config, "ensemble_fit_bags")
+        settings["bag_seed"] = int(config["seed"])
+    return settings
 
 
 def validation_problem(data, trajectories, most=None, seed=0):
@@ -150,8 +154,9 @@ def fit_key(trajectories, fingerprint, settings, fixed):
 
 
 def _fit(problem, names, settings, fixed):
+    bagging = {"bags": settings["bags"], "seed": settings["bag_seed"]} if "bags" in settings else {}
     return fit_fusion(problem, names, settings["metric"], grid=settings["grid"], method=settings["method"],
-                      max_steps=settings["max_steps"], patience=settings["patience"], **fixed)
+                      max_steps=settings["max_steps"], patience=settings["patience"], **bagging, **fixed)
 
 
 def _held_out(problem, given, settings, fixed, seed):

@@ -64,7 +64,7 @@ _NON_RESULT_KEYS = STUDENT_ONLY_KEYS | frozenset({
     "offset", "trajectory_store", "teachers", "teacher_weights", "ensemble_importance",
     "ensemble_tau", "ensemble_rrf_k", "ensemble_power", "rebuild_teachers",
     "ensemble_fit", "ensemble_fit_method", "ensemble_fit_metric", "ensemble_fit_grid", "ensemble_fit_max_steps",
-    "ensemble_fit_users",
+    "ensemble_fit_users", "ensemble_fit_bags",
     "dataset_archive", "dataset_download",  # the split's fingerprint covers the data itself
     "tune_cpus_per_trial", "tune_gpus_per_trial", "tune_grace_period", "tune_reduction_factor",
     "tune_max_failures", "tune_max_concurrent_trials", "teacher_cpus", "teacher_gpus",
