@@ -410,8 +410,9 @@ def test_scale_lists_are_distinct_skewed_and_never_the_padding_item():
     assert first < lists[:, -1].float().mean()  # the ranking follows popularity (ids are popularity ranks)
 
 
-def test_ensemble_fit_names_the_seeds_below_the_best_teacher(tmp_path, monkeypatch):
-    # the floor is per seed: a mean above 1.00x with one seed under it is "not met", and names that seed
+@pytest.fixture
+def fit_records(tmp_path, monkeypatch):
+    """benchmarks/ensemble_fit.py writing to tmp_path, with copies of the committed ml-100k records."""
     module = benchmark("ensemble_fit")
     records = tmp_path / "ensemble_fit"
     records.mkdir()
@@ -419,6 +420,12 @@ def test_ensemble_fit_names_the_seeds_below_the_best_teacher(tmp_path, monkeypat
         (records / path.name).write_text(path.read_text())
     monkeypatch.setattr(module, "RECORDS", records)
     monkeypatch.setattr(module, "RESULTS", tmp_path)
+    return module, records
+
+
+def test_ensemble_fit_names_the_seeds_below_the_best_teacher(fit_records, tmp_path):
+    # the floor is per seed: a mean above 1.00x with one seed under it is "not met", and names that seed
+    module, records = fit_records
 
     def target_line():
         module.aggregate()
@@ -435,14 +442,8 @@ def test_ensemble_fit_names_the_seeds_below_the_best_teacher(tmp_path, monkeypat
     assert target_line().endswith(">= 1.00 in every seed: met.")
 
 
-def test_a_fit_measured_on_some_seeds_is_tabulated_there_beside_the_default(tmp_path, monkeypatch):
-    module = benchmark("ensemble_fit")
-    records = tmp_path / "ensemble_fit"
-    records.mkdir()
-    for path in sorted((BENCHMARKS / "results" / "ensemble_fit").glob("ml-100k-seed-*.json")):
-        (records / path.name).write_text(path.read_text())
-    monkeypatch.setattr(module, "RECORDS", records)
-    monkeypatch.setattr(module, "RESULTS", tmp_path)
+def test_a_fit_measured_on_some_seeds_is_tabulated_there_beside_the_default(fit_records, tmp_path):
+    module, records = fit_records
     rec = json.loads((records / "ml-100k-seed-2022.json").read_text())
     best = rec["teachers"][rec["best_teacher"]]["test"]["recall@20"]
     greedy = rec["methods"]["greedy"]
