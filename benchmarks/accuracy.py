@@ -316,8 +316,7 @@ def markdown(result):
     for r in result["rows"]:
         cells = [mean_std(r["test"][c]) if c in r["test"] else "-" for c in cols]
         partial = r["seeds"] != result["seeds"]
-        name = (f"{r['name']} (seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))} only)"
-                if partial else r["name"])
+        name = f"{r['name']} ({seeds_phrase(r['seeds'])} only)" if partial else r["name"]
         lines.append(f"| {name} | {r['kind']} | {r['params']:,} | " + " | ".join(cells) + " |")
     t = result["targets"]
     names = {"student_vs_ensemble": f"{t.get('student')} / {t.get('student_learns')}",
@@ -337,6 +336,11 @@ def markdown(result):
     if result.get("kd_comparison"):
         lines += ["", *kd_markdown(result["kd_comparison"], "same d = 6 student and ensemble")]
     return "\n".join(lines)
+
+
+def seeds_phrase(seeds):
+    """``'seed 2022'`` or ``'seeds 2020, 2022'``."""
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def kd_markdown(kd, what):
@@ -359,7 +363,7 @@ def kd_markdown(kd, what):
                       f"{kd['lead']:.4f} ± {kd['seed_lead_std']:.4f} ("
                       + ", ".join(f"{s}: {x:+.4f}" for s, x in zip(kd["seeds"], kd["seed_leads"])) + ")."]
     for r in kd.get("partial", []):
-        where = f"seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))}"
+        where = seeds_phrase(r["seeds"])
         lines += ["", f"{r['name']}, recorded on {where} only: {r['mean']:.4f} against HetComp's "
                       f"{r['hetcomp_mean']:.4f} on the same {where}; HetComp ahead in {r['hetcomp_ahead_in']} "
                       f"of {len(r['seeds'])} (" + ", ".join(f"{s}: {x:+.4f}" for s, x in

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from accuracy import RESULTS, pipeline_settings, seed_arguments  # noqa: E402
+from accuracy import RESULTS, pipeline_settings, seed_arguments, seeds_phrase  # noqa: E402
 from timing import machine  # noqa: E402
 
 from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
@@ -114,9 +114,9 @@ def merge_into(record, fresh):
     kept."""
     if record["teachers"] != fresh["teachers"] or record["equal_weights"]["test"] != fresh["equal_weights"]["test"]:
         differ = sorted(t for t in fresh["teachers"] if record["teachers"].get(t) != fresh["teachers"][t])
-        raise OtherTeachers(f"{fresh['dataset']} seed {fresh['seed']}: the teachers here ({', '.join(differ) or 'the set'}) "
-                         "do not test as the record's; fits of other teachers do not compare: measure every fit "
-                         "(no --fits) to replace the record")
+        raise OtherTeachers(f"{fresh['dataset']} seed {fresh['seed']}: the teachers here "
+                            f"({', '.join(differ) or 'the set'}) do not test as the record's; fits of other teachers "
+                            "do not compare: measure every fit (no --fits) to replace the record")
     return {**record, "methods": dict(record["methods"])}
 
 
@@ -194,7 +194,7 @@ def aggregate():
             ratio = [x["test"]["recall@20"] / r["teachers"][r["best_teacher"]]["test"]["recall@20"]
                      for x, r in zip(m, has)]
             held = [_held_out_ratio(r, method) for r in has]
-            only = "" if method in fits else f" (seed{'s' * (len(has) > 1)} {', '.join(str(r['seed']) for r in has)} only)"
+            only = "" if method in fits else f" ({seeds_phrase([r['seed'] for r in has])} only)"
             lines.append(f"| fitted, {method}{only} | {_cell(fit)} | {_cell([x['test']['ndcg@20'] for x in m])} | "
                          f"{_cell(ratio, '{:.3f}')} | {_cell([x['valid_recbole'] for x in m])} | "
                          f"{_cell(held, '{:.3f}')} | {_cell([x['fit_s'] for x in m], '{:.2f}')} | "
@@ -217,11 +217,11 @@ def aggregate():
             own = summary[dataset][method]
             on = list(own["ratio_per_seed"])
             default = summary[dataset]["greedy"]
-            mean = lambda xs: statistics.fmean(xs)  # noqa: E731
-            lines.append(f"{method.capitalize()}, on seed{'s' * (len(on) > 1)} {', '.join(map(str, on))} (where it was "
-                         f"measured): {own['ratio_to_best_teacher']:.3f}x the best single teacher's test Recall@20 "
-                         f"against the default fit's {mean([default['ratio_per_seed'][x] for x in on]):.3f}x on the "
-                         f"same seed{'s' * (len(on) > 1)}; held out, {own['held_out_ratio_to_best_teacher']:.3f}x "
+            where, mean = seeds_phrase(on), statistics.fmean
+            lines.append(f"{method.capitalize()}, on {where} (where it was measured): "
+                         f"{own['ratio_to_best_teacher']:.3f}x the best single teacher's test Recall@20 against the "
+                         f"default fit's {mean([default['ratio_per_seed'][x] for x in on]):.3f}x on the same "
+                         f"{where.partition(' ')[0]}; held out, {own['held_out_ratio_to_best_teacher']:.3f}x "
                          f"against {mean([default['held_out_ratio_per_seed'][x] for x in on]):.3f}x.")
         lines += ["", "Chosen fusions:", ""]
         lines += [f"- seed {r['seed']}, {method}: {r['methods'][method]['fusion']}" for r in recs
