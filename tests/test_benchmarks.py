@@ -444,6 +444,10 @@ def test_ensemble_fit_names_the_seeds_below_the_best_teacher(fit_records, tmp_pa
 
 def test_a_fit_measured_on_some_seeds_is_tabulated_there_beside_the_default(fit_records, tmp_path):
     module, records = fit_records
+    for seed in (2020, 2021):  # bagged on seed 2022 only
+        other = json.loads((records / f"ml-100k-seed-{seed}.json").read_text())
+        other["methods"].pop("bagged", None)
+        (records / f"ml-100k-seed-{seed}.json").write_text(json.dumps(other))
     rec = json.loads((records / "ml-100k-seed-2022.json").read_text())
     best = rec["teachers"][rec["best_teacher"]]["test"]["recall@20"]
     greedy = rec["methods"]["greedy"]
@@ -464,6 +468,51 @@ def test_a_fit_measured_on_some_seeds_is_tabulated_there_beside_the_default(fit_
     assert not any(line.startswith("The same targets, bagged") for line in md.splitlines())  # not a 3-seed mean
     summary = json.loads((tmp_path / "ensemble_fit.json").read_text())["summary"]["ml-100k"]["bagged"]
     assert summary["ratio_per_seed"] == {"2022": pytest.approx(1.03)}  # JSON keys are strings
+
+
+def test_the_ceiling_scores_each_list_without_the_users_validation_items_against_the_test_items():
+    # the evaluator masks validation items when it ranks for test: the ceiling's lists drop them, order kept
+    from types import SimpleNamespace
+
+    import torch
+
+    from recbole_hetcomp.distill.fit import prepare
+
+    module = benchmark("ensemble_fit")
+
+    def split(users, items):
+        return SimpleNamespace(_dataset=SimpleNamespace(inter_feat={"u": torch.tensor(users), "i": torch.tensor(items)}))
+
+    data = SimpleNamespace(train_dataset=SimpleNamespace(uid_field="u", iid_field="i", user_num=3, item_num=7),
+                           valid=split([1, 2], [2, 5]), test=split([2, 1, 2], [4, 3, 1]))
+    a = torch.tensor([[-1, -1, -1, -1], [2, 3, 1, -1], [5, 6, 1, 4]], dtype=torch.int32)
+    b = torch.tensor([[-1, -1, -1, -1], [3, 2, 6, 4], [1, 4, 5, 2]], dtype=torch.int32)
+    trajectories = [SimpleNamespace(teacher=t, top=[torch.zeros_like(x), x]) for t, x in (("A", a), ("B", b))]
+    got = module.test_problem(data, trajectories)
+    want_lists = torch.tensor([[[-1, -1, -1, -1], [3, 1, -1, -1], [6, 1, 4, -1]],
+                               [[-1, -1, -1, -1], [3, 6, 4, -1], [1, 4, 2, -1]]], dtype=torch.int32)
+    want = prepare(want_lists, torch.tensor([0, 0, 1, 3]), torch.tensor([3, 1, 4]))
+    assert torch.equal(got.ranks, want.ranks) and torch.equal(got.hits, want.hits)
+    assert torch.equal(got.n_pos, torch.tensor([1, 2])) and got.n == 4
+
+
+def test_the_ceiling_is_tabulated_beside_the_default_fit_on_its_seeds(fit_records, tmp_path):
+    module, records = fit_records
+    rec = json.loads((records / "ml-100k-seed-2020.json").read_text())
+    best = rec["teachers"][rec["best_teacher"]]["test"]["recall@20"]
+    rec["ceiling"] = {"fusion": "exp tau=20; weights by hand", "test": {"recall@20": best * 1.05, "ndcg@20": 0.25},
+                      "valid_recbole": 0.5, "fit_s": 1.5, "date": "2026-12-06", "machine": "m"}
+    (records / "ml-100k-seed-2020.json").write_text(json.dumps(rec))
+    module.aggregate()
+    lines = (tmp_path / "ensemble_fit.md").read_text().splitlines()
+    row = next(line for line in lines if line.startswith("| ceiling"))
+    assert row.endswith(f"(seed 2020 only) | {best * 1.05:.4f} | 0.2500 | 1.050 | 0.5000 | - | 1.50 | - |")
+    greedy = rec["methods"]["greedy"]["test"]["recall@20"] / best
+    line = next(line for line in lines if line.startswith("Ceiling, on seed 2020:"))
+    assert "reaches 1.050x the best single teacher's test Recall@20" in line and f"{greedy:.3f}x" in line
+    assert "- seed 2020, ceiling: exp tau=20; weights by hand" in lines
+    summary = json.loads((tmp_path / "ensemble_fit.json").read_text())["summary"]["ml-100k"]["ceiling"]
+    assert summary["ratio_per_seed"] == {"2020": pytest.approx(1.05)}
 
 
 def test_fits_measured_later_join_a_record_only_on_the_same_teachers():

@@ -128,12 +128,10 @@ def fit_settings(config):
     return settings
 
 
-def validation_problem(data, trajectories, most=None, seed=0):
-    """The fit's :class:`~recbole_hetcomp.distill.fit.FitProblem`: the teachers' final lists and the
-    validation items of every user (only the validation split is read); with ``most``, of a sample of at most that
-    many users drawn by ``seed`` (``ensemble_fit_users``), the others not prepared. Returns (problem, the number of
-    users with validation items)."""
-    feat = data.valid._dataset.inter_feat
+def split_items(data, split="valid"):
+    """The items of one split of ``data`` per user, as CSR (``indptr`` [U + 1], ``items``), users and items in
+    order. The run's fit reads ``"valid"`` only; ``benchmarks/ensemble_fit.py``'s ceiling reads ``"test"``."""
+    feat = getattr(data, split)._dataset.inter_feat
     uid, iid = data.train_dataset.uid_field, data.train_dataset.iid_field
     users, items = feat[uid].long(), feat[iid].long()
     n_users = data.train_dataset.user_num
@@ -141,6 +139,15 @@ def validation_problem(data, trajectories, most=None, seed=0):
     users, items = users[order], items[order]
     indptr = torch.zeros(n_users + 1, dtype=torch.long)
     indptr[1:] = torch.cumsum(torch.bincount(users, minlength=n_users), 0)
+    return indptr, items
+
+
+def validation_problem(data, trajectories, most=None, seed=0):
+    """The fit's :class:`~recbole_hetcomp.distill.fit.FitProblem`: the teachers' final lists and the
+    validation items of every user (only the validation split is read); with ``most``, of a sample of at most that
+    many users drawn by ``seed`` (``ensemble_fit_users``), the others not prepared. Returns (problem, the number of
+    users with validation items)."""
+    indptr, items = split_items(data, "valid")
     lists = torch.stack([t.top[-1] for t in trajectories])  # int32: prepare widens a block of users at a time
     return prepare_sample(lists, indptr, items, most, seed)
 
