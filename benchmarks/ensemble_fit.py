@@ -194,6 +194,15 @@ def _held_out_ratio(record, method):
     return own["fitted"] / best
 
 
+def notes(recs):
+    """{note: the seeds whose record carries it}, in seed order: a note several seeds share is printed once."""
+    out = {}
+    for r in recs:
+        if r.get("note"):
+            out.setdefault(r["note"], []).append(r["seed"])
+    return out
+
+
 def aggregate():
     records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
     by_dataset = {}
@@ -220,7 +229,7 @@ def aggregate():
             x["date"] + ", " + x["machine"] for r in recs for x in r["methods"].values() if "date" in x}
         lines += [f"## {dataset}, seeds {', '.join(map(str, seeds))} ({recs[0]['users']} validation users)", "",
                   f"Runs: {'; '.join(sorted(runs))}.", "",
-                  *[f"Seed {r['seed']}: {r['note']}." for r in recs if r.get("note")],
+                  *[f"{seeds_phrase(on).capitalize()}: {note}." for note, on in notes(recs).items()],
                   *([""] if any(r.get("note") for r in recs) else []),
                   "| row | test Recall@20 | test NDCG@20 | / best teacher (Recall@20) | valid "
                   f"{recs[0]['valid_metric']} | held-out / best teacher | fit s | with held-out s |",

@@ -498,6 +498,10 @@ def test_the_ceiling_scores_each_list_without_the_users_validation_items_against
 
 def test_the_ceiling_is_tabulated_beside_the_default_fit_on_its_seeds(fit_records, tmp_path):
     module, records = fit_records
+    for seed in (2021, 2022):  # the ceiling on seed 2020 only
+        other = json.loads((records / f"ml-100k-seed-{seed}.json").read_text())
+        other.pop("ceiling", None)
+        (records / f"ml-100k-seed-{seed}.json").write_text(json.dumps(other))
     rec = json.loads((records / "ml-100k-seed-2020.json").read_text())
     best = rec["teachers"][rec["best_teacher"]]["test"]["recall@20"]
     rec["ceiling"] = {"fusion": "exp tau=20; weights by hand", "test": {"recall@20": best * 1.05, "ndcg@20": 0.25},
@@ -513,6 +517,18 @@ def test_the_ceiling_is_tabulated_beside_the_default_fit_on_its_seeds(fit_record
     assert "- seed 2020, ceiling: exp tau=20; weights by hand" in lines
     summary = json.loads((tmp_path / "ensemble_fit.json").read_text())["summary"]["ml-100k"]["ceiling"]
     assert summary["ratio_per_seed"] == {"2020": pytest.approx(1.05)}
+
+
+def test_a_note_several_seeds_share_is_printed_once(fit_records, tmp_path):
+    module, records = fit_records
+    for seed, note in ((2020, "timed beside a job"), (2021, "other"), (2022, "timed beside a job")):
+        rec = json.loads((records / f"ml-100k-seed-{seed}.json").read_text())
+        rec["note"] = note
+        (records / f"ml-100k-seed-{seed}.json").write_text(json.dumps(rec))
+    module.aggregate()
+    lines = (tmp_path / "ensemble_fit.md").read_text().splitlines()
+    assert [line for line in lines if line.startswith("Seed")] == ["Seeds 2020, 2022: timed beside a job.",
+                                                                    "Seed 2021: other."]
 
 
 def test_fits_measured_later_join_a_record_only_on_the_same_teachers():
