@@ -53,6 +53,8 @@ FITS = {"greedy": {}, "coordinate": {"ensemble_fit_method": "coordinate"},
 METRICS = ("recall@20", "ndcg@20")
 # not a fit a run can make: the default search maximising test Recall@20 on the test split itself (:func:`ceiling`)
 CEILING = "ceiling"
+# every label --fits takes, in the order a full measurement runs them
+ALL_FITS = (*FITS, CEILING)
 
 
 def test_problem(data, trajectories):
@@ -76,18 +78,15 @@ def ceiling(cfg, data, trajectories):
     """The default search (``cfg``'s settings) fitted on the test split: how far any fusion of these lists can go on
     test, an estimate from above of what a fit on validation can reach. No run reads the test split; this is not a
     method. Returns (fusion, seconds)."""
-    from recbole_hetcomp.distill.fit import fit_fusion
-    from recbole_hetcomp.run.fusion import fit_settings
+    from recbole_hetcomp.run.fusion import fit_settings, fit_with_settings
 
     settings = fit_settings(cfg)
     start = time.perf_counter()
-    fusion = fit_fusion(test_problem(data, trajectories), [t.teacher for t in trajectories], settings["metric"],
-                        grid=settings["grid"], method=settings["method"], max_steps=settings["max_steps"],
-                        patience=settings["patience"])
+    fusion = fit_with_settings(test_problem(data, trajectories), [t.teacher for t in trajectories], settings)
     return fusion, time.perf_counter() - start
 
 
-def measure(dataset, seed, citeulike, fits=(*FITS, CEILING)):
+def measure(dataset, seed, citeulike, fits=ALL_FITS):
     from recbole.utils import init_logger
 
     from recbole_hetcomp.config import make_config
@@ -113,7 +112,7 @@ def measure(dataset, seed, citeulike, fits=(*FITS, CEILING)):
                              "valid": equal["valid"][base["valid_metric"].lower()]},
            "methods": {}}
     path = RECORDS / f"{dataset}-seed-{seed}.json"
-    if path.exists() and set(fits) != {*FITS, CEILING}:
+    if path.exists() and set(fits) != set(ALL_FITS):
         out = merge_into(json.loads(path.read_text()), out)
     for method in fits:
         if method == CEILING:
@@ -227,10 +226,11 @@ def aggregate():
         best = [r["teachers"][r["best_teacher"]]["test"]["recall@20"] for r in recs]
         runs = {r["date"] + ", " + r["machine"] for r in recs} | {
             x["date"] + ", " + x["machine"] for r in recs for x in r["methods"].values() if "date" in x}
+        shared = notes(recs)
         lines += [f"## {dataset}, seeds {', '.join(map(str, seeds))} ({recs[0]['users']} validation users)", "",
                   f"Runs: {'; '.join(sorted(runs))}.", "",
-                  *[f"{seeds_phrase(on).capitalize()}: {note}." for note, on in notes(recs).items()],
-                  *([""] if any(r.get("note") for r in recs) else []),
+                  *[f"{seeds_phrase(on).capitalize()}: {note}." for note, on in shared.items()],
+                  *([""] if shared else []),
                   "| row | test Recall@20 | test NDCG@20 | / best teacher (Recall@20) | valid "
                   f"{recs[0]['valid_metric']} | held-out / best teacher | fit s | with held-out s |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -315,14 +315,14 @@ def aggregate():
 def main():
     parser = seed_arguments(__doc__.split("\n")[0])
     parser.add_argument("--fits", action="append", default=None,
-                        help=f"a fit to measure, repeatable (default all: {'; '.join((*FITS, CEILING))})")
+                        help=f"a fit to measure, repeatable (default all: {'; '.join(ALL_FITS)})")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    fits = (*FITS, CEILING) if args.fits is None else tuple(args.fits)
-    unknown = [f for f in fits if f not in (*FITS, CEILING)]
+    fits = ALL_FITS if args.fits is None else tuple(args.fits)
+    unknown = [f for f in fits if f not in ALL_FITS]
     if unknown:
-        sys.exit(f"--fits names {'; '.join(unknown)}: choose among {'; '.join((*FITS, CEILING))}")
+        sys.exit(f"--fits names {'; '.join(unknown)}: choose among {'; '.join(ALL_FITS)}")
     if not args.only_aggregate:
         for dataset in args.datasets.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):

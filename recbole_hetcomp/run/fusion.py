@@ -160,10 +160,12 @@ def fit_key(trajectories, fingerprint, settings, fixed):
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _fit(problem, names, settings, fixed):
+def fit_with_settings(problem, names, settings, fixed=None):
+    """:func:`~recbole_hetcomp.distill.fit.fit_fusion` of ``problem`` under :func:`fit_settings`' ``settings`` and
+    the user's ``fixed`` weights or importance (None or ``{}``: none)."""
     bagging = {"bags": settings["bags"], "seed": settings["bag_seed"]} if "bags" in settings else {}
     return fit_fusion(problem, names, settings["metric"], grid=settings["grid"], method=settings["method"],
-                      max_steps=settings["max_steps"], patience=settings["patience"], **bagging, **fixed)
+                      max_steps=settings["max_steps"], patience=settings["patience"], **bagging, **(fixed or {}))
 
 
 def _held_out(problem, given, settings, fixed, seed):
@@ -173,7 +175,7 @@ def _held_out(problem, given, settings, fixed, seed):
     a, b = halves(problem.n_users, seed)
     for fit_rows, score_rows in ((a, b), (b, a)):
         fit_part, score_part = problem.subset(fit_rows), problem.subset(score_rows)
-        fitted = _fit(fit_part, names, settings, fixed)
+        fitted = fit_with_settings(fit_part, names, settings, fixed)
         row = {"users": [int(fit_rows.numel()), int(score_rows.numel())],
                "fitted": score_fusion(score_part, fitted, settings["metric"]),
                "equal_weights": score_fusion(score_part, given, settings["metric"]), "fusion": fitted.describe()}
@@ -213,7 +215,7 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
         return RunFusion(fusion, fitted=True, record=record)
     start = time.perf_counter()
     problem, total = validation_problem(data, trajectories, settings["users"], config["seed"])  # ensemble_fit_users
-    fusion = _fit(problem, names, settings, fixed)
+    fusion = fit_with_settings(problem, names, settings, fixed)
     fit_s = time.perf_counter() - start
     held_out = _held_out(problem, given, settings, fixed, config["seed"])
     single = best_single_teacher(problem, settings["metric"])
