@@ -61,6 +61,12 @@ TEACHERS = {"citeulike-t": ["BPR", "CML", "LightGCN", "MultiVAE"]}
 TEACHER_EVAL_STEP = {"citeulike-t": 5}
 
 
+# Row names of the kd_method values that are not among the pipeline's KD_BASELINES (our earlier readings of DCD and
+# CL-DRD, docs/kd.md): --add-kd-baselines trains them only where --kd-methods names them.
+READINGS = {"dcd_overview": "DCD, overview reading (KD of the ensemble)",
+            "cldrd_group": "CL-DRD, group reading (KD of the ensemble)"}
+
+
 def run_dir(dataset, seed):
     return RUNS / dataset / f"seed-{seed}"
 
@@ -133,9 +139,12 @@ def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
     if not path.exists():
         raise SystemExit(f"no recorded run of {dataset} seed {seed} ({path}): run it first, without --add-ablations")
     record = json.loads(path.read_text())
-    variants = KD_BASELINES if kind == "kd baseline" else ABLATIONS
-    if methods is not None:  # --kd-methods: only these baselines
-        variants = [(label, over) for label, over in variants if over.get("kd_method") in methods]
+    variants = ABLATIONS
+    if kind == "kd baseline":
+        variants = KD_BASELINES
+        if methods is not None:  # --kd-methods: only these, our readings included
+            readings = tuple((label, {"kd_method": method}) for method, label in READINGS.items())
+            variants = [(label, over) for label, over in variants + readings if over["kd_method"] in methods]
     # the rows learn the ensemble the recorded student learnt: the fitted one, or (older records) equal weights; a
     # row of the same name that learnt the other one (kept from before a re-run) is another row (:func:`row_key`)
     learnt = next(r for r in record["rows"] if r["kind"] == "student").get("ensemble", "equal weights")
@@ -394,7 +403,8 @@ def main():
                        help="train the KD baselines' rows (RD, RRD, DCD, CL-DRD) that recorded runs lack, likewise")
     p.add_argument("--kd-baselines", action="store_true", help="new runs also train the KD baselines' rows")
     p.add_argument("--kd-methods", default=None,
-                   help="with --add-kd-baselines: only these kd_method values, e.g. cldrd,rrd (default: all four)")
+                   help="with --add-kd-baselines: only these kd_method values, e.g. cldrd,rrd (default: the "
+                        "four baselines), or our readings dcd_overview, cldrd_group")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -402,7 +412,7 @@ def main():
     seeds = [int(s) for s in args.seeds.split(",") if s]
     adding = "ablation" if args.add_ablations else "kd baseline" if args.add_kd_baselines else None
     methods = None if args.kd_methods is None else [m for m in args.kd_methods.split(",") if m]
-    known = ("rd", "rrd", "dcd", "cldrd")  # the kd_method of each of the pipeline's KD_BASELINES
+    known = ("rd", "rrd", "dcd", "cldrd", *READINGS)  # the kd_method of each of the pipeline's KD_BASELINES, our readings
     if methods is not None and (not args.add_kd_baselines or not set(methods) <= set(known) or not methods):
         p.error(f"--kd-methods goes with --add-kd-baselines and names some of {', '.join(known)}")
     if adding and args.only_aggregate:

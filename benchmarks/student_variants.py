@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import (  # noqa: E402
     CITEULIKE,
+    READINGS,
     RECORDS,
     RESULTS,
     RUNS,
@@ -57,9 +58,6 @@ from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 METRICS = ("recall@20", "ndcg@20")
-# Row names of the kd_method values that are not among the pipeline's KD_BASELINES (our earlier readings, docs/kd.md).
-READINGS = {"dcd_overview": "DCD, overview reading (KD of the ensemble)",
-            "cldrd_group": "CL-DRD, group reading (KD of the ensemble)"}
 FOLDER = "student-variants"
 SETTING = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([A-Za-z0-9_.+-]+)")
 

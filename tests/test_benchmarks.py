@@ -126,6 +126,23 @@ def test_kd_methods_name_the_pipelines_baselines_and_train_only_those(added, mon
     assert row["name"] == "CL-DRD (KD of the ensemble)" and row["recbole_hetcomp"] == module.__version__
 
 
+def test_kd_methods_can_name_our_readings_by_their_row_names(added, monkeypatch):
+    module, name, path, _ = added
+    trained = []
+
+    def student(dataset, trajectories, workdir, output, config, args, fusion=None):
+        trained.append(config["kd_method"])
+        return {"name": "", "kind": "", "test": {}}, None
+
+    monkeypatch.setattr("recbole_hetcomp.run.pipeline.train_student", student)
+    module.add_ablations(name, SEED, None, kind="kd baseline", methods=["cldrd_group", "rd", "dcd_overview"])
+    assert trained == ["rd", "dcd_overview", "cldrd_group"]  # the baselines first, then the readings
+    names = [r["name"] for r in json.loads(path.read_text())["rows"][-3:]]
+    assert names == ["RD (KD of the ensemble)", "DCD, overview reading (KD of the ensemble)",
+                     "CL-DRD, group reading (KD of the ensemble)"]
+    assert all(r["kind"] == "kd baseline" for r in json.loads(path.read_text())["rows"][-3:])
+
+
 def test_ablations_of_the_other_ensemble_do_not_count_as_present(added, tmp_path, monkeypatch):
     """A record re-run under the fitted ensemble keeps its ablation rows of the equal-weight one (added before):
     those are other rows, so the fitted ensemble's ablations are still missing and get trained."""
