@@ -67,6 +67,14 @@ READINGS = {"dcd_overview": "DCD, overview reading (KD of the ensemble)",
             "cldrd_group": "CL-DRD, group reading (KD of the ensemble)"}
 
 
+def kd_rows():
+    """(row name, config overrides) of every ``kd_method`` the benchmarks train: the pipeline's KD_BASELINES, then
+    :data:`READINGS`."""
+    from recbole_hetcomp.run.pipeline import KD_BASELINES
+
+    return (*KD_BASELINES, *((label, {"kd_method": method}) for method, label in READINGS.items()))
+
+
 def run_dir(dataset, seed):
     return RUNS / dataset / f"seed-{seed}"
 
@@ -143,8 +151,7 @@ def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
     if kind == "kd baseline":
         variants = KD_BASELINES
         if methods is not None:  # --kd-methods: only these, our readings included
-            readings = tuple((label, {"kd_method": method}) for method, label in READINGS.items())
-            variants = [(label, over) for label, over in variants + readings if over["kd_method"] in methods]
+            variants = [(label, over) for label, over in kd_rows() if over["kd_method"] in methods]
     # the rows learn the ensemble the recorded student learnt: the fitted one, or (older records) equal weights; a
     # row of the same name that learnt the other one (kept from before a re-run) is another row (:func:`row_key`)
     learnt = next(r for r in record["rows"] if r["kind"] == "student").get("ensemble", "equal weights")

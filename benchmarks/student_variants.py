@@ -40,13 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import (  # noqa: E402
     CITEULIKE,
-    READINGS,
     RECORDS,
     RESULTS,
     RUNS,
     STUDENT,
     kd_comparison,
     kd_markdown,
+    kd_rows,
     learnt_ensemble,
     record_run,
     row_key,
@@ -123,10 +123,8 @@ def teachers_id(rows):
 
 
 def kd_label(method):
-    """The row name of a ``kd_method`` value: the pipeline's for its baselines, :data:`READINGS` for the others."""
-    from recbole_hetcomp.run.pipeline import KD_BASELINES
-
-    return {**{over["kd_method"]: label for label, over in KD_BASELINES}, **READINGS}.get(method, f"kd_method={method}")
+    """The row name of a ``kd_method`` value: the pipeline's for its baselines, accuracy.py's READINGS for the others."""
+    return {over["kd_method"]: label for label, over in kd_rows()}.get(method, f"kd_method={method}")
 
 
 def how_learnt(settings):

@@ -108,11 +108,8 @@ def test_nothing_is_trained_when_no_row_is_missing(added, monkeypatch):
     assert path.read_bytes() == before
 
 
-def test_kd_methods_name_the_pipelines_baselines_and_train_only_those(added, monkeypatch):
-    from recbole_hetcomp.run.pipeline import KD_BASELINES
-
-    module, name, path, _ = added
-    assert {over["kd_method"] for _, over in KD_BASELINES} == {"rd", "rrd", "dcd", "cldrd"}
+def _trained_kd_methods(monkeypatch):
+    """Stands in for the student's training; returns the list of the kd_method values it was asked to train."""
     trained = []
 
     def student(dataset, trajectories, workdir, output, config, args, fusion=None):
@@ -120,6 +117,15 @@ def test_kd_methods_name_the_pipelines_baselines_and_train_only_those(added, mon
         return {"name": "", "kind": "", "test": {}}, None
 
     monkeypatch.setattr("recbole_hetcomp.run.pipeline.train_student", student)
+    return trained
+
+
+def test_kd_methods_name_the_pipelines_baselines_and_train_only_those(added, monkeypatch):
+    from recbole_hetcomp.run.pipeline import KD_BASELINES
+
+    module, name, path, _ = added
+    assert {over["kd_method"] for _, over in KD_BASELINES} == {"rd", "rrd", "dcd", "cldrd"}
+    trained = _trained_kd_methods(monkeypatch)
     module.add_ablations(name, SEED, None, kind="kd baseline", methods=["cldrd"])
     assert trained == ["cldrd"]
     row = json.loads(path.read_text())["rows"][-1]
@@ -128,13 +134,7 @@ def test_kd_methods_name_the_pipelines_baselines_and_train_only_those(added, mon
 
 def test_kd_methods_can_name_our_readings_by_their_row_names(added, monkeypatch):
     module, name, path, _ = added
-    trained = []
-
-    def student(dataset, trajectories, workdir, output, config, args, fusion=None):
-        trained.append(config["kd_method"])
-        return {"name": "", "kind": "", "test": {}}, None
-
-    monkeypatch.setattr("recbole_hetcomp.run.pipeline.train_student", student)
+    trained = _trained_kd_methods(monkeypatch)
     module.add_ablations(name, SEED, None, kind="kd baseline", methods=["cldrd_group", "rd", "dcd_overview"])
     assert trained == ["rd", "dcd_overview", "cldrd_group"]  # the baselines first, then the readings
     names = [r["name"] for r in json.loads(path.read_text())["rows"][-3:]]
