@@ -116,8 +116,8 @@ def record_run(run, dataset, seed, path=None, **extra):
     if path.exists():  # rows added to the record later (--add-ablations) are kept, if still on its teachers
         old, names = json.loads(path.read_text())["rows"], {r["name"] for r in rows}
         added = [r for r in old if r.get("added") and r["name"] not in names]
-        if added and teacher_tests(old) != teacher_tests(rows):
-            print(f"{dataset} seed {seed}: the run's teachers differ from the record's; dropping the rows added "
+        if added and target_differs(rows, old):
+            print(f"{dataset} seed {seed}: the run's students distil other teachers than the record's; dropping the rows added "
                   f"on the old ones: {', '.join(r['name'] for r in added)}", flush=True)
             added = []
         rows += added
@@ -128,6 +128,34 @@ def record_run(run, dataset, seed, path=None, **extra):
 
 def teacher_tests(rows):
     return {r["name"]: r["test"] for r in rows if r["kind"] == "teacher"}
+
+
+def distilled(rows):
+    """What the students of a run's ``rows`` distilled: the fusion of the ensemble they learnt (its kind, parameter
+    and weights) and the test metrics of each teacher it weighs above 0; in records whose ensemble row has no fusion
+    (from before the fit), every teacher's. A teacher of weight 0 never reaches a student (``train_student`` hands
+    it the fusion's active teachers only), so two runs with equal ones trained their students on one target even
+    where such a teacher trained to other metrics."""
+    tests = teacher_tests(rows)
+    fusion = next((r for r in rows if row_key(r) == learnt_ensemble(rows)), {}).get("fusion")
+    if fusion is None:
+        return tests
+    return {**{t: tests.get(t) for t, w in fusion["weights"].items() if w > 0},
+            "fusion": {k: fusion[k] for k in ("kind", "param", "weights")}}
+
+
+def target_differs(rows, reference):
+    """What makes the students of ``rows`` distil another target than those of ``reference``: ``"fusion"`` and the
+    distilled teachers whose test metrics differ (:func:`distilled`), sorted; empty when the target is the same."""
+    a, b = distilled(rows), distilled(reference)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def unused_differ(rows, reference):
+    """The teachers of ``rows`` whose test metrics differ from ``reference``'s but which neither run's students
+    distilled (weight 0 in both fusions): they change the equal-weight ensemble's row, not a student's."""
+    a, b, differ = teacher_tests(rows), teacher_tests(reference), target_differs(rows, reference)
+    return sorted(t for t in a if a[t] != b.get(t) and t not in differ)
 
 
 def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
@@ -172,12 +200,27 @@ def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
     if set(recorded) != set(teachers):
         raise SystemExit(f"{dataset} seed {seed}: the record's teachers are {sorted(recorded)}, this script's "
                          f"{sorted(teachers)}: rerun the whole seed instead")
-    for row in rows:
-        if recorded[row["name"]] != row["test"]:
-            raise SystemExit(
-                f"{dataset} seed {seed}: teacher {row['name']} now tests {row['test']}, the record says "
-                f"{recorded[row['name']]} (another CPU's kernels? see docs/determinism.md); ablations on these "
-                f"teachers would not compare with the recorded student: rerun the whole seed instead")
+    # what the added rows distil, as distilled() reads a record: these teachers and the fusion chosen now
+    f = fusion.fusion
+    ensemble = {"name": f"Ensemble ({learnt})", "kind": "ensemble"}
+    if distilled(record["rows"]).get("fusion"):  # else a record from before the fit: its teachers are what counts
+        ensemble["fusion"] = {"kind": f.kind, "param": f.param, "weights": dict(zip(f.teachers, map(float, f.weights)))}
+    now = [*rows, ensemble]
+    differ = target_differs(now, record["rows"])
+    if "fusion" in differ:
+        raise SystemExit(
+            f"{dataset} seed {seed}: the ensemble is now fitted as {f.describe()}, the record's student learnt "
+            f"another fusion; rows added now would not compare with the recorded student: rerun the whole seed instead")
+    if differ:
+        name = differ[0]
+        raise SystemExit(
+            f"{dataset} seed {seed}: teacher {name} now tests {teacher_tests(now)[name]}, the record says "
+            f"{recorded[name]} (another CPU's kernels? see docs/determinism.md); ablations on these teachers would "
+            f"not compare with the recorded student: rerun the whole seed instead")
+    unused = unused_differ(now, record["rows"])
+    if unused:
+        print(f"{dataset} seed {seed}: {', '.join(unused)} now test(s) otherwise than the record says, but weigh 0 in "
+              f"the ensemble the students learn, so the added rows distil what the recorded student did", flush=True)
     hetcomp_args = scoped_args(scoped, "HetComp", ["HetComp", *teachers])
     run_dir(dataset, seed).mkdir(parents=True, exist_ok=True)
     for label, over in missing:
@@ -186,6 +229,8 @@ def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
             row, _ = train_student(dataset, trajectories, Path(workdir), None, {**config, **over}, hetcomp_args,
                                    fusion=fusion)
         row.update(name=label, kind=kind, added=f"{date.today().isoformat()}, {machine()}", recbole_hetcomp=__version__)
+        if unused:  # said in the row: its run's equal-weight ensemble would not be the record's
+            row["unused_teachers_differ"] = unused
         record["rows"].append(row)
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 

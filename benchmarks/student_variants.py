@@ -44,6 +44,7 @@ from accuracy import (  # noqa: E402
     RESULTS,
     RUNS,
     STUDENT,
+    distilled,
     kd_comparison,
     kd_markdown,
     kd_rows,
@@ -51,7 +52,8 @@ from accuracy import (  # noqa: E402
     record_run,
     row_key,
     run_one,
-    teacher_tests,
+    target_differs,
+    unused_differ,
 )
 
 from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
@@ -96,7 +98,7 @@ def table(dataset):
         rec = json.loads(path.read_text())
         base = RECORDS / dataset / f"seed-{rec['seed']}.json"
         sources = ([({}, json.loads(base.read_text()))] if base.exists() else []) + [(rec["settings"], rec)]
-        reference = teacher_tests(sources[0][1]["rows"])  # equal metrics: the same teachers
+        reference = sources[0][1]["rows"]  # the accuracy run's: a line on the same target distilled its teachers
         for settings, r in sources:
             rows = {row_key(x): x for x in r["rows"]}
             student = rows.get("HetComp") or rows["HetComp (learns equal weights)"]
@@ -109,7 +111,8 @@ def table(dataset):
                     "best_teacher": best["name"], "best_teacher_recall@20": best["test"]["recall@20"],
                     "mf": {m: mf["test"][m] for m in METRICS}, "mf_name": mf["name"], "date": r.get("date"),
                     "recbole_hetcomp": r.get("recbole_hetcomp", "0.1.0"), "machine": r.get("machine"),
-                    "teachers_differ": sorted(k for k, v in teacher_tests(r["rows"]).items() if reference.get(k) != v),
+                    "teachers_differ": target_differs(r["rows"], reference),
+                    "unused_teachers_differ": unused_differ(r["rows"], reference),
                     "teachers_id": teachers_id(r["rows"])}
             if line not in lines:
                 lines.append(line)
@@ -117,9 +120,9 @@ def table(dataset):
 
 
 def teachers_id(rows):
-    """A short fingerprint of a run's teachers (their test metrics): two runs with the same one distilled the same
-    teachers."""
-    return hashlib.sha1(json.dumps(teacher_tests(rows), sort_keys=True).encode()).hexdigest()[:12]
+    """A short fingerprint of what a run's students distilled (:func:`accuracy.distilled`: the fusion and its
+    teachers of weight above 0): two runs with the same one distilled the same target."""
+    return hashlib.sha1(json.dumps(distilled(rows), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def kd_label(method):
@@ -151,7 +154,8 @@ def kd_comparisons(lines):
     how the student learnt (:func:`how_learnt`: ``kd_method``, or an ablation's switch), and in each group that has
     both HetComp (``kd_method`` unset or ``hetcomp``, curriculum whole) and another method or ablation,
     :func:`accuracy.kd_comparison` sets them side by side, with MF w/o KD of HetComp's runs. A method's seed counts
-    only where it distilled the same teachers as HetComp's line of that seed. Returns ``[{"settings", **comparison}]``."""
+    only where it distilled the same target (fusion and teachers) as HetComp's line of that seed. Returns
+    ``[{"settings", **comparison}]``."""
     groups = {}
     for x in lines:
         method, rest = how_learnt(x["settings"])
@@ -189,7 +193,7 @@ def summary(lines):
     for x in lines:
         by.setdefault(json.dumps(x["settings"], sort_keys=True), []).append(x)
     default = {x["seed"]: x["student"]["recall@20"] for x in by.get("{}", [])}
-    # The ratio to the default student compares like with like only where the teachers are the accuracy run's.
+    # The ratio to the default student compares like with like only where the line distilled the accuracy run's target.
     same = lambda x: x["seed"] in default and not x["teachers_differ"]  # noqa: E731
     out = []
     for key, xs in by.items():
@@ -230,6 +234,9 @@ def markdown(dataset, lines):
         settings = ", ".join(f"{k}={v}" for k, v in x["settings"].items()) or "defaults (the accuracy run)"
         teachers = (f"differ from the accuracy run's: {', '.join(x['teachers_differ'])} ({x['machine']})"
                     if x["teachers_differ"] else "the accuracy run's")
+        if not x["teachers_differ"] and x.get("unused_teachers_differ"):
+            teachers += (f"; {', '.join(x['unused_teachers_differ'])} (weight 0, not distilled) trained to other "
+                         f"metrics ({x['machine']})")
         out.append(f"| {x['seed']} | {settings} | {x['params']:,} | {s:.4f} | {x['student']['ndcg@20']:.4f} "
                    f"| {s / e:.3f} (ensemble {e:.4f}) | {s / x['best_teacher_recall@20']:.3f} ({x['best_teacher']} "
                    f"{x['best_teacher_recall@20']:.4f}) | {m:.4f} ({x['mf_name']}) | {s / m:.2f} | {teachers} "

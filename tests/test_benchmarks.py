@@ -196,6 +196,75 @@ def test_teachers_that_differ_from_the_record_are_refused(added, tmp_path, monke
     assert json.loads(copy.read_text()) == record  # nothing written
 
 
+def _rows(tests, fusion_weights=None, kind="exp", param=50.0):
+    """Hand-built record rows: teachers with these Recall@20s, and a fitted ensemble of these weights (or none)."""
+    rows = [{"name": t, "kind": "teacher", "test": {"recall@20": r}} for t, r in tests.items()]
+    if fusion_weights is not None:
+        rows.append({"name": "Ensemble (fitted on validation)", "kind": "ensemble",
+                     "fusion": {"kind": kind, "param": param, "weights": fusion_weights, "text": "t"}})
+    return rows
+
+
+def test_only_the_fusion_and_its_teachers_of_weight_above_0_make_the_target(accuracy):
+    module, _ = accuracy
+    weights = {"BPR": 0.0, "CML": 1.0, "EASE": 2.0}
+    ref = _rows({"BPR": 0.1, "CML": 0.2, "EASE": 0.3}, weights)
+    assert module.distilled(ref) == {"CML": {"recall@20": 0.2}, "EASE": {"recall@20": 0.3},
+                                     "fusion": {"kind": "exp", "param": 50.0, "weights": weights}}
+    unused = _rows({"BPR": 0.15, "CML": 0.2, "EASE": 0.3}, weights)  # BPR, of weight 0, trained elsewhere
+    assert module.target_differs(unused, ref) == [] and module.unused_differ(unused, ref) == ["BPR"]
+    used = _rows({"BPR": 0.1, "CML": 0.25, "EASE": 0.3}, weights)
+    assert module.target_differs(used, ref) == ["CML"] and module.unused_differ(used, ref) == []
+    assert module.target_differs(_rows({"BPR": 0.1, "CML": 0.2, "EASE": 0.3}, weights, param=30.0), ref) == ["fusion"]
+    # the other fusion gives BPR weight: now its metrics count, and so does the fusion
+    assert module.target_differs(_rows({"BPR": 0.15, "CML": 0.2, "EASE": 0.3}, {**weights, "BPR": 1.0}), ref) == [
+        "BPR", "fusion"]
+    # a record from before the fit (no fusion in its ensemble row): every teacher counts
+    old = _rows({"BPR": 0.1, "CML": 0.2, "EASE": 0.3})
+    assert module.target_differs(_rows({"BPR": 0.15, "CML": 0.2, "EASE": 0.3}), old) == ["BPR"]
+
+
+def _fit_without_bpr(module, monkeypatch, record_param=None):
+    """choose_fusion stands in a fit that gives BPR weight 0; returns an edit that makes the record's fitted ensemble
+    that fusion (or, with ``record_param``, another tau), with BPR trained to other metrics and no ablation rows."""
+    from recbole_hetcomp.distill.fit import Fusion
+    from recbole_hetcomp.run.fusion import RunFusion
+
+    fusion = Fusion(teachers=list(TEACHERS), kind="exp", param=50.0, weights=[0.0, 1.0])
+    monkeypatch.setattr("recbole_hetcomp.run.fusion.choose_fusion", lambda *a, **k: RunFusion(fusion, True))
+
+    def edit(record):
+        record["rows"] = [r for r in record["rows"] if r["kind"] != "ablation"]
+        _bpr_elsewhere(record)
+        fitted = next(r for r in record["rows"] if r["name"] == "Ensemble (fitted on validation)")
+        fitted["fusion"] = {"kind": "exp", "param": record_param or 50.0, "weights": {"BPR": 0.0, "EASE": 1.0},
+                            "text": "t"}
+    return edit
+
+
+def test_a_teacher_of_weight_0_may_differ_from_the_record_and_the_added_rows_say_so(added, tmp_path, monkeypatch,
+                                                                                   capsys):
+    module, name, path, _ = added
+    copy, _ = _other_records(module, name, path, tmp_path, monkeypatch, _fit_without_bpr(module, monkeypatch))
+    trained = _trained_kd_methods(monkeypatch)
+    module.add_ablations(name, SEED, None, kind="kd baseline", methods=["rrd"])
+    assert trained == ["rrd"]
+    row = json.loads(copy.read_text())["rows"][-1]
+    assert row["name"] == "RRD (KD of the ensemble)" and row["unused_teachers_differ"] == ["BPR"]
+    assert "BPR now test(s) otherwise than the record says, but weigh 0" in capsys.readouterr().out
+
+
+def test_another_fusion_than_the_records_is_refused(added, tmp_path, monkeypatch):
+    module, name, path, _ = added
+    copy, record = _other_records(module, name, path, tmp_path, monkeypatch,
+                                  _fit_without_bpr(module, monkeypatch, record_param=30.0))
+    _trained_kd_methods(monkeypatch)
+    with pytest.raises(SystemExit, match=r"the ensemble is now fitted as exp tau=50; weights BPR 0, EASE 1, the "
+                                         r"record's student learnt another fusion"):
+        module.add_ablations(name, SEED, None, kind="kd baseline", methods=["rrd"])
+    assert json.loads(copy.read_text()) == record  # nothing written
+
+
 def test_a_rerun_on_other_teachers_drops_the_rows_added_on_the_old_ones(added, tmp_path, monkeypatch, capsys):
     module, name, path, _ = added
     copy, _ = _other_records(module, name, path, tmp_path, monkeypatch, _bpr_elsewhere)
