@@ -113,14 +113,24 @@ def record_run(run, dataset, seed, path=None, **extra):
     path = path or RECORDS / dataset / f"seed-{seed}.json"
     meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
     rows = json.loads((run / "results.json").read_text())["rows"]
-    if path.exists():  # rows added to the record later (--add-ablations) are kept, if still on its teachers
+    if path.exists():  # rows added to the record later (--add-ablations) are kept where they still distil what
+        # the run's own rows of their ensemble do (:func:`target_differs`, row by row: an added row may have learnt
+        # the equal-weight ensemble of a record re-run under the fit)
         old, names = json.loads(path.read_text())["rows"], {r["name"] for r in rows}
         added = [r for r in old if r.get("added") and r["name"] not in names]
-        if added and target_differs(rows, old):
-            print(f"{dataset} seed {seed}: the run's students distil other teachers than the record's; dropping the rows added "
-                  f"on the old ones: {', '.join(r['name'] for r in added)}", flush=True)
-            added = []
-        rows += added
+        dropped = []
+        for r in added:
+            ensemble = FITTED if r.get("ensemble") == "fitted on validation" else EQUAL
+            if target_differs(rows, old, ensemble):
+                dropped.append(r)
+                continue
+            unused = sorted(set(r.get("unused_teachers_differ", [])) | set(unused_differ(rows, old, ensemble)))
+            if unused:  # may differ from the teachers this row trained beside
+                r["unused_teachers_differ"] = unused
+            rows.append(r)
+        if dropped:
+            print(f"{dataset} seed {seed}: the run's ensemble or its distilled teachers differ from the record's; "
+                  f"dropping the rows added on the old ones: {', '.join(r['name'] for r in dropped)}", flush=True)
     record = {"dataset": dataset, "seed": seed, **extra, "date": meta.get("date"), "machine": meta.get("machine"),
               **({"recbole_hetcomp": meta["recbole_hetcomp"]} if "recbole_hetcomp" in meta else {}), "rows": rows}
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
@@ -130,39 +140,52 @@ def teacher_tests(rows):
     return {r["name"]: r["test"] for r in rows if r["kind"] == "teacher"}
 
 
-def distilled(rows):
-    """What the students of a run's ``rows`` distilled: the fusion of the ensemble they learnt (its kind, parameter
-    and weights) and the test metrics of each teacher it weighs above 0; in records whose ensemble row has no fusion
-    (from before the fit), every teacher's. A teacher of weight 0 never reaches a student (``train_student`` hands
-    it the fusion's active teachers only), so two runs with equal ones trained their students on one target even
-    where such a teacher trained to other metrics."""
+def distilled(rows, ensemble=None):
+    """What the students of a run's ``rows`` distilled: the fusion of the ensemble they learnt (``ensemble``, a
+    :func:`row_key`; by default :func:`learnt_ensemble`) as its kind, parameter and weights, and the test metrics of
+    each teacher it weighs above 0. Where that ensemble row has no fusion (records from before the fit), every
+    teacher's metrics. A teacher of weight 0 never reaches a student (``train_student`` hands it the fusion's active
+    teachers only), so runs with equal ones trained their students on one target even where such a teacher trained
+    to other metrics."""
     tests = teacher_tests(rows)
-    fusion = next((r for r in rows if row_key(r) == learnt_ensemble(rows)), {}).get("fusion")
+    key = ensemble or learnt_ensemble(rows)
+    fusion = next((r for r in rows if row_key(r) == key), {}).get("fusion")
     if fusion is None:
         return tests
-    return {**{t: tests.get(t) for t, w in fusion["weights"].items() if w > 0},
-            "fusion": {k: fusion[k] for k in ("kind", "param", "weights")}}
+    weights = {t: float(w) for t, w in fusion["weights"].items()}
+    return {**{t: tests.get(t) for t, w in weights.items() if w > 0},
+            "fusion": {"kind": fusion["kind"], "param": float(fusion["param"]), "weights": weights}}
 
 
-def target_differs(rows, reference):
-    """What makes the students of ``rows`` distil another target than those of ``reference``: ``"fusion"`` and the
-    distilled teachers whose test metrics differ (:func:`distilled`), sorted; empty when the target is the same."""
-    a, b = distilled(rows), distilled(reference)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+def target_differs(rows, reference, ensemble=None):
+    """What makes the students of ``rows`` distil another target than those of ``reference`` (of the ensemble
+    ``ensemble``, as in :func:`distilled`): ``"fusion"`` where the fusions differ, and the teachers either one
+    distilled whose test metrics differ; sorted, empty when the target is the same. Where either side has no fusion
+    (a record from before the fit), every teacher counts."""
+    a, b = distilled(rows, ensemble), distilled(reference, ensemble)
+    tests_a, tests_b = teacher_tests(rows), teacher_tests(reference)
+    if "fusion" not in a or "fusion" not in b:
+        return sorted(t for t in tests_a.keys() | tests_b.keys() if tests_a.get(t) != tests_b.get(t))
+    used = (a.keys() | b.keys()) - {"fusion"}
+    return sorted({t for t in used if tests_a.get(t) != tests_b.get(t)}
+                  | ({"fusion"} if a["fusion"] != b["fusion"] else set()))
 
 
-def unused_differ(rows, reference):
-    """The teachers of ``rows`` whose test metrics differ from ``reference``'s but which neither run's students
-    distilled (weight 0 in both fusions): they change the equal-weight ensemble's row, not a student's."""
-    a, b, differ = teacher_tests(rows), teacher_tests(reference), target_differs(rows, reference)
-    return sorted(t for t in a if a[t] != b.get(t) and t not in differ)
+def unused_differ(rows, reference, ensemble=None):
+    """The teachers whose test metrics differ between ``rows`` and ``reference`` but which neither run's students
+    distilled (weight 0 in both fusions): they change the equal-weight ensemble's row (and could change the fit,
+    which :func:`target_differs` compares), not what a student learns."""
+    a, b = teacher_tests(rows), teacher_tests(reference)
+    differ = target_differs(rows, reference, ensemble)
+    return sorted(t for t in a.keys() | b.keys() if a.get(t) != b.get(t) and t not in differ)
 
 
 def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
     """Train the ablation rows (``kind="kd baseline"``: the KD baselines' rows) a recorded run lacks, one student
     at a time, each merged into the record as soon as it finishes (a stopped session keeps the rows it finished).
-    The teachers come from the store, or are retrained, and must match the record's test metrics exactly:
-    otherwise the added rows would distil other teachers than the recorded student did."""
+    The teachers come from the store, or are retrained, and the rows must distil what the recorded student did: the
+    fusion chosen now must be the record's, and each teacher it weighs above 0 must match the record's test metrics
+    exactly (:func:`target_differs`); a teacher of weight 0 may differ, and each added row names it."""
     from recbole.utils import init_logger
 
     from recbole_hetcomp.config import make_config, scoped_args
@@ -201,12 +224,10 @@ def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
         raise SystemExit(f"{dataset} seed {seed}: the record's teachers are {sorted(recorded)}, this script's "
                          f"{sorted(teachers)}: rerun the whole seed instead")
     # what the added rows distil, as distilled() reads a record: these teachers and the fusion chosen now
-    f = fusion.fusion
-    ensemble = {"name": f"Ensemble ({learnt})", "kind": "ensemble"}
-    if distilled(record["rows"]).get("fusion"):  # else a record from before the fit: its teachers are what counts
-        ensemble["fusion"] = {"kind": f.kind, "param": f.param, "weights": dict(zip(f.teachers, map(float, f.weights)))}
-    now = [*rows, ensemble]
-    differ = target_differs(now, record["rows"])
+    f, key = fusion.fusion, FITTED if learnt == "fitted on validation" else EQUAL
+    now = [*rows, {"name": key, "kind": "ensemble",
+                   "fusion": {"kind": f.kind, "param": f.param, "weights": dict(zip(f.teachers, f.weights))}}]
+    differ = target_differs(now, record["rows"], key)
     if "fusion" in differ:
         raise SystemExit(
             f"{dataset} seed {seed}: the ensemble is now fitted as {f.describe()}, the record's student learnt "
@@ -217,7 +238,7 @@ def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
             f"{dataset} seed {seed}: teacher {name} now tests {teacher_tests(now)[name]}, the record says "
             f"{recorded[name]} (another CPU's kernels? see docs/determinism.md); ablations on these teachers would "
             f"not compare with the recorded student: rerun the whole seed instead")
-    unused = unused_differ(now, record["rows"])
+    unused = unused_differ(now, record["rows"], key)
     if unused:
         print(f"{dataset} seed {seed}: {', '.join(unused)} now test(s) otherwise than the record says, but weigh 0 in "
               f"the ensemble the students learn, so the added rows distil what the recorded student did", flush=True)

@@ -219,6 +219,12 @@ def test_only_the_fusion_and_its_teachers_of_weight_above_0_make_the_target(accu
     # the other fusion gives BPR weight: now its metrics count, and so does the fusion
     assert module.target_differs(_rows({"BPR": 0.15, "CML": 0.2, "EASE": 0.3}, {**weights, "BPR": 1.0}), ref) == [
         "BPR", "fusion"]
+    # ... but a teacher that tests the same is not named for being weighed in one fusion only
+    assert module.target_differs(_rows({"BPR": 0.1, "CML": 0.2, "EASE": 0.3}, {**weights, "BPR": 1.0}), ref) == [
+        "fusion"]
+    # an integer parameter or weight is the same fusion as its float
+    assert module.target_differs(_rows({"BPR": 0.1, "CML": 0.2, "EASE": 0.3}, {"BPR": 0, "CML": 1, "EASE": 2},
+                                       param=50), ref) == []
     # a record from before the fit (no fusion in its ensemble row): every teacher counts
     old = _rows({"BPR": 0.1, "CML": 0.2, "EASE": 0.3})
     assert module.target_differs(_rows({"BPR": 0.15, "CML": 0.2, "EASE": 0.3}), old) == ["BPR"]
@@ -273,6 +279,70 @@ def test_a_rerun_on_other_teachers_drops_the_rows_added_on_the_old_ones(added, t
         "teacher", "teacher", "ensemble", "ensemble", "student", "baseline"]
     assert "dropping the rows added on the old ones: HetComp w/o DKC (ensemble KD), HetComp w/o AKT" in \
         capsys.readouterr().out
+
+
+def _run_copy(module, name, tmp_path, edit):
+    """A copy of the recorded run's folder (results.json, run.json) with its rows changed by ``edit(rows)``."""
+    run = tmp_path / "run"
+    run.mkdir()
+    source = module.run_dir(name, SEED)
+    results = json.loads((source / "results.json").read_text())
+    edit(results["rows"])
+    (run / "results.json").write_text(json.dumps(results))
+    (run / "run.json").write_text((source / "run.json").read_text())
+    return run
+
+
+def _without_bpr(rows, param=50.0):
+    fitted = next(r for r in rows if r["name"] == "Ensemble (fitted on validation)")
+    fitted["fusion"] = {"kind": "exp", "param": param, "weights": {"BPR": 0.0, "EASE": 1.0}, "text": "t"}
+
+
+def test_a_rerun_keeps_the_added_rows_where_only_a_teacher_of_weight_0_differs(added, tmp_path, monkeypatch, capsys):
+    module, name, path, _ = added
+    copy, _ = _other_records(module, name, path, tmp_path, monkeypatch, lambda record: _without_bpr(record["rows"]))
+
+    def elsewhere(rows):
+        _without_bpr(rows)
+        rows[0]["test"]["recall@20"] += 0.01  # BPR, of weight 0 in the fit, trained on another CPU
+
+    module.record_run(_run_copy(module, name, tmp_path, elsewhere), name, SEED)
+    rows = json.loads(copy.read_text())["rows"]
+    kept = [r for r in rows if r["kind"] == "ablation"]
+    assert [r["name"] for r in kept] == ["HetComp w/o DKC (ensemble KD)", "HetComp w/o AKT"]
+    assert all(r["unused_teachers_differ"] == ["BPR"] for r in kept)
+    assert "HetComp w/o" not in capsys.readouterr().out  # (rows of equal weights, where BPR counts, may be dropped)
+
+
+def test_a_rerun_under_another_fusion_drops_the_added_rows(added, tmp_path, monkeypatch, capsys):
+    module, name, path, _ = added
+    copy, _ = _other_records(module, name, path, tmp_path, monkeypatch, lambda record: _without_bpr(record["rows"]))
+    module.record_run(_run_copy(module, name, tmp_path, lambda rows: _without_bpr(rows, param=30.0)), name, SEED)
+    assert not [r for r in json.loads(copy.read_text())["rows"] if r["kind"] == "ablation"]
+    assert "differ from the record's; dropping the rows added on the old ones: HetComp w/o DKC" in \
+        capsys.readouterr().out
+
+
+@pytest.mark.parametrize("with_fusion", [True, False])
+def test_a_rerun_under_the_fit_keeps_the_rows_added_on_equal_weights_of_the_same_teachers(added, tmp_path,
+                                                                                           monkeypatch, with_fusion):
+    """Ablation rows added to a record from before the fit (its students learnt equal weights; its ensemble row
+    with or, older, without its fusion) are kept by a re-run under the fit on the very same teachers: they are rows
+    of the other ensemble, whose target has not changed."""
+    module, name, path, _ = added
+
+    def old_record(record):
+        record["rows"] = [r for r in record["rows"] if r["name"] != "Ensemble (fitted on validation)"]
+        for r in record["rows"]:
+            if r["kind"] in ("student", "ablation"):
+                r.pop("ensemble", None)
+            if r["name"] == "Ensemble (equal weights)" and not with_fusion:
+                r.pop("fusion")
+
+    copy, _ = _other_records(module, name, path, tmp_path, monkeypatch, old_record)
+    module.record_run(module.run_dir(name, SEED), name, SEED)
+    keys = [module.row_key(r) for r in json.loads(copy.read_text())["rows"] if r["kind"] == "ablation"]
+    assert keys == ["HetComp w/o DKC (ensemble KD) (learns equal weights)", "HetComp w/o AKT (learns equal weights)"]
 
 
 def test_a_seed_without_a_record_is_an_error(accuracy):

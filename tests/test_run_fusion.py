@@ -220,6 +220,29 @@ def test_weight_zero_teachers_drop_out(run):
     assert fusion.config(run["trajectories"])["teacher_weights"] == {"BPR": 1.0, "EASE": 1.0}
 
 
+def test_a_teacher_of_weight_0_does_not_reach_the_student(run, tmp_path):
+    """The benchmarks compare rows on the fusion and its teachers of weight above 0 only (accuracy.distilled): a
+    student trained beside another teacher of weight 0, whatever its lists, is bit for bit the same student."""
+    from dataclasses import replace
+
+    from recbole_hetcomp.run.fusion import RunFusion
+    from recbole_hetcomp.run.pipeline import train_student
+
+    other = [t if t.teacher != "CML" else replace(t, top=t.top.flip(-1)) for t in run["trajectories"]]
+
+    def student(trajectories, cml_weight):
+        workdir = tmp_path / f"{len(list(tmp_path.iterdir()))}"
+        workdir.mkdir()
+        fusion = RunFusion(Fusion(TEACHERS, "exp", 10.0, [1.0, 2.0, cml_weight]), fitted=True)
+        config = {**run["config"], "hetcomp_k": 20, "hetcomp_p": 5, "dkc_k": 10}
+        row, _ = train_student(run["data"].config["dataset"], trajectories, workdir, None, config,
+                               fusion=fusion)
+        return {k: row[k] for k in ("test", "valid", "epochs")}
+
+    assert student(run["trajectories"], 0.0) == student(other, 0.0)
+    assert student(run["trajectories"], 0.5) != student(other, 0.5)  # where CML weighs, its lists count
+
+
 def test_the_yaml_grid_is_the_fits_default():
     import yaml
 
