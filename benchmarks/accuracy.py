@@ -311,8 +311,15 @@ def aggregate(dataset):
                       "test": stats})
     where = sorted({f"{r['date'] or 'undated'}, {r['machine'] or 'unrecorded machine'}" for r in records.values()}
                    | {row["added"] for rows in runs.values() for row in rows if row.get("added")})
+    unused = {}  # rows added beside teachers of weight 0 that retrained to other metrics (add_ablations)
+    for seed, rows in sorted(runs.items()):
+        for r in rows:
+            if r.get("unused_teachers_differ"):
+                unused.setdefault((seed, tuple(r["unused_teachers_differ"])), []).append(r["name"])
     return {"dataset": dataset, "seeds": sorted(runs), "rows": table, "targets": targets(table),
-            "kd_comparison": kd_comparison(table), "runs_on": where}
+            "kd_comparison": kd_comparison(table), "runs_on": where,
+            "unused_teachers_differ": [{"seed": s, "teachers": list(t), "rows": names}
+                                       for (s, t), names in unused.items()]}
 
 
 def kd_comparison(table, metric="recall@20"):
@@ -393,8 +400,12 @@ def mean_std(stat):
 def markdown(result):
     cols = METRIC_COLUMNS
     lines = [f"## {result['dataset']} (seeds {', '.join(map(str, result['seeds']))}; test metrics, mean ± std)", "",
-             f"Runs: {'; '.join(result.get('runs_on') or ['unrecorded'])}.", "",
-             "| name | kind | params | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
+             f"Runs: {'; '.join(result.get('runs_on') or ['unrecorded'])}.", ""]
+    for x in result.get("unused_teachers_differ", []):
+        lines += [f"Seed {x['seed']}: {', '.join(x['rows'])} trained beside {', '.join(x['teachers'])} retrained to "
+                  f"other test metrics than this record's, of weight 0 in the fit: they distil the record's target "
+                  f"(benchmarks/README.md).", ""]
+    lines += ["| name | kind | params | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in result["rows"]:
         cells = [mean_std(r["test"][c]) if c in r["test"] else "-" for c in cols]
         partial = r["seeds"] != result["seeds"]

@@ -258,6 +258,8 @@ def test_a_teacher_of_weight_0_may_differ_from_the_record_and_the_added_rows_say
     row = json.loads(copy.read_text())["rows"][-1]
     assert row["name"] == "RRD (KD of the ensemble)" and row["unused_teachers_differ"] == ["BPR"]
     assert "BPR now test(s) otherwise than the record says, but weigh 0" in capsys.readouterr().out
+    assert (f"Seed {SEED}: RRD (KD of the ensemble) trained beside BPR retrained to other test metrics than this "
+            f"record's, of weight 0 in the fit") in module.markdown(module.aggregate(name))
 
 
 def test_another_fusion_than_the_records_is_refused(added, tmp_path, monkeypatch):
