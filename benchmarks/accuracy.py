@@ -225,8 +225,7 @@ def add_ablations(dataset, seed, citeulike, kind="ablation", methods=None):
                          f"{sorted(teachers)}: rerun the whole seed instead")
     # what the added rows distil, as distilled() reads a record: these teachers and the fusion chosen now
     f, key = fusion.fusion, FITTED if learnt == "fitted on validation" else EQUAL
-    now = [*rows, {"name": key, "kind": "ensemble",
-                   "fusion": {"kind": f.kind, "param": f.param, "weights": dict(zip(f.teachers, f.weights))}}]
+    now = [*rows, {"name": key, "kind": "ensemble", "fusion": f.as_row()}]
     differ = target_differs(now, record["rows"], key)
     if "fusion" in differ:
         raise SystemExit(

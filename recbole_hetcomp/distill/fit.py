@@ -329,6 +329,12 @@ class Fusion:
         weights = ", ".join(f"{t} {w:g}" for t, w in zip(self.teachers, self.weights))
         return f"{self.kind} {PARAMETER[self.kind]}={self.param:g}; weights {weights}"
 
+    def as_row(self):
+        """This fusion as a result row records it (an ensemble row's ``fusion``): importance kind, its parameter,
+        each teacher's weight, and :meth:`describe`'s text."""
+        return {"kind": self.kind, "param": self.param, "weights": dict(zip(self.teachers, self.weights)),
+                "text": self.describe()}
+
 
 def check_grid(grid):
     """``grid`` ({kind: [parameters]}) names known kinds with valid parameters; returns it as floats."""

@@ -163,7 +163,6 @@ def ensemble_row(base, data, trajectories, teacher_rows, fusion, label):
     """Evaluate the ensemble of ``trajectories`` under ``fusion`` (a
     :class:`~recbole_hetcomp.distill.fit.Fusion`): its row. Teachers of weight 0 are left out of it,
     of its parameters and of its inference time (the ensemble runs only the others, then fuses)."""
-    weights = dict(zip(fusion.teachers, fusion.weights))
     active = fusion.active(trajectories)
     ensemble = HetCompEnsemble(base, data.train_dataset, trajectories=active, fusion=fusion)
     result = evaluate_model(ensemble, data, timing=True)
@@ -172,8 +171,7 @@ def ensemble_row(base, data, trajectories, teacher_rows, fusion, label):
     infer = None if None in teacher_ms else result["infer_ms_per_1k_users"] + sum(teacher_ms)  # unknown if a
     # teacher's store predates timing
     return {"name": f"Ensemble ({label})", "kind": "ensemble", "teachers": [t.teacher for t in active],
-            "fusion": {"kind": fusion.kind, "param": fusion.param, "weights": weights,
-                       "text": fusion.describe()},
+            "fusion": fusion.as_row(),
             "params": sum(by_name[t.teacher]["params"] for t in active), "test": result["test"],
             "valid": result["valid"], "infer_ms_per_1k_users": infer,
             "fusion_ms_per_1k_users": result["infer_ms_per_1k_users"]}
