@@ -2,7 +2,8 @@
 
     python benchmarks/accuracy.py [--datasets ml-100k,citeulike-t] [--seeds 2020,2021,2022]
                                   [--citeulike PATH] [--threads N] [--only-aggregate]
-                                  [--no-ablations | --add-ablations | --add-kd-baselines]
+                                  [--no-ablations | --add-ablations | --add-kd-baselines
+                                   | --teachers-only [NAMES]]
 
 For each dataset and seed it runs the whole pipeline (``run_pipeline`` with ``--ablations``),
 exactly as ``python run_recbole_hetcomp.py -d <dataset> --ablations --seed=<seed>`` would:
@@ -14,7 +15,9 @@ the script can be stopped and started again. Each finished run's rows are record
 fresh clone must aggregate to the same tables). Then the rows of every recorded run are
 aggregated (mean and sample standard deviation over seeds of test Recall/NDCG@10/20/50) into
 ``benchmarks/results/accuracy.{json,md}``, with the targets checked. ``--add-ablations`` instead
-trains the ablation rows that recorded runs lack (see :func:`add_ablations`).
+trains the ablation rows that recorded runs lack (see :func:`add_ablations`). ``--teachers-only
+MultiVAE`` trains only those teachers of the seeds into the store (see :func:`train_teachers`), so that
+several processes, each with some of the teachers, can fill it side by side before the run.
 
 CiteULike-t follows the paper's protocol (5-core users, per-user random 60/20/20 split, see
 :mod:`recbole_hetcomp.data.citeulike`); its split is fixed (``split_seed: 0``) and the seed varies
@@ -105,6 +108,36 @@ def run_one(dataset, seed, citeulike, ablations=True, student=None, out=None, kd
                  ablations=ablations, kd_baselines=kd_baselines)
     atomic_write_text(out / "run.json", json.dumps({"date": date.today().isoformat(), "machine": machine(),
                                                      "recbole_hetcomp": __version__}) + "\n")
+
+
+def run_teachers(dataset):
+    """The teachers of ``dataset``'s accuracy runs: :func:`pipeline_settings`', else properties/overall.yaml's."""
+    teachers, _, _ = pipeline_settings(dataset, 0, CITEULIKE)
+    if teachers:
+        return list(teachers)
+    import yaml
+
+    return list(yaml.safe_load((ROOT / "properties" / "overall.yaml").read_text())["teachers"])
+
+
+def train_teachers(dataset, seed, citeulike, names=None):
+    """Train the accuracy runs' teachers ``names`` (default: all of them) of ``seed`` into the store, with the
+    settings :func:`run_one` gives them, and nothing else: no student and no record (the teachers-only run's
+    own table goes to a temporary folder). A teacher already in the store is re-used. Several processes, each
+    given some of the teachers, fill the store side by side; the accuracy run then finds them all there."""
+    from recbole_hetcomp.run.pipeline import run_pipeline
+
+    known = run_teachers(dataset)
+    names = list(names or known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not among {dataset}'s accuracy teachers "
+                         f"({', '.join(known)}); name some of those with --teachers-only")
+    _, config, scoped = pipeline_settings(dataset, seed, citeulike)
+    scoped = [a for a in scoped if a[2:].split(".")[0] in names]  # --<Teacher>.key=value of these teachers only
+    with tempfile.TemporaryDirectory() as out:
+        run_pipeline(dataset, teachers=names, config_dict=config, cmd_args=scoped or None, output=Path(out) / "run",
+                     student=False)
 
 
 def record_run(run, dataset, seed, path=None, **extra):
@@ -484,6 +517,10 @@ def main():
                        help="train the ablation rows that recorded runs lack, one at a time, each recorded when it ends")
     which.add_argument("--add-kd-baselines", action="store_true",
                        help="train the KD baselines' rows (RD, RRD, DCD, CL-DRD) that recorded runs lack, likewise")
+    which.add_argument("--teachers-only", nargs="?", const="", default=None, metavar="NAMES",
+                       help="train only the teachers NAMES (comma-separated; default: all the run's) of each seed "
+                            "into the store, and record nothing: one process per share of them fills the store "
+                            "in parallel")
     p.add_argument("--kd-baselines", action="store_true", help="new runs also train the KD baselines' rows")
     p.add_argument("--kd-methods", default=None,
                    help="with --add-kd-baselines: only these kd_method values, e.g. cldrd,rrd (default: the "
@@ -498,8 +535,20 @@ def main():
     known = ("rd", "rrd", "dcd", "cldrd", *READINGS)  # the kd_method of each of the pipeline's KD_BASELINES, our readings
     if methods is not None and (not args.add_kd_baselines or not set(methods) <= set(known) or not methods):
         p.error(f"--kd-methods goes with --add-kd-baselines and names some of {', '.join(known)}")
-    if adding and args.only_aggregate:
-        p.error("--add-ablations and --add-kd-baselines train; drop --only-aggregate")
+    if (adding or args.teachers_only is not None) and args.only_aggregate:
+        p.error("--add-ablations, --add-kd-baselines and --teachers-only train; drop --only-aggregate")
+    if args.teachers_only is not None:
+        names = [n for n in args.teachers_only.split(",") if n] or None
+        for dataset in datasets:  # every name checked before anything trains
+            unknown = [n for n in names or [] if n not in run_teachers(dataset)]
+            if unknown:
+                p.error(f"--teachers-only {', '.join(unknown)}: not among {dataset}'s accuracy teachers "
+                        f"({', '.join(run_teachers(dataset))}); name some of those")
+        for dataset in datasets:
+            for seed in seeds:
+                print(f"== {dataset} seed {seed}: teachers {', '.join(names or run_teachers(dataset))}", flush=True)
+                train_teachers(dataset, seed, args.citeulike, names)
+        return
     if not args.only_aggregate and not adding:
         for dataset in datasets:
             for seed in seeds:

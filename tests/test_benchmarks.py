@@ -733,3 +733,38 @@ def test_variants_that_differ_in_kd_method_or_an_ablation_only_are_compared_on_t
     text = module.markdown("hand", lines)
     assert "Distillation methods, same student (hetcomp_batch=users), teachers and ensemble" in text
     assert "Winner: HetComp, ahead of HetComp w/o DKC (ensemble KD) by 0.0100" in text
+
+
+def _stored(module, name):
+    store = module.RUNS / name / "trajectories" / name
+    return {p.name: (p / "meta.json").read_bytes() for p in store.iterdir() if p.is_dir() and p.name != "fits"}
+
+
+def test_teachers_only_stores_those_teachers_and_records_nothing(accuracy, fresh_dir):
+    module, name = accuracy
+    seed = 2030
+    (module.RUNS / name / "trajectories" / name).mkdir(parents=True, exist_ok=True)
+    before = _stored(module, name)
+    with fresh_dir("teachers-only"):
+        module.train_teachers(name, seed, None, ["EASE"])
+        first = _stored(module, name)
+        new = {k: v for k, v in first.items() if k not in before}
+        assert [k.split("-")[0] for k in new] == ["EASE"]
+        module.train_teachers(name, seed, None)  # all of them: EASE is re-used, BPR trained
+        second = _stored(module, name)
+    added = {k: v for k, v in second.items() if k not in first}
+    assert [k.split("-")[0] for k in added] == ["BPR"]
+    assert all(second[k] == v for k, v in new.items())  # EASE untouched
+    assert not module.run_dir(name, seed).exists()
+    assert not (module.RECORDS / name / f"seed-{seed}.json").exists()
+
+
+def test_teachers_only_refuses_a_teacher_the_run_does_not_have_before_training(accuracy, monkeypatch, capsys):
+    module, name = accuracy
+    monkeypatch.setattr(module, "train_teachers", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(sys, "argv", ["accuracy.py", "--datasets", name, "--teachers-only", "EASE,MultiVAE"])
+    with pytest.raises(SystemExit) as e:
+        module.main()
+    assert e.value.code == 2
+    assert (f"--teachers-only MultiVAE: not among {name}'s accuracy teachers (BPR, EASE); name some of those"
+            in capsys.readouterr().err)
