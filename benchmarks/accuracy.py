@@ -117,7 +117,20 @@ def run_teachers(dataset):
         return list(teachers)
     import yaml
 
-    return list(yaml.safe_load((ROOT / "properties" / "overall.yaml").read_text())["teachers"])
+    from recbole_hetcomp.settings import properties_dir
+
+    return list(yaml.safe_load((properties_dir() / "overall.yaml").read_text())["teachers"])
+
+
+def check_teachers(dataset, names):
+    """``names`` (None: all of them) of ``dataset``'s accuracy teachers, as a list; ``ValueError``, one line naming
+    the run's teachers, for a name it does not have."""
+    known = run_teachers(dataset)
+    unknown = [n for n in names or [] if n not in known]
+    if unknown:
+        raise ValueError(f"--teachers-only {', '.join(unknown)}: not among {dataset}'s accuracy teachers "
+                         f"({', '.join(known)}); name some of those")
+    return list(names or known)
 
 
 def train_teachers(dataset, seed, citeulike, names=None):
@@ -127,12 +140,7 @@ def train_teachers(dataset, seed, citeulike, names=None):
     given some of the teachers, fill the store side by side; the accuracy run then finds them all there."""
     from recbole_hetcomp.run.pipeline import run_pipeline
 
-    known = run_teachers(dataset)
-    names = list(names or known)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"{', '.join(unknown)}: not among {dataset}'s accuracy teachers "
-                         f"({', '.join(known)}); name some of those with --teachers-only")
+    names = check_teachers(dataset, names)
     _, config, scoped = pipeline_settings(dataset, seed, citeulike)
     scoped = [a for a in scoped if a[2:].split(".")[0] in names]  # --<Teacher>.key=value of these teachers only
     with tempfile.TemporaryDirectory() as out:
@@ -539,15 +547,14 @@ def main():
         p.error("--add-ablations, --add-kd-baselines and --teachers-only train; drop --only-aggregate")
     if args.teachers_only is not None:
         names = [n for n in args.teachers_only.split(",") if n] or None
-        for dataset in datasets:  # every name checked before anything trains
-            unknown = [n for n in names or [] if n not in run_teachers(dataset)]
-            if unknown:
-                p.error(f"--teachers-only {', '.join(unknown)}: not among {dataset}'s accuracy teachers "
-                        f"({', '.join(run_teachers(dataset))}); name some of those")
-        for dataset in datasets:
+        try:  # every dataset's names checked before anything trains
+            plan = {dataset: check_teachers(dataset, names) for dataset in datasets}
+        except ValueError as e:
+            p.error(str(e))
+        for dataset, teachers in plan.items():
             for seed in seeds:
-                print(f"== {dataset} seed {seed}: teachers {', '.join(names or run_teachers(dataset))}", flush=True)
-                train_teachers(dataset, seed, args.citeulike, names)
+                print(f"== {dataset} seed {seed}: teachers {', '.join(teachers)}", flush=True)
+                train_teachers(dataset, seed, args.citeulike, teachers)
         return
     if not args.only_aggregate and not adding:
         for dataset in datasets:
