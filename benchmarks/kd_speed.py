@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from timing import machine, median_seconds  # noqa: E402
 
 from recbole_hetcomp.distill import kd  # noqa: E402
-from recbole_hetcomp.distill.losses import factorised_loss  # noqa: E402
+from recbole_hetcomp.distill.losses import clamp_scores, factorised_loss  # noqa: E402
 from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
 from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
@@ -66,7 +66,7 @@ def step_fn(method, b, n_items, seed):
         if method == "hetcomp":
             loss = factorised_loss("overall", users, table, observed, top, train, clamp=CLAMP, workspace=workspace)
         else:
-            scores = (users @ table.t()).clamp(-CLAMP, CLAMP)
+            scores = clamp_scores(users @ table.t(), CLAMP)  # the student's clamp of its [B, I] scores
             if method == "rd":
                 loss = kd.rd_loss(scores, top, train)
             elif method == "rrd":

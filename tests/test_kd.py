@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from recbole_hetcomp.distill import kd
 from recbole_hetcomp.distill.kd import (
     CLDRD_GROUP_STAGES,
     CLDRD_STAGES,
@@ -624,3 +625,84 @@ def test_cldrd_loss_matches_finite_differences():
     labels = cldrd_labels(0, 5).to(torch.float64)
     valid = torch.ones(1, 5, dtype=torch.bool)
     assert torch.autograd.gradcheck(lambda x: cldrd_loss(x, labels, valid), (a,))
+
+
+# ---------------------------------------------------------------------------
+# RRD and the CL-DRD group reading go through a hand-fused function (kd._ListsAboveTail); these tests hold it to
+# the autograd chain it replaced, written out here from the module's helpers, value and gradient bit for bit.
+# ---------------------------------------------------------------------------
+def _chain(scores, top, train, fn):
+    """``fn(a[L], valid, Z)`` by plain autograd: a = scores - shift (detached row max over Unobs ∪ L), Z the tail's
+    exp mass, L the real entries of ``top``."""
+    valid = top >= 0
+    listed = torch.zeros_like(train)
+    rows = torch.arange(top.shape[0]).unsqueeze(1).expand_as(top)
+    listed[rows[valid], top[valid]] = True
+    a = scores - kd._shift(scores, ~train | listed)
+    return fn(a.gather(1, top.clamp(min=0)), valid, kd._tail_mass(a, ~train & ~listed))
+
+
+def _awkward_batch(dtype, seed):
+    """Padding, a listed training item, a row whose column 0 is not a training item, tied scores, scores at the
+    clamp, a row of training items only."""
+    scores, top, train = _random_batch(seed=seed, b=5, n_items=40, k=8, low=-40.0, high=40.0)
+    scores = scores.to(dtype)
+    scores[1, :6] = 40.0
+    scores[2, 3:9] = scores[2, 2]
+    top[0, -3:] = -1
+    train[3, top[3, 2]] = True  # on the list and observed: not by contract, handled all the same
+    train[4, 0] = False
+    top[4, -1] = -1
+    train[2] = True
+    return scores, top, train
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rrd_fused_equals_the_autograd_chain_bit_for_bit(dtype, seed):
+    scores, top, train = _awkward_batch(dtype, seed)
+    x = scores.clone().requires_grad_(True)
+    y = scores.clone().requires_grad_(True)
+    fused = rrd_loss(x, top, train)
+    chained = _chain(y, top, train, kd._listmle)
+    assert torch.equal(fused, chained)
+    (0.3 * fused).backward()  # an upstream gradient other than 1, as kd_weight gives
+    (0.3 * chained).backward()
+    assert torch.equal(x.grad, y.grad)
+    with torch.no_grad():  # the path without a graph: the same number
+        assert torch.equal(rrd_loss(scores, top, train), fused.detach())
+
+
+@pytest.mark.parametrize("groups", [[1, 3], [2, 5, 8], [20]])
+def test_cldrd_group_fused_equals_the_autograd_chain_bit_for_bit(groups):
+    scores, top, train = _awkward_batch(torch.float32, 3)
+    x = scores.clone().requires_grad_(True)
+    y = scores.clone().requires_grad_(True)
+    fused = cldrd_group_loss(x, top, train, groups)
+    n = min(groups[-1], top.shape[1])
+
+    def chained_terms(a_list, valid, z):  # the group loss's formula, as the module states it
+        gid = torch.searchsorted(torch.tensor(groups), torch.arange(n), right=True)
+        e = kd._masked_exp(a_list, valid)
+        mass = e.new_zeros(a_list.shape[0], len(groups)).index_add_(1, gid, e)
+        below = torch.flip(torch.cumsum(torch.flip(mass, [1]), 1), [1])
+        lower = torch.cat([below[:, 1:], below.new_zeros(a_list.shape[0], 1)], 1)
+        denom = e + lower[:, gid] + z.unsqueeze(1)
+        return -torch.where(valid, a_list - kd._log(denom), torch.zeros(())).sum()
+
+    chained = _chain(y, top[:, :n], train, chained_terms)
+    assert torch.equal(fused, chained)
+    (2.5 * fused).backward()
+    (2.5 * chained).backward()
+    assert torch.equal(x.grad, y.grad)
+
+
+def test_rrd_fused_backward_can_run_twice_with_the_same_gradient():
+    scores, top, train = _awkward_batch(torch.float64, 4)
+    x = scores.clone().requires_grad_(True)
+    loss = rrd_loss(x, top, train)
+    first = torch.autograd.grad(loss, x, retain_graph=True)[0]
+    assert torch.equal(torch.autograd.grad(loss, x)[0], first)
+    listed = torch.zeros_like(train)
+    listed[2, top[2]] = True
+    assert torch.all(first[2][~listed[2]] == 0) and torch.all(first[2][listed[2]] != 0)  # row 2 observes every item

@@ -527,3 +527,21 @@ def test_factorised_loss_gradient_for_one_factor_only():
     (want_g,) = torch.autograd.grad(want, [table])
     (got_g,) = torch.autograd.grad(factorised_loss("rank", frozen, table, observed, top, mask, clamp=40.0), [table])
     torch.testing.assert_close(got_g, want_g)
+
+
+def test_clamp_scores_equals_torch_clamp_in_value_and_gradient_bit_for_bit():
+    from recbole_hetcomp.distill.losses import clamp_scores
+    g = torch.Generator().manual_seed(0)
+    raw = torch.empty(4, 50).uniform_(-60, 60, generator=g)
+    raw[0, :3] = torch.tensor([40.0, -40.0, 0.0])  # exactly at a bound: the gradient passes, as torch.clamp's
+    raw[1, :2] = torch.tensor([torch.nextafter(torch.tensor(40.0), torch.tensor(99.0)).item(), -40.000004])
+    upstream = torch.empty(4, 50).uniform_(-1, 1, generator=g)
+    x, y = raw.clone().requires_grad_(True), raw.clone().requires_grad_(True)
+    got, want = clamp_scores(x, 40), y.clamp(-40, 40)
+    assert torch.equal(got, want)
+    got.backward(upstream)
+    want.backward(upstream)
+    assert torch.equal(x.grad, y.grad)
+    assert x.grad[0, 0] == upstream[0, 0] and x.grad[0, 1] == upstream[0, 1] and x.grad[1, 0] == 0 and x.grad[1, 1] == 0
+    with torch.no_grad():
+        assert torch.equal(clamp_scores(x, 40), want)

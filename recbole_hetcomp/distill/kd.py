@@ -216,6 +216,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from recbole_hetcomp.distill.ensemble import sorted_rows
 
@@ -248,13 +249,6 @@ def _inputs(scores: torch.Tensor, top: torch.Tensor, train_mask: torch.Tensor):
     return top, train, top >= 0
 
 
-def _in_list(items: torch.Tensor, valid: torch.Tensor, n_items: int) -> torch.Tensor:
-    """bool [B, I]: true on the real entries of each row of ``items`` (padding marks nothing)."""
-    hits = torch.zeros(items.shape[0], n_items, dtype=torch.int32, device=items.device)
-    hits.scatter_add_(1, items.clamp(min=0), valid.to(torch.int32))
-    return hits > 0
-
-
 def _shift(scores: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
     """[B, 1] detached row maximum of the scores that enter the loss (0 for a row with none)."""
     m = scores.detach().masked_fill(~used, float("-inf")).amax(1, keepdim=True)
@@ -283,6 +277,65 @@ def _listmle(a_list: torch.Tensor, valid: torch.Tensor, z_tail: torch.Tensor) ->
     suffix = torch.flip(torch.cumsum(torch.flip(e_list, [1]), 1), [1])  # sum_{l >= k} exp(a_{L_l})
     terms = a_list - _log(suffix + z_tail.unsqueeze(1))
     return -torch.where(valid, terms, zero).sum()
+
+
+def _shifted_tail(scores, items, valid, train):
+    """(``exp(a)`` over the tail ``Unobs \\ L``, 0 elsewhere, [B, I]; the list's ``a`` [B, n]) with ``a = scores - m``,
+    ``m`` the row maximum over ``Unobs ∪ L`` (:func:`_shift`): the numbers of ``_tail_mass`` and ``a.gather``, with
+    no [B, I] mask of the list. Training items become -inf (``exp`` then gives 0), listed items 0 by one
+    multiplication each."""
+    index = items.clamp(min=0)
+    inf = float("-inf")
+    raw_list = scores.gather(1, index)
+    tail = scores.masked_fill(train, inf)
+    m = tail.amax(1, keepdim=True)
+    if index.shape[1]:  # the list's items count too (an observed item on the list: not by contract, but kept)
+        m = torch.maximum(m, raw_list.masked_fill(~valid, inf).amax(1, keepdim=True))
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    tail.sub_(m).exp_()
+    tail.scatter_reduce_(1, index, valid.logical_not().to(tail.dtype), reduce="prod")  # padding: x 1
+    return tail, raw_list - m
+
+
+class _ListsAboveTail(torch.autograd.Function):
+    """``fn(a[L], valid, Z)`` with ``Z`` the tail mass of :func:`_shifted_tail`, fused by hand.
+
+    The same values as the autograd chain ``a = scores - _shift(scores, ~train | listed)``,
+    ``_tail_mass(a, ~train & ~listed)``, ``a.gather(1, L)``, and the same gradients (a zero may differ in sign),
+    bit for bit: the same operations on the same numbers. Forward makes five passes over [B, I], backward one
+    product (into a new tensor, so that a backward can run again, as ``gradcheck`` does). Autograd's chain made
+    about three times as many, each into a fresh [B, I] tensor, and was most of an RRD step on a large catalogue
+    (``benchmarks/kd_speed.py``). ``fn`` runs under autograd on the [B, n] list scores and Z, its backward
+    seeded with the incoming gradient, as the chain's is.
+    """
+
+    @staticmethod
+    def forward(ctx, scores, items, valid, train, fn):
+        tail, a_list = _shifted_tail(scores, items, valid, train)
+        with torch.enable_grad():
+            a_list.requires_grad_(True)
+            z = tail.sum(1).requires_grad_(True)
+            loss = fn(a_list, valid, z)
+        ctx.graph = (loss, a_list, z)
+        ctx.save_for_backward(tail, items.clamp(min=0))
+        return loss.detach()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        loss, a_list, z = ctx.graph
+        tail, index = ctx.saved_tensors
+        g_list, g_z = torch.autograd.grad(loss, [a_list, z], grad_out, retain_graph=True, allow_unused=True)
+        grad = tail * (torch.zeros_like(z) if g_z is None else g_z).unsqueeze(1)  # a new tensor: backward may rerun
+        return (grad if g_list is None else grad.scatter_add_(1, index, g_list)), None, None, None, None
+
+
+def _lists_above_tail(scores, items, valid, train, fn):
+    """``fn(a[L], valid, Z)`` of :class:`_ListsAboveTail`, through it when a gradient is wanted."""
+    if torch.is_grad_enabled() and scores.requires_grad:
+        return _ListsAboveTail.apply(scores, items, valid, train, fn)
+    tail, a_list = _shifted_tail(scores, items, valid, train)
+    return fn(a_list, valid, tail.sum(1))
 
 
 def _argsort_rows(x: torch.Tensor, descending: bool = False, stable: bool = False) -> torch.Tensor:
@@ -389,10 +442,7 @@ def rrd_loss(scores: torch.Tensor, top: torch.Tensor, train_mask: torch.Tensor) 
         0-dim tensor: the sum over the batch's users.
     """
     top, train, valid = _inputs(scores, top, train_mask)
-    listed = _in_list(top, valid, scores.shape[1])
-    a = scores - _shift(scores, ~train | listed)
-    z = _tail_mass(a, ~train & ~listed)
-    return _listmle(a.gather(1, top.clamp(min=0)), valid, z)
+    return _lists_above_tail(scores, top, valid, train, _listmle)
 
 
 # ---------------------------------------------------------------------------
@@ -450,23 +500,21 @@ def cldrd_group_loss(scores: torch.Tensor, top: torch.Tensor, train_mask: torch.
     top, train, valid = _inputs(scores, top, train_mask)
     k = top.shape[1]
     n_grouped = min(ends[-1], k)
-    head, head_valid = top[:, :n_grouped], valid[:, :n_grouped]
-    grouped = _in_list(head, head_valid, scores.shape[1])
-    a = scores - _shift(scores, ~train | grouped)
-    z = _tail_mass(a, ~train & ~grouped)
-    if n_grouped == 0:
-        return a.new_zeros(()) + 0 * z.sum()
-    a_list = a.gather(1, head.clamp(min=0))
     bounds = torch.tensor(ends, device=scores.device)
     gid = torch.searchsorted(bounds, torch.arange(n_grouped, device=scores.device), right=True)  # [n]
-    n_groups = len(ends)
-    e_list = _masked_exp(a_list, head_valid)
-    mass = e_list.new_zeros(top.shape[0], n_groups).index_add_(1, gid, e_list)  # Z(G_c)
-    below = torch.flip(torch.cumsum(torch.flip(mass, [1]), 1), [1])  # Z(G_c ∪ ... ∪ G_m)
-    lower = torch.cat([below[:, 1:], below.new_zeros(top.shape[0], 1)], 1)  # Z(G_{c+1} ∪ ... ∪ G_m)
-    denom = e_list + lower[:, gid] + z.unsqueeze(1)
-    zero = torch.zeros((), dtype=a.dtype, device=a.device)
-    return -torch.where(head_valid, a_list - _log(denom), zero).sum()
+
+    def terms(a_list, head_valid, z):
+        if n_grouped == 0:
+            return a_list.new_zeros(()) + 0 * z.sum()
+        e_list = _masked_exp(a_list, head_valid)
+        mass = e_list.new_zeros(top.shape[0], len(ends)).index_add_(1, gid, e_list)  # Z(G_c)
+        below = torch.flip(torch.cumsum(torch.flip(mass, [1]), 1), [1])  # Z(G_c ∪ ... ∪ G_m)
+        lower = torch.cat([below[:, 1:], below.new_zeros(top.shape[0], 1)], 1)  # Z(G_{c+1} ∪ ... ∪ G_m)
+        denom = e_list + lower[:, gid] + z.unsqueeze(1)
+        zero = torch.zeros((), dtype=a_list.dtype, device=a_list.device)
+        return -torch.where(head_valid, a_list - _log(denom), zero).sum()
+
+    return _lists_above_tail(scores, top[:, :n_grouped], valid[:, :n_grouped], train, terms)
 
 
 # ---------------------------------------------------------------------------

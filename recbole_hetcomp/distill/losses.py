@@ -83,7 +83,7 @@ from torch.autograd.function import once_differentiable
 
 from recbole_hetcomp.distill.ensemble import entries_mask
 
-__all__ = ["LOG_CLAMP_MIN", "TrainEntries", "factorised_loss", "overall_loss", "rank_loss"]
+__all__ = ["LOG_CLAMP_MIN", "TrainEntries", "clamp_scores", "factorised_loss", "overall_loss", "rank_loss"]
 
 #: Lower clamp applied to the argument of every logarithm in the losses.
 LOG_CLAMP_MIN = 1e-5
@@ -250,16 +250,43 @@ def _lists_and_tail_(ws, items, outside, fn, clamp=None, grads=True):
     return loss.detach(), tail, index, g_list, g_z, clamped
 
 
-def _unclamped_grad_(grad, raw, clamp):
-    """Zero ``grad`` in place where the raw score is outside [-clamp, clamp], as the gradient
-    of ``torch.clamp`` does (a score exactly at the bound keeps its gradient).
+def _unclamped_grad_(grad, raw, clamp, in_place=True):
+    """Zero ``grad`` in place (or, not ``in_place``, a copy of it) where the raw score is outside [-clamp, clamp],
+    as the gradient of ``torch.clamp`` does (a score exactly at the bound keeps its gradient).
 
     One fused pass (``hardtanh_backward``, which keeps the gradient strictly inside its
     bounds, given the next representable values beyond +-clamp) instead of comparisons,
     a logical or and a masked fill, each slower than the whole rest of the tail's work.
     """
     bound = torch.nextafter(torch.tensor(clamp, dtype=raw.dtype), torch.tensor(math.inf, dtype=raw.dtype)).item()
+    if not in_place:
+        return torch.ops.aten.hardtanh_backward(grad, raw, -bound, bound)
     return torch.ops.aten.hardtanh_backward.grad_input(grad, raw, -bound, bound, grad_input=grad)
+
+
+class _ClampScores(torch.autograd.Function):
+    """``scores.clamp(-bound, bound)`` whose backward is one fused pass (:func:`_unclamped_grad_`) instead of
+    ``torch.clamp``'s comparisons, logical and and ``where``: the same values and gradients, bit for bit."""
+
+    @staticmethod
+    def forward(ctx, scores, bound):
+        ctx.save_for_backward(scores)
+        ctx.bound = bound
+        return scores.clamp(-bound, bound)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scores,) = ctx.saved_tensors
+        return _unclamped_grad_(grad, scores, ctx.bound, in_place=False), None
+
+
+def clamp_scores(scores: torch.Tensor, bound: float) -> torch.Tensor:
+    """``scores.clamp(-bound, bound)``, with the same gradient (a score exactly at a bound keeps it), from one pass
+    over [B, I] in backward where ``torch.clamp`` makes four: what a student's [B, I] scores go through before a
+    loss that takes them whole (a RecBole student, the KD baselines)."""
+    if torch.is_grad_enabled() and scores.requires_grad:
+        return _ClampScores.apply(scores, float(bound))
+    return scores.clamp(-bound, bound)
 
 
 def _tail_grad_(tail, index, g_list, g_z, grad_out, unclamp=None, overwrite=True):

@@ -24,7 +24,7 @@ from torch import nn
 
 from recbole_hetcomp.distill import kd
 from recbole_hetcomp.distill.ensemble import csr_entries, csr_row_mask
-from recbole_hetcomp.distill.losses import TrainEntries, factorised_loss, overall_loss, rank_loss
+from recbole_hetcomp.distill.losses import TrainEntries, clamp_scores, factorised_loss, overall_loss, rank_loss
 from recbole_hetcomp.model.cml import CML
 
 #: ``kd_method``: HetComp's own losses, or a ranking-KD baseline on the final ensemble (:mod:`recbole_hetcomp.distill.kd`).
@@ -159,7 +159,7 @@ class HetComp(GeneralRecommender):
             return self._baseline_loss(interaction, users)
         if self.net is not None:  # a general student: the losses on its autograd [B, I] scores
             fn = overall_loss if self.loss_mode == "overall" else rank_loss
-            loss = fn(self.forward(users).clamp(-self.clamp, self.clamp), self.observed[users], self.target[users],
+            loss = fn(clamp_scores(self.forward(users), self.clamp), self.observed[users], self.target[users],
                       self.train_mask(users))
             return self.loss_weights[self.loss_mode] * loss
         loss = factorised_loss(self.loss_mode, self.user_embedding(users), self.item_embedding.weight,
@@ -172,7 +172,7 @@ class HetComp(GeneralRecommender):
         ensemble's T(u), plus (RD, RRD, DCD, as in their papers) the student's own BPR loss on the batch's
         interactions, one uniform negative each. Both terms are sums (over users, over interactions)."""
         mask = self.train_mask(users)
-        scores = self.forward(users).clamp(-self.clamp, self.clamp)
+        scores = clamp_scores(self.forward(users), self.clamp)
         top = self.target[users]
         options = {**self.kd_options, **self.kd_stage}
         if self.kd_method == "rd":
