@@ -706,3 +706,24 @@ def test_rrd_fused_backward_can_run_twice_with_the_same_gradient():
     listed = torch.zeros_like(train)
     listed[2, top[2]] = True
     assert torch.all(first[2][~listed[2]] == 0) and torch.all(first[2][listed[2]] != 0)  # row 2 observes every item
+
+
+def test_rrd_fused_with_an_infinite_upstream_gradient_still_leaves_training_items_at_0():
+    scores, top, train = _awkward_batch(torch.float32, 5)
+    x = scores.clone().requires_grad_(True)
+    y = scores.clone().requires_grad_(True)
+    (rrd_loss(x, top, train) * float("inf")).backward()
+    (_chain(y, top, train, kd._listmle) * float("inf")).backward()
+    torch.testing.assert_close(x.grad, y.grad, rtol=0, atol=0, equal_nan=True)
+    listed = torch.zeros_like(train)
+    rows = torch.arange(top.shape[0]).unsqueeze(1).expand_as(top)
+    listed[rows[top >= 0], top[top >= 0]] = True
+    assert torch.all(x.grad[train & ~listed] == 0)
+
+
+@pytest.mark.parametrize("name", ["rrd", "cldrd"])
+def test_fused_losses_refuse_a_second_derivative_loudly(name):
+    scores, top, train = _random_batch(seed=9)
+    x = scores.double().requires_grad_(True)
+    with pytest.raises(RuntimeError, match="first-order gradients only"):  # not silently without this loss's part
+        torch.autograd.grad(LOSSES[name](x, top, train) + (x ** 3).sum(), x, create_graph=True)

@@ -397,9 +397,11 @@ def test_no_grad_with_a_leaf_that_requires_grad(fn):
 def test_double_backward_is_refused_loudly():
     scores, observed, top, mask = _random_case(10)
     leaf = scores.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(overall_loss(leaf, observed, top, mask), leaf, create_graph=True)
-    with pytest.raises(RuntimeError):
-        g.sum().backward()
+    with pytest.raises(RuntimeError, match="first-order gradients only"):
+        torch.autograd.grad(overall_loss(leaf, observed, top, mask), leaf, create_graph=True)
+    # beside a twice-differentiable term too, where a second derivative would otherwise miss this loss's part
+    with pytest.raises(RuntimeError, match="first-order gradients only"):
+        torch.autograd.grad(overall_loss(leaf, observed, top, mask) + (leaf ** 3).sum(), leaf, create_graph=True)
 
 
 # ---------------------------------------------------------------------------

@@ -216,9 +216,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from recbole_hetcomp.distill.ensemble import sorted_rows
+from recbole_hetcomp.distill.losses import first_order_only
 
 __all__ = ["CLDRD_GROUP_STAGES", "CLDRD_STAGES", "cldrd_group_ends", "cldrd_group_loss", "cldrd_labels", "cldrd_loss",
            "dcd_correction", "dcd_discrepancies", "dcd_item_lists", "dcd_overview_loss", "dcd_sample", "rd_loss",
@@ -282,8 +282,7 @@ def _listmle(a_list: torch.Tensor, valid: torch.Tensor, z_tail: torch.Tensor) ->
 def _shifted_tail(scores, items, valid, train):
     """(``exp(a)`` over the tail ``Unobs \\ L``, 0 elsewhere, [B, I]; the list's ``a`` [B, n]) with ``a = scores - m``,
     ``m`` the row maximum over ``Unobs ∪ L`` (:func:`_shift`): the numbers of ``_tail_mass`` and ``a.gather``, with
-    no [B, I] mask of the list. Training items become -inf (``exp`` then gives 0), listed items 0 by one
-    multiplication each."""
+    no [B, I] mask of the list. Training items become -inf (``exp`` then gives 0), listed items 0."""
     index = items.clamp(min=0)
     inf = float("-inf")
     raw_list = scores.gather(1, index)
@@ -293,7 +292,8 @@ def _shifted_tail(scores, items, valid, train):
         m = torch.maximum(m, raw_list.masked_fill(~valid, inf).amax(1, keepdim=True))
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     tail.sub_(m).exp_()
-    tail.scatter_reduce_(1, index, valid.logical_not().to(tail.dtype), reduce="prod")  # padding: x 1
+    rows, cols = valid.nonzero(as_tuple=True)
+    tail.index_put_((rows, index[rows, cols]), tail.new_zeros(()))  # the list's items leave the tail (padding: none)
     return tail, raw_list - m
 
 
@@ -301,12 +301,15 @@ class _ListsAboveTail(torch.autograd.Function):
     """``fn(a[L], valid, Z)`` with ``Z`` the tail mass of :func:`_shifted_tail`, fused by hand.
 
     The same values as the autograd chain ``a = scores - _shift(scores, ~train | listed)``,
-    ``_tail_mass(a, ~train & ~listed)``, ``a.gather(1, L)``, and the same gradients (a zero may differ in sign),
-    bit for bit: the same operations on the same numbers. Forward makes five passes over [B, I], backward one
-    product (into a new tensor, so that a backward can run again, as ``gradcheck`` does). Autograd's chain made
-    about three times as many, each into a fresh [B, I] tensor, and was most of an RRD step on a large catalogue
-    (``benchmarks/kd_speed.py``). ``fn`` runs under autograd on the [B, n] list scores and Z, its backward
-    seeded with the incoming gradient, as the chain's is.
+    ``_tail_mass(a, ~train & ~listed)``, ``a.gather(1, L)``, and, for finite scores, the same first-order
+    gradients bit for bit (a zero may differ in sign): the same arithmetic on the same numbers, except that the
+    tail's gradient multiplies the zeros outside the tail where the chain's ``where`` drops them (the same
+    zeros, unless the incoming gradient is not finite: those entries are then masked, as the chain masks them).
+    Forward makes five passes over [B, I], backward one product (into a new tensor, so that a backward can run
+    again, as ``gradcheck`` does). Autograd's chain made about three times as many, each into a fresh [B, I]
+    tensor, and was most of an RRD step on a large catalogue (``benchmarks/kd_speed.py``). ``fn`` runs under
+    autograd on the [B, n] list scores and Z, its backward seeded with the incoming gradient, as the chain's is.
+    First-order only: ``create_graph=True`` raises (:func:`~recbole_hetcomp.distill.losses.first_order_only`).
     """
 
     @staticmethod
@@ -317,16 +320,22 @@ class _ListsAboveTail(torch.autograd.Function):
             z = tail.sum(1).requires_grad_(True)
             loss = fn(a_list, valid, z)
         ctx.graph = (loss, a_list, z)
-        ctx.save_for_backward(tail, items.clamp(min=0))
+        ctx.save_for_backward(tail, items.clamp(min=0), valid, train)
         return loss.detach()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
+        first_order_only("rrd_loss / cldrd_group_loss")
         loss, a_list, z = ctx.graph
-        tail, index = ctx.saved_tensors
+        tail, index, valid, train = ctx.saved_tensors
         g_list, g_z = torch.autograd.grad(loss, [a_list, z], grad_out, retain_graph=True, allow_unused=True)
-        grad = tail * (torch.zeros_like(z) if g_z is None else g_z).unsqueeze(1)  # a new tensor: backward may rerun
+        g_z = (torch.zeros_like(z) if g_z is None else g_z).unsqueeze(1)
+        grad = tail * g_z  # a new tensor: backward may run again
+        if not bool(torch.isfinite(g_z).all()):  # 0 * inf outside the tail: masked instead, as the chain does
+            outside = train.clone()
+            rows, cols = valid.nonzero(as_tuple=True)
+            outside[rows, index[rows, cols]] = True
+            grad.masked_fill_(outside, 0)
         return (grad if g_list is None else grad.scatter_add_(1, index, g_list)), None, None, None, None
 
 

@@ -50,7 +50,7 @@ Conventions
   ``T[:K//2]`` and ``T[:K//10]`` are taken by column, so a padded row simply
   has fewer real items in them.
 * Every logarithm is ``log(clamp(x, min=1e-5))``.
-* First-order gradients only (the backward is written by hand; a double backward raises).
+* First-order gradients only (the backward is written by hand; ``create_graph=True`` raises).
 * Both losses return the unweighted SUM over the batch's users as a 0-dim
   tensor (no mean).
 * ``scores`` are expected to be clamped to ``[-40, 40]`` by the caller;
@@ -79,11 +79,10 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from recbole_hetcomp.distill.ensemble import entries_mask
 
-__all__ = ["LOG_CLAMP_MIN", "TrainEntries", "clamp_scores", "factorised_loss", "overall_loss", "rank_loss"]
+__all__ = ["LOG_CLAMP_MIN", "TrainEntries", "clamp_scores", "factorised_loss", "first_order_only", "overall_loss", "rank_loss"]
 
 #: Lower clamp applied to the argument of every logarithm in the losses.
 LOG_CLAMP_MIN = 1e-5
@@ -112,6 +111,16 @@ class TrainEntries(NamedTuple):
 
 def _safe_log(x: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.clamp(x, min=LOG_CLAMP_MIN))
+
+
+def first_order_only(what):
+    """Raise unless a hand-written backward runs for first-order gradients only. Under ``create_graph=True``
+    (grad mode on in backward) its result would carry no second-order part, silently where another term of the
+    same loss is twice differentiable (``once_differentiable`` guards only an upstream gradient that itself
+    requires grad), so the check is explicit."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"{what}: first-order gradients only (a hand-written backward); create_graph=True "
+                           "cannot differentiate it again")
 
 
 def _check_inputs(shape, device, observed, top, train_mask):
@@ -266,7 +275,9 @@ def _unclamped_grad_(grad, raw, clamp, in_place=True):
 
 class _ClampScores(torch.autograd.Function):
     """``scores.clamp(-bound, bound)`` whose backward is one fused pass (:func:`_unclamped_grad_`) instead of
-    ``torch.clamp``'s comparisons, logical and and ``where``: the same values and gradients, bit for bit."""
+    ``torch.clamp``'s comparisons, logical and and ``where``: the same values, and the same gradients bit for bit
+    for finite scores and a finite bound (a NaN score's gradient may pass where ``torch.clamp`` gives it 0; an
+    infinite score at an infinite bound loses its gradient)."""
 
     @staticmethod
     def forward(ctx, scores, bound):
@@ -319,8 +330,8 @@ class _ListsOverTail(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
+        first_order_only("overall_loss / rank_loss")
         return _tail_grad_(*ctx.saved_tensors, grad_out, overwrite=False), None, None, None
 
 
@@ -348,8 +359,8 @@ class _FactorisedListsOverTail(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
+        first_order_only("factorised_loss")
         tail, index, g_list, g_z, users, item_table = ctx.saved_tensors
 
         def unclamp(grad):
