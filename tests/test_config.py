@@ -282,3 +282,14 @@ def test_a_general_student_brings_its_own_defaults_under_hetcomps(synth_config):
     config = synth_config("HetComp", student="lightgcn")
     assert config["student"] == "LightGCN" and config["n_layers"] == 2  # RecBole's LightGCN default
     assert config["embedding_size"] == 6 and config["learning_rate"] == 0.001  # HetComp's, not LightGCN's 64
+
+
+def test_looking_up_a_sequential_model_leaves_autograds_anomaly_detection_off():
+    # RecBole's SINE switches anomaly detection on when its package is imported (slowing every backward pass
+    # after it); a fresh process, so that the package is imported here for the first time
+    import subprocess
+
+    code = ("import torch; from recbole_hetcomp.registry import get_model; get_model('SASRec'); "
+            "import recbole.model.sequential_recommender.sine; print(torch.is_anomaly_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "False"

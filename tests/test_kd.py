@@ -712,8 +712,9 @@ def test_rrd_fused_with_an_infinite_upstream_gradient_still_leaves_training_item
     scores, top, train = _awkward_batch(torch.float32, 5)
     x = scores.clone().requires_grad_(True)
     y = scores.clone().requires_grad_(True)
-    (rrd_loss(x, top, train) * float("inf")).backward()
-    (_chain(y, top, train, kd._listmle) * float("inf")).backward()
+    with torch.autograd.set_detect_anomaly(False):  # on after RecBole's SINE is imported: it would refuse the NaNs
+        (rrd_loss(x, top, train) * float("inf")).backward()
+        (_chain(y, top, train, kd._listmle) * float("inf")).backward()
     torch.testing.assert_close(x.grad, y.grad, rtol=0, atol=0, equal_nan=True)
     listed = torch.zeros_like(train)
     rows = torch.arange(top.shape[0]).unsqueeze(1).expand_as(top)
