@@ -55,11 +55,11 @@ def get_model(model_name):
     module_name = model_name.lower()
     for sub, modules in recbole_model_names().items():
         if module_name in modules:
-            anomaly = torch.is_anomaly_enabled()
+            anomaly = torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()
             module = importlib.import_module(f"recbole.model.{sub}.{module_name}")
             # RecBole's SINE turns autograd's anomaly detection on when its package is imported, which would slow
-            # every backward pass after it (a sequential model's lookup imports that package): put it back
-            torch.autograd.set_detect_anomaly(anomaly)
+            # every backward pass after it (a sequential model's lookup imports that package): put it back as found
+            torch.autograd.set_detect_anomaly(*anomaly)
             for attr in dir(module):
                 obj = getattr(module, attr)
                 if attr.lower() == module_name and isinstance(obj, type):

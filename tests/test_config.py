@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import recbole
+import torch
 import yaml
 from recbole.utils import ModelType
 
@@ -293,3 +294,13 @@ def test_looking_up_a_sequential_model_leaves_autograds_anomaly_detection_off():
             "import recbole.model.sequential_recommender.sine; print(torch.is_anomaly_enabled())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[-1] == "False"
+
+
+def test_a_model_lookup_keeps_the_callers_anomaly_settings():
+    prior = torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()
+    try:
+        torch.autograd.set_detect_anomaly(True, check_nan=False)
+        get_model("SASRec")
+        assert (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()) == (True, False)
+    finally:
+        torch.autograd.set_detect_anomaly(*prior)
