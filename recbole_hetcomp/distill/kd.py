@@ -279,6 +279,12 @@ def _listmle(a_list: torch.Tensor, valid: torch.Tensor, z_tail: torch.Tensor) ->
     return -torch.where(valid, terms, zero).sum()
 
 
+def _listed(index, valid):
+    """(rows, items) of the real entries of the lists ``index`` [B, n] (padding left out)."""
+    rows, cols = valid.nonzero(as_tuple=True)
+    return rows, index[rows, cols]
+
+
 def _shifted_tail(scores, items, valid, train):
     """(``exp(a)`` over the tail ``Unobs \\ L``, 0 elsewhere, [B, I]; the list's ``a`` [B, n]) with ``a = scores - m``,
     ``m`` the row maximum over ``Unobs ∪ L`` (:func:`_shift`): the numbers of ``_tail_mass`` and ``a.gather``, with
@@ -292,8 +298,7 @@ def _shifted_tail(scores, items, valid, train):
         m = torch.maximum(m, raw_list.masked_fill(~valid, inf).amax(1, keepdim=True))
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     tail.sub_(m).exp_()
-    rows, cols = valid.nonzero(as_tuple=True)
-    tail.index_put_((rows, index[rows, cols]), tail.new_zeros(()))  # the list's items leave the tail (padding: none)
+    tail.index_put_(_listed(index, valid), tail.new_zeros(()))  # the list's items leave the tail
     return tail, raw_list - m
 
 
@@ -333,8 +338,7 @@ class _ListsAboveTail(torch.autograd.Function):
         grad = tail * g_z  # a new tensor: backward may run again
         if not bool(torch.isfinite(g_z).all()):  # 0 * inf outside the tail: masked instead, as the chain does
             outside = train.clone()
-            rows, cols = valid.nonzero(as_tuple=True)
-            outside[rows, index[rows, cols]] = True
+            outside[_listed(index, valid)] = True
             grad.masked_fill_(outside, 0)
         return (grad if g_list is None else grad.scatter_add_(1, index, g_list)), None, None, None, None
 
