@@ -78,9 +78,9 @@ def ceiling(cfg, data, trajectories):
     """The default search (``cfg``'s settings) fitted on the test split: how far any fusion of these lists can go on
     test, an estimate from above of what a fit on validation can reach. No run reads the test split; this is not a
     method. Returns (fusion, seconds)."""
-    from recbole_hetcomp.run.fusion import fit_settings, fit_with_settings
+    from recbole_hetcomp.run.fusion import fit_settings, fit_with_settings, within_lists
 
-    settings = fit_settings(cfg)
+    settings = within_lists(fit_settings(cfg), min(t.top[-1].shape[-1] for t in trajectories))  # as a run's fit
     start = time.perf_counter()
     fusion = fit_with_settings(test_problem(data, trajectories), [t.teacher for t in trajectories], settings)
     return fusion, time.perf_counter() - start

@@ -37,6 +37,9 @@ D_MISS2 = W2 / W  # 0.1976532
 
 
 def test_hand_weights_sanity():
+    """The hand constants below are the module's position weights, and their hand-computed values."""
+    got = cur._position_weights(3, torch.device("cpu"), torch.float64).tolist()
+    assert got == pytest.approx([W0, W1, W2], rel=1e-15)
     assert W0 == pytest.approx(1.0)
     assert W1 == pytest.approx(0.5503811, abs=1e-7)
     assert W2 == pytest.approx(0.3819268, abs=1e-7)
@@ -109,7 +112,7 @@ def test_default_k50_and_chunking(monkeypatch):
 
 
 def test_rejects_short_lists():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need 1 <= k <= list lengths, got k=4, lengths 3 and 5"):
         ranking_discrepancy(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long), k=4)
 
 

@@ -1,6 +1,7 @@
 """The fitted fusion (distill/fit.py): scoring from the lists alone, and the two searches."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -214,12 +215,54 @@ def test_bagged_weights_are_the_mean_of_the_greedy_fits_on_the_halves():
     assert [t["bag"] for t in f.trace[0]["path"]] == [0, 1, 2, 3]
 
 
+def _mixed(seed=5):
+    """Three teachers of unequal skill: each validation item is dropped at a random place of teacher x's list with
+    probability 0.7, 0.5, 0.3 (the rest of the list random), so random halves of the users disagree on the weights."""
+    g = torch.Generator().manual_seed(seed)
+    u, n_items, n = 40, 60, 12
+    valid = [torch.randperm(n_items, generator=g)[:3].tolist() for _ in range(u)]
+    lists = []
+    for chance in (0.7, 0.5, 0.3):
+        rows = []
+        for items in valid:
+            row = [i for i in torch.randperm(n_items, generator=g).tolist() if i not in items][:n]
+            for i in items:
+                if torch.rand(1, generator=g).item() < chance:
+                    row[int(torch.randint(n, (1,), generator=g))] = i
+            rows.append(row)
+        lists.append(rows)
+    indptr, flat = _csr(valid)
+    return prepare(_long(lists), indptr, flat)
+
+
+def _greedy_on_bags(p, seed, bags=4, imp=("rrf", 60.0)):
+    return [fit_fusion(p.subset(rows), list("ABC"), "recall@10", fixed_importance=imp).weights
+            for rows in draw_bags(p.n_users, bags, seed=seed)]
+
+
+def test_bagged_averages_bags_that_disagree():
+    """Where the halves' greedy fits differ, the weights are the mean of every bag's normalised fit (not one bag's),
+    the trace keeps each bag's, and the fusion is scored on all the users."""
+    p = _mixed()
+    per_bag = _greedy_on_bags(p, seed=7)
+    assert len({tuple(w) for w in per_bag}) > 1  # the bags disagree, or this test could not tell them apart
+    f = fit_fusion(p, list("ABC"), "recall@10", method="bagged", bags=4, seed=7, fixed_importance=("rrf", 60.0))
+    assert [t["weights"] for t in f.trace[0]["path"]] == per_bag
+    want = sum(torch.tensor(w, dtype=torch.float64) / sum(w) for w in per_bag) / 4
+    assert f.weights == want.tolist()
+    assert f.score == score_fusion(p, f, "recall@10")
+
+
 def test_bagged_repeats_for_a_seed_and_draws_other_halves_for_another():
-    p = _two_groups()
-    a = fit_fusion(p, list("ABC"), "ndcg@10", method="bagged", bags=3, seed=1)
-    b = fit_fusion(p, list("ABC"), "ndcg@10", method="bagged", bags=3, seed=1)
+    p = _mixed()
+    a = fit_fusion(p, list("ABC"), "ndcg@10", method="bagged", bags=4, seed=7)
+    b = fit_fusion(p, list("ABC"), "ndcg@10", method="bagged", bags=4, seed=7)
     assert (a.kind, a.param, a.weights, a.score, a.trace) == (b.kind, b.param, b.weights, b.score, b.trace)
-    assert draw_bags(40, 3, seed=1)[0].tolist() == draw_bags(40, 3, seed=1)[0].tolist()
+    imp = ("rrf", 60.0)
+    seven, eight = (fit_fusion(p, list("ABC"), "recall@10", method="bagged", bags=4, seed=s, fixed_importance=imp)
+                    for s in (7, 8))
+    assert [t["weights"] for t in eight.trace[0]["path"]] == _greedy_on_bags(p, seed=8)  # the seed's own halves
+    assert seven.weights != eight.weights
     assert draw_bags(40, 3, seed=1)[0].tolist() != draw_bags(40, 3, seed=2)[0].tolist()
 
 
@@ -245,11 +288,30 @@ def test_ties_keep_the_released_default(oracle_and_noise):
 def test_fixed_weights_search_only_the_importance(oracle_and_noise):
     f = fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10", weights=[1.0, 3.0])
     assert f.weights == [1.0, 3.0] and all(t["weights"] == [1.0, 3.0] for t in f.trace)
+    # every importance candidate is still tried, and the best-scoring one wins (the earlier one on a tie)
+    assert [(t["kind"], t["param"]) for t in f.trace] == [(k, v) for k, vs in DEFAULT_GRID.items() for v in vs]
+    p = _mixed()
+    g = fit_fusion(p, list("ABC"), "ndcg@10", weights=[1.0, 1.0, 1.0])
+    scores = [t["score"] for t in g.trace]
+    assert len(set(scores)) > 1 and g.score == max(scores)
+    assert (g.kind, g.param) == next((t["kind"], t["param"]) for t in g.trace if t["score"] == max(scores))
 
 
 def test_fixed_importance_searches_only_the_weights(oracle_and_noise):
     f = fit_fusion(oracle_and_noise, ["noise", "oracle"], "recall@10", fixed_importance=("rrf", 30.0))
     assert (f.kind, f.param) == ("rrf", 30.0) and len(f.trace) == 1 and f.weights[0] == 0
+
+
+@pytest.mark.parametrize("metric", ["precision@13", "ndcg@20"])
+def test_a_cut_off_beyond_the_lists_is_refused(metric):
+    """Lists of 12 items cannot give a top-13 that RecBole would rank: one line, not a score over padding."""
+    p = _mixed()
+    name, k = metric.split("@")
+    with pytest.raises(ValueError, match=re.escape(f"{name}@{k} ranks more items than the teachers' lists hold "
+                                                   "(12 each): score at a cut-off of at most 12")):
+        fit_fusion(p, list("ABC"), metric)
+    with pytest.raises(ValueError, match="ranks more items than the teachers' lists hold"):
+        score_fusion(p, Fusion(list("ABC"), "exp", 10.0, [1.0, 1.0, 1.0]), metric)
 
 
 def test_fusion_config_keys():

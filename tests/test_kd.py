@@ -2,6 +2,7 @@
 values are worked out by hand below."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -183,13 +184,14 @@ def test_cldrd_group_schedule():
 
 @pytest.mark.parametrize("bad", [[], [0, 2], [3, 2], [2, 2]])
 def test_cldrd_rejects_bad_groups(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(f"strictly increasing list of positive ends, got {bad}")):
         cldrd_group_loss(*_case_q(), bad)
 
 
 def test_cldrd_groups_rejects_bad_arguments():
-    for stage, k in [(-1, 10), (0, 0), (1.5, 10), (0, 2.0)]:
-        with pytest.raises(ValueError):
+    for stage, k, what in [(-1, 10, "stage must be an int >= 0, got -1"), (0, 0, "k must be an int >= 1, got 0"),
+                           (1.5, 10, "stage must be an int >= 0, got 1.5"), (0, 2.0, "k must be an int >= 1, got 2.0")]:
+        with pytest.raises(ValueError, match=re.escape(what)):
             cldrd_group_ends(stage, k)
 
 
@@ -268,9 +270,9 @@ def test_dcd_item_side_by_hand():
 
 
 def test_dcd_rejects_bad_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("k must be None or an int >= 1, got 0")):
         dcd_overview_loss(*_case_d(), k=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("eps must be > 0, got 0.0")):
         dcd_overview_loss(*_case_d(), eps=0.0)
 
 
@@ -456,13 +458,13 @@ def test_float64_and_0_1_train_mask(name):
 
 def test_shape_errors():
     scores, top, train = _random_batch(seed=6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("top must be [B, K] with B=3, got (2, 4)")):
         rrd_loss(scores, top[:2], train)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("train_mask must be [B, I]=(3, 12), got (3, 5)")):
         rrd_loss(scores, top, train[:, :5])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("lam and mu must be > 0, got lam=0.0, mu=0.1")):
         rd_loss(scores, top, train, lam=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("top holds an item id >= I=12")):
         rrd_loss(scores, torch.full_like(top, 99), train)
 
 

@@ -271,9 +271,13 @@ def test_float32_stable_on_100k_items(fn):
     mask[1] = False
     mask[1, perm[1, :30]] = True
     loss = fn(scores, observed, top, mask)
-    assert torch.isfinite(loss)
     loss.backward()
-    assert torch.isfinite(scores.grad).all()
+    # float32 over 100k items stays with the float64 computation, value and gradient (not merely finite)
+    wide = scores.detach().double().requires_grad_(True)
+    exact = fn(wide, observed, top, mask)
+    exact.backward()
+    assert loss.item() == pytest.approx(exact.item(), rel=1e-5)
+    torch.testing.assert_close(scores.grad.double(), wide.grad, rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.parametrize("fn", [overall_loss, rank_loss])

@@ -58,12 +58,28 @@ def test_the_fit_is_at_least_the_best_teacher_on_validation(run):
 
 
 def test_held_out_halves(run):
+    """Each fold fits on one half of the validation users and is scored on the other half, never on its own: rebuilt
+    here from the halves, the fold's fusion and its scores are the record's exactly."""
+    from recbole_hetcomp.distill.fit import halves
+    from recbole_hetcomp.run.fusion import config_fusion, fit_settings, fit_with_settings
+
     record = choose_fusion(run["base"], run["data"], run["trajectories"]).record
     held = record["held_out"]
-    assert len(held["folds"]) == 2
-    (a, b), (c, d) = (f["users"] for f in held["folds"])
-    assert a == d and b == c and a + b == record["users"]  # each half fits once and scores once
+    problem, _ = validation_problem(run["data"], run["trajectories"])
+    settings, given = fit_settings(run["base"]), config_fusion(run["base"], TEACHERS)
+    a, b = halves(problem.n_users, run["base"]["seed"])
+    assert len(held["folds"]) == 2 and a.numel() + b.numel() == record["users"]
+    own = []
+    for fold, (fit_rows, score_rows) in zip(held["folds"], ((a, b), (b, a))):
+        fitted = fit_with_settings(problem.subset(fit_rows), TEACHERS, settings)
+        scored = problem.subset(score_rows)
+        assert fold["users"] == [fit_rows.numel(), score_rows.numel()]
+        assert fold["fusion"] == fitted.describe()
+        assert fold["fitted"] == score_fusion(scored, fitted, settings["metric"])
+        assert fold["equal_weights"] == score_fusion(scored, given, settings["metric"])
+        own.append(score_fusion(problem.subset(fit_rows), fitted, settings["metric"]))
     assert held["fitted"] == pytest.approx(sum(f["fitted"] for f in held["folds"]) / 2)
+    assert held["fitted"] != pytest.approx(sum(own) / 2)  # scored in-sample, the folds would read otherwise
 
 
 @pytest.mark.parametrize("method", ["greedy", "coordinate", "bagged"])
@@ -86,6 +102,23 @@ def test_every_fit_records_its_best_teacher(run, method):
     folds = record["held_out"]["folds"]
     assert record["held_out"]["best_teacher"] == pytest.approx((folds[0]["best_teacher"]["score"]
                                                                 + folds[1]["best_teacher"]["score"]) / 2)
+
+
+def test_a_cut_off_beyond_the_lists_is_fitted_at_their_length(run, caplog):
+    """The lists hold 30 items (trajectory_top_n): a fit asked for Recall@50 maximises Recall@30, which it scores as
+    RecBole would, records so and says why; within the lists' length the metric is kept."""
+    from recbole_hetcomp.run.fusion import within_lists
+
+    settings = {"metric": "ndcg@20", "method": "greedy"}
+    assert within_lists(settings, 20) is settings
+    with caplog.at_level("WARNING", logger="recbole_hetcomp"):
+        assert within_lists(settings, 12) == {"metric": "ndcg@12", "method": "greedy"}
+    assert "the teachers' lists hold 12 items, fewer than ndcg@20 ranks: the fit maximises ndcg@12 (raise " \
+           "--trajectory_top_n to at least 20 to fit at 20)" in caplog.text
+    chosen = choose_fusion(_config(run, valid_metric="Recall@50"), run["data"], run["trajectories"])
+    assert chosen.record["settings"]["metric"] == "recall@30"
+    problem, _ = validation_problem(run["data"], run["trajectories"])
+    assert chosen.record["valid_score"] == score_fusion(problem, chosen.fusion, "recall@30")
 
 
 def test_the_test_split_is_never_read(run):

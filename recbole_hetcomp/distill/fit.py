@@ -173,7 +173,7 @@ def parse_metric(metric, key="valid_metric"):
 
 
 def _metric(hits_at, n_pos, name, k):
-    """Mean over users of ``name``@k from bool [U, k'] hits of the ranked top-k' (k' <= k)."""
+    """Mean over users of ``name``@k from bool [U, k] hits of the ranked top-k."""
     h = hits_at.to(torch.float64)
     if name == "recall":
         per_user = h.sum(1) / n_pos.to(torch.float64)
@@ -196,12 +196,15 @@ class _Scorer:
     """Scores weight vectors under one importance function on one problem."""
 
     def __init__(self, problem, kind, param, metric, k):
+        if k > problem.n:  # the fused top-k must come from the lists, or the score is not RecBole's metric
+            raise ValueError(f"{metric}@{k} ranks more items than the teachers' lists hold ({problem.n} each): "
+                             f"score at a cut-off of at most {problem.n}, or record longer lists")
         r = problem.ranks
         present = r < problem.n
         imp = importance(r.clamp_max(problem.n - 1), kind=kind, **{PARAMETER[kind]: param})
         # M x [U, S], each contiguous: a strided view (unbind of the last axis) made every product several times slower
         self.parts = torch.where(present, imp, torch.zeros((), dtype=imp.dtype)).permute(2, 0, 1).contiguous()
-        self.problem, self.metric, self.k = problem, metric, min(k, problem.hits.shape[1])
+        self.problem, self.metric, self.k = problem, metric, k
         self.evaluations = 0
         self._score, self._term = torch.empty_like(self.parts[0]), torch.empty_like(self.parts[0])
 

@@ -128,6 +128,19 @@ def fit_settings(config):
     return settings
 
 
+def within_lists(settings, n):
+    """``settings`` whose metric ranks at most ``n`` items, the length of the teachers' lists. The fit scores a fusion
+    from those lists alone, which is RecBole's metric of it only while its top-k comes from them; where the metric
+    asks for more (``--trajectory_top_n`` below ``valid_metric``'s cut-off), the fit maximises the same metric at
+    ``n`` and says so."""
+    name, k = parse_metric(settings["metric"])
+    if k <= n:
+        return settings
+    logger.warning(f"ensemble fit: the teachers' lists hold {n} items, fewer than {settings['metric']} ranks: the "
+                   f"fit maximises {name}@{n} (raise --trajectory_top_n to at least {k} to fit at {k})")
+    return {**settings, "metric": f"{name}@{n}"}
+
+
 def split_items(data, split="valid"):
     """The items of one split of ``data`` per user, as CSR (``indptr`` [U + 1], ``items``), users and items in
     order. The run's fit reads ``"valid"`` only; ``benchmarks/ensemble_fit.py``'s ceiling reads ``"test"``."""
@@ -198,7 +211,7 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
     fixed_w, fixed_imp = user_set(config, WEIGHT_KEYS), user_set(config, IMPORTANCE_KEYS)
     if not config["ensemble_fit"] or len(names) == 1 or (fixed_w and fixed_imp):
         return RunFusion(given, fitted=False)
-    settings = fit_settings(config)
+    settings = within_lists(fit_settings(config), min(t.top[-1].shape[-1] for t in trajectories))
     fixed = {}
     if fixed_w:
         fixed["weights"] = given.weights
