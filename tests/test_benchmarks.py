@@ -12,7 +12,7 @@ from recbole_hetcomp.run.pipeline import run_pipeline
 from recbole_hetcomp.trainer.base import load_checkpoint
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-SMALL = {"epochs": 5, "trajectory_top_n": 30, "hetcomp_k": 20, "hetcomp_p": 5, "dkc_k": 10,
+SMALL = {"epochs": 5, "trajectory_top_n": 50, "hetcomp_k": 20, "hetcomp_p": 5, "dkc_k": 10,
          "show_progress": False, "state": "ERROR"}
 STUDENT_ARGS = ["--HetComp.epochs=25", "--HetComp.eval_step=5"]
 TEACHERS = ["BPR", "EASE"]

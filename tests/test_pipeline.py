@@ -72,7 +72,7 @@ def test_results_files(two_runs):
     # what each ensemble is, the fit against the best teacher on validation, and what the students learn
     fit = payload["ensemble_fit"]
     assert "- Ensemble (equal weights): exp tau=10; weights BPR 1, EASE 1." in table
-    assert (f"- Ensemble (fitted on validation): {second[3]['fusion']['text']} (greedy fit on validation recall@50, "
+    assert (f"- Ensemble (fitted on validation): {second[3]['fusion']['text']} (greedy fit on validation recall@30, "
             f"re-used from the store): {fit['valid_score']:.4f} against the best teacher's ({fit['best_teacher']['name']})"
             f" {fit['best_teacher']['score']:.4f} and equal weights' {fit['equal_weights_score']:.4f}; on held-out "
             f"halves {fit['held_out']['fitted']:.4f} against {fit['held_out']['best_teacher']:.4f} and "

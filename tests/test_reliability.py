@@ -615,6 +615,18 @@ def test_uncovered_users_warning_names_the_split_that_applies(caplog):
     assert "RS" not in caplog.text and "user_inter_num_interval" not in caplog.text
 
 
+def test_a_cut_off_beyond_the_teachers_lists_is_warned(caplog):
+    from recbole_hetcomp.run.preflight import warn_short_lists
+
+    with caplog.at_level("WARNING", logger="recbole_hetcomp"):
+        assert warn_short_lists({"topk": [10, 20, 50]}, 100) == [] and warn_short_lists({"topk": 20}, 20) == []
+        assert not caplog.text
+        assert warn_short_lists({"topk": [10, 20, 50]}, 15) == [20, 50]
+    assert "trajectory_top_n=15 is below topk 20, 50: the ensembles rank only the items their teachers list, so " \
+           "their metrics at 20, 50 also count items in no list, in no order the teachers gave; raise " \
+           "--trajectory_top_n to at least 50 for those to mean something" in caplog.text
+
+
 def test_presplit_files_without_validation_rows_name_the_file():
     from recbole_hetcomp.data.checks import check_split
 

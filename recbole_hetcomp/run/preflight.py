@@ -97,6 +97,20 @@ def check_student(config, train_dataset, top_n):
 
 
 
+def warn_short_lists(config, top_n):
+    """A warning where a reported cut-off (``topk``) ranks more items than the teachers' lists hold: the ensembles
+    score items in no list 0, so their metrics at that cut-off also count such items, in no order the teachers
+    gave. Returns the cut-offs concerned."""
+    topk = config["topk"]
+    over = sorted(k for k in (topk if isinstance(topk, (list, tuple)) else [topk]) if k > top_n)
+    if over:
+        logger.warning(f"trajectory_top_n={top_n} is below topk {', '.join(map(str, over))}: the ensembles rank only "
+                       f"the items their teachers list, so their metrics at {', '.join(map(str, over))} also count "
+                       f"items in no list, in no order the teachers gave; raise --trajectory_top_n to at least "
+                       f"{over[-1]} for those to mean something")
+    return over
+
+
 def check_output(output):
     """``output`` can be created and written, judged without creating anything (the pipeline's
     ``prepare_output`` then creates it and tries a real write)."""
@@ -177,9 +191,10 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
     warn_uncovered(protocol)
     for name in teachers:
         check_teacher(configs[name], protocol.train_dataset)
+    top_n = min(configs[name]["trajectory_top_n"] for name in teachers)
+    warn_short_lists(base, top_n)
     if student:
-        check_student(configs["HetComp"], protocol.train_dataset,
-                      min(configs[name]["trajectory_top_n"] for name in teachers))
+        check_student(configs["HetComp"], protocol.train_dataset, top_n)
         if configs["HetComp"]["student"] != "MF":  # it scores the whole catalogue, with a gradient: build it once
             HetComp(configs["HetComp"], protocol.train_dataset)
     store = TrajectoryStore(base["trajectory_store"])
