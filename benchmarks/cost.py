@@ -155,7 +155,7 @@ def main():
     print("training", training, flush=True)
 
     teachers = [teacher_inference_ms(n, args.dataset, args.store, t) for n, t in zip(names, trajectories)]
-    ensemble = HetCompEnsemble(protocol.config, protocol.train_dataset, trajectories=trajectories)
+    ensemble = HetCompEnsemble(protocol.config, protocol.train_dataset, trajectories=trajectories).to(protocol.config["device"])
     fusion_ms = evaluate_model(ensemble, protocol, phases=(), timing=True)["infer_ms_per_1k_users"]
     from recbole.trainer import Trainer
 

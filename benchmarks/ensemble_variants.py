@@ -73,7 +73,7 @@ def main():
         if data is None:
             data = load_data(cfg)
             check_same_split(trajectories, data.fingerprint, "ensemble evaluation")
-        model = HetCompEnsemble(cfg, data.train_dataset, trajectories=trajectories)
+        model = HetCompEnsemble(cfg, data.train_dataset, trajectories=trajectories).to(cfg["device"])
         result = evaluate_model(model, data)  # the evaluation settings are the same for every variant
         results.append({"variant": label, "overrides": over, "valid": result["valid"], "test": result["test"]})
         print(label, result["valid"][SELECT], result["test"]["recall@20"], flush=True)

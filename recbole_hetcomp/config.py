@@ -155,6 +155,13 @@ def make_config(model, dataset, config_files=None, config_dict=None, cmd_args=No
                   config_dict=config_dict or None, cmd_args=cmd_args)
 
 
+def without_keys(args, keys):
+    """The ``--key=value`` ``args`` whose key is not in ``keys``: where the run sets those keys itself (a row's
+    overrides, the run's fusion), a command-line value would otherwise win over them (RecBole reads the command
+    line last)."""
+    return [a for a in args or [] if a[2:].split("=", 1)[0] not in keys]
+
+
 def scoped_args(cmd_args, model, known):
     """The ``--key=value`` arguments that reach ``model``: the global ones, plus the
     ``--<Model>.key=value`` ones addressed to it (prefix removed); a scoped key overrides the

@@ -341,3 +341,48 @@ def test_cli_student_that_cannot_learn_is_one_line_before_training(synth_shared,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "s").exists() and not (tmp_path / "trajectories").exists()
+
+
+@pytest.mark.parametrize("how", ["command line", "config dict"])
+def test_a_teacher_the_user_weighs_0_leaves_the_student_too(synth_shared, fresh_dir, tmp_path, two_runs, how):
+    """Given weights that drop a teacher (here by the user, on the command line or in the config dict), the student
+    learns the run's fusion of the others: the weights reach it without the dropped teacher, wherever they were set."""
+    data_path, name = synth_shared
+    _, _, _, out = two_runs  # its store holds the teachers: nothing trains again but the student
+    weights = {"BPR": 0.0, "EASE": 1.0}
+    cfg = {**SMALL, "data_path": str(data_path), "trajectory_store": str(out / "store"), "epochs": 5}
+    args = ["--HetComp.epochs=2"]
+    if how == "command line":
+        args.append(f"--teacher_weights={weights}")
+    else:
+        cfg["teacher_weights"] = weights
+    with fresh_dir("weighs-0"):
+        rows, _ = run_pipeline(name, teachers=["BPR", "EASE"], config_dict=cfg, cmd_args=args, output=tmp_path / "r",
+                               student=True)
+    from recbole_hetcomp.trainer.base import load_checkpoint
+
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["HetComp"]["fusion"].endswith("weights BPR 0, EASE 1")
+    assert load_checkpoint(tmp_path / "r" / "HetComp.pth", "cpu")["config"]["teacher_weights"] == {"EASE": 1.0}
+    ensemble = next(r for r in rows if r["kind"] == "ensemble" and r["name"] != "Ensemble (equal weights)")
+    assert ensemble["teachers"] == ["EASE"]
+
+
+def test_the_baseline_keeps_the_students_size_against_a_global_one(synth_shared, fresh_dir, tmp_path):
+    """--embedding_size=8 --HetComp.embedding_size=4: the student is 4 wide, and so is the MF baseline its row names
+    (the global value reaches the baseline too, and would otherwise win over the student's size)."""
+    data_path, name = synth_shared
+    cfg = {**SMALL, "data_path": str(data_path), "trajectory_store": str(tmp_path / "store")}
+    with fresh_dir("baseline-size"):
+        rows, _ = run_pipeline(name, teachers=["EASE"], config_dict=cfg, output=tmp_path / "r",
+                               cmd_args=["--embedding_size=8", "--HetComp.embedding_size=4", "--HetComp.epochs=2"])
+    student, baseline = rows[-2], rows[-1]
+    assert baseline["name"] == "MF w/o KD (BPR, d=4)" and baseline["params"] == student["params"]
+
+
+def test_without_keys():
+    from recbole_hetcomp.config import without_keys
+
+    args = ["--embedding_size=8", "--epochs=2", "--teacher_weights={'BPR': 0}", "--dkc=False"]
+    assert without_keys(args, {"embedding_size": 4, "dkc": True}) == ["--epochs=2", "--teacher_weights={'BPR': 0}"]
+    assert without_keys(args, ()) == args and without_keys(None, ("epochs",)) == []

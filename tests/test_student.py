@@ -261,6 +261,30 @@ def test_one_epoch_on_cuda(synth_config, teachers, student):
     assert trainer.curriculum.v.device.type == "cuda" and model.target.is_cuda
 
 
+@pytest.mark.parametrize("use_gpu", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))], ids=["cpu", "cuda"])
+def test_the_ensemble_row_runs_on_the_configured_device(synth_config, teachers, use_gpu):
+    """The pipeline's ensemble row evaluates on the run's device (its lists go with it), leaves a teacher of weight
+    0 out of its teachers, parameters and time, and scores what the same ensemble scores on the CPU."""
+    from recbole_hetcomp.distill.fit import Fusion
+    from recbole_hetcomp.model import HetCompEnsemble
+    from recbole_hetcomp.run.pipeline import ensemble_row
+    from recbole_hetcomp.run.training import evaluate_model
+
+    names = [t.teacher for t in teachers]
+    fusion = Fusion(names, "rrf", 60.0, [1.0, 0.0])
+    rows = [{"name": n, "params": 10 * (i + 1), "infer_ms_per_1k_users": 2.0} for i, n in enumerate(names)]
+    data = load_data(synth_config("HetCompEnsemble", trajectory_top_n=30, use_gpu=use_gpu))
+    row = ensemble_row(data.config, data, teachers, rows, fusion, "fitted on validation")
+    assert row["teachers"] == names[:1] and row["params"] == 10
+    assert row["infer_ms_per_1k_users"] == row["fusion_ms_per_1k_users"] + 2.0
+    cpu = load_data(synth_config("HetCompEnsemble", trajectory_top_n=30, use_gpu=False))
+    alone = Fusion(names[:1], "rrf", 60.0, [1.0])
+    reference = evaluate_model(HetCompEnsemble(cpu.config, cpu.train_dataset, trajectories=teachers[:1],
+                                               fusion=alone), cpu)
+    assert row["test"] == reference["test"] and row["valid"] == reference["valid"]
+
+
 def test_student_keys_never_change_a_teachers_store_key(synth_config):
     import yaml
 

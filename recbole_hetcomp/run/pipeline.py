@@ -14,11 +14,11 @@ from pathlib import Path
 
 from recbole.utils import init_logger
 
-from recbole_hetcomp.config import make_config, scoped_args, split_global_args
+from recbole_hetcomp.config import make_config, scoped_args, split_global_args, without_keys
 from recbole_hetcomp.keys import check_keys
 from recbole_hetcomp.model import HetCompEnsemble
 from recbole_hetcomp.run import training
-from recbole_hetcomp.run.fusion import choose_fusion, config_fusion, fit_summary, given_label
+from recbole_hetcomp.run.fusion import FUSION_KEYS, choose_fusion, config_fusion, fit_summary, given_label
 from recbole_hetcomp.run.plots import write_plots
 from recbole_hetcomp.run.preflight import check_output, check_pipeline, no_kd_baseline
 from recbole_hetcomp.run.results import write_results
@@ -148,8 +148,9 @@ def train_student(dataset, trajectories, workdir, config_files=None, config_dict
     ``trajectories``, checked to come from its split; returns (row, data). ``fusion``, a
     :class:`~recbole_hetcomp.run.fusion.RunFusion`, is the ensemble it learns (its teachers of weight
     above 0, with their weights and importance); by default the config's."""
-    if fusion is not None:
-        config_dict = {**fusion.config(trajectories), **(config_dict or {})}
+    if fusion is not None:  # the run's fusion wins: it already holds what the user set (of the teachers it keeps)
+        config_dict = {**(config_dict or {}), **fusion.config(trajectories)}
+        hetcomp_args = without_keys(hetcomp_args, FUSION_KEYS)
         trajectories = fusion.active(trajectories)
     data = load_data(make_config("HetComp", dataset, config_files, config_dict, hetcomp_args))
     _, row = train_model(data, workdir, model_kwargs={"trajectories": student_trajectories(data, trajectories)},
@@ -164,7 +165,7 @@ def ensemble_row(base, data, trajectories, teacher_rows, fusion, label):
     :class:`~recbole_hetcomp.distill.fit.Fusion`): its row. Teachers of weight 0 are left out of it,
     of its parameters and of its inference time (the ensemble runs only the others, then fuses)."""
     active = fusion.active(trajectories)
-    ensemble = HetCompEnsemble(base, data.train_dataset, trajectories=active, fusion=fusion)
+    ensemble = HetCompEnsemble(base, data.train_dataset, trajectories=active, fusion=fusion).to(base["device"])
     result = evaluate_model(ensemble, data, timing=True)
     by_name = {r["name"]: r for r in teacher_rows}
     teacher_ms = [by_name[t.teacher]["infer_ms_per_1k_users"] for t in active]
@@ -246,7 +247,7 @@ def _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output
             progress.begin(label)
             save_to = output / "HetComp.pth" if kind == "student" else None
             row, data = train_student(dataset, trajectories, workdir, config_files, {**(config_dict or {}), **over},
-                                      args_for["HetComp"], save_to=save_to, fusion=fusion)
+                                      without_keys(args_for["HetComp"], over), save_to=save_to, fusion=fusion)
             row.update(name=label, kind=kind)
             rows.append(row)
             progress.end()
@@ -254,7 +255,8 @@ def _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output
                 baseline = no_kd_baseline(data.config)
         model, name, over = baseline
         progress.begin(f"baseline: {name}")
-        data = load_data(make_config(model, dataset, config_files, {**(config_dict or {}), **over}, global_args))
+        data = load_data(make_config(model, dataset, config_files, {**(config_dict or {}), **over},
+                                     without_keys(global_args, over)))
         _, row = train_model(data, workdir)
         row.update(name=name, kind="baseline")
         rows.append(row)

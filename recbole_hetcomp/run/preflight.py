@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from recbole_hetcomp.config import make_config, recbole_model_yaml, scoped_args, split_global_args
+from recbole_hetcomp.config import make_config, recbole_model_yaml, scoped_args, split_global_args, without_keys
 from recbole_hetcomp.data.checks import warn_uncovered
 from recbole_hetcomp.distill.ensemble import importance, importance_from_config, teacher_weight_vector
 from recbole_hetcomp.keys import check_keys, check_teacher_names
@@ -172,7 +172,8 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
                                      scoped_args(cmd_args, "HetComp", run_models))
     if student:  # the baseline: the student's architecture without a teacher, the global arguments
         model, label, over = no_kd_baseline(configs["HetComp"])
-        configs[label] = make_config(model, dataset, config_files, {**(config_dict or {}), **over}, global_args)
+        configs[label] = make_config(model, dataset, config_files, {**(config_dict or {}), **over},
+                                     without_keys(global_args, over))
     check_keys(configs, config_files, cmd_args)
     for config in configs.values():
         check_values(config)  # every key's type and range (properties/ yaml), and the rules across keys
