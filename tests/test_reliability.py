@@ -95,6 +95,7 @@ def _case(root, data, blocker):
     """(id, argv, substrings of the one line) of every bad input run through the command line."""
     d = ["-d", "synth", f"--data_path={data}"]
     run = ["--teachers", "BPR"]
+    small = ["--trajectory_top_n=30", "--hetcomp_k=20", "--dkc_k=10", "--hetcomp_p=5"]
     return [
         ("unknown --model", [*d, "--model", "BRP"], ["unknown model 'BRP'", "Did you mean: bpr"]),
         ("unknown teacher", [*d, "--teachers", "BPR,LigthGCN"], ["unknown model 'LigthGCN'", "lightgcn"]),
@@ -117,6 +118,15 @@ def _case(root, data, blocker):
         ("milestones outside (0, 1]", [*d, *run, "--trajectory_milestones=[0.5,1.5]"],
          ["trajectory_milestones=[0.5, 1.5]: must be a list of numbers in (0, 1]"]),
         ("milestones not a list", [*d, *run, "--trajectory_milestones=abc"], ["must be a list of numbers"]),
+        ("a teacher on another split", [*d, "--teachers", "BPR,EASE", *small, "--BPR.seed=3"],
+         ["BPR would train on another split than the run's: seed=3 (the run's: 2020)", "set seed for the whole run"]),
+        ("teachers' lists of two lengths", [*d, "--teachers", "BPR,EASE", *small, "--EASE.trajectory_top_n=25"],
+         ["trajectory_top_n differs between teachers (BPR 30, EASE 25)", "set --trajectory_top_n once"]),
+        ("student milestones no teacher records", [*d, *run, *small, "--HetComp.trajectory_milestones=[0.3,1.0]"],
+         ["the student learns at trajectory_milestones [0.3, 1.0], but teacher BPR records [0.25, 0.5, 0.75, 1.0] "
+          "(not [0.3])"]),
+        ("every teacher weighed 0", [*d, "--teachers", "BPR,EASE", *small, "--teacher_weights={'BPR':0,'EASE':0}"],
+         ["teacher_weights={'BPR': 0, 'EASE': 0} gives every teacher weight 0"]),
         ("unknown --key", [*d, *run, "--lerning_rate=0.1"],
          ["unknown config key --lerning_rate (did you mean learning_rate?)", "(BPR, HetComp)"]),
         ("unknown --Model.key", [*d, "--teachers", "BPR,LightGCN", "--LightGCN.n_layer=2"],

@@ -33,7 +33,7 @@ from recbole_hetcomp.keys import check_keys, check_teacher_names
 from recbole_hetcomp.model.hetcomp import HetComp
 from recbole_hetcomp.run.fusion import check_fusion_keys, fit_settings
 from recbole_hetcomp.run.teachers import check_teacher
-from recbole_hetcomp.run.training import load_data
+from recbole_hetcomp.run.training import load_data, split_settings_differ
 from recbole_hetcomp.schema import check_values
 from recbole_hetcomp.settings import positive_int
 from recbole_hetcomp.trajectories.recorder import check_milestones
@@ -95,6 +95,38 @@ def check_student(config, train_dataset, top_n):
                              f"lists it is built from: lower --{key} or raise --trajectory_top_n to at least "
                              f"{value} (at most {room} here)")
 
+
+
+def check_one_ensemble(configs, teachers, student, protocol):
+    """What every model of the run must share, compared across their configs before anything trains (each would
+    otherwise fail after the teachers): one split, lists of one length, the student's milestones recorded by every
+    teacher, and a teacher of weight above 0."""
+    base = configs["HetCompEnsemble"]
+    for name, config in configs.items():
+        if name == "HetComp" and not student:
+            continue
+        differ = split_settings_differ(config, base)
+        if differ and load_data(config).fingerprint != protocol.fingerprint:
+            settings = ", ".join(f"{k}={config[k]} (the run's: {base[k]})" for k in differ)
+            raise ValueError(f"{name} would train on another split than the run's: {settings}; every model of a run "
+                             f"is trained and evaluated on one split: set {', '.join(differ)} for the whole run, "
+                             "without a model scope")
+    lengths = {name: configs[name]["trajectory_top_n"] for name in teachers}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"trajectory_top_n differs between teachers ({', '.join(f'{n} {v}' for n, v in lengths.items())})"
+                         ": the ensemble fuses lists of one length; set --trajectory_top_n once, without a model scope")
+    if student:
+        wanted = [float(f) for f in configs["HetComp"]["trajectory_milestones"]]
+        for name in teachers:
+            recorded = [float(f) for f in configs[name]["trajectory_milestones"]]
+            missing = [f for f in wanted if f not in recorded]
+            if missing:
+                raise ValueError(f"the student learns at trajectory_milestones {wanted}, but teacher {name} records "
+                                 f"{recorded} (not {missing}): set --trajectory_milestones for the whole run, or give "
+                                 "the student a subset of every teacher's")
+    if not any(float(w) > 0 for w in teacher_weight_vector(teachers, base["teacher_weights"])):
+        raise ValueError(f"teacher_weights={base['teacher_weights']} gives every teacher weight 0: give at least one "
+                         "a weight above 0")
 
 
 def warn_short_lists(config, top_n):
@@ -192,6 +224,7 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
     warn_uncovered(protocol)
     for name in teachers:
         check_teacher(configs[name], protocol.train_dataset)
+    check_one_ensemble(configs, teachers, student, protocol)
     top_n = min(configs[name]["trajectory_top_n"] for name in teachers)
     warn_short_lists(base, top_n)
     if student:

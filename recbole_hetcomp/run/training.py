@@ -80,6 +80,12 @@ def _split_key(config):
     return repr([(k, config[k]) for k in _SPLIT_KEYS])
 
 
+def split_settings_differ(config, reference):
+    """The split settings (keys of :data:`_SPLIT_KEYS`) on which ``config`` differs from ``reference``: where there
+    are none the two build the same dataset and split."""
+    return [k for k in _SPLIT_KEYS if config[k] != reference[k]]
+
+
 def _recbole_data(config):
     """RecBole's own ``create_dataset`` and ``data_preparation``, for datasets that are never shared."""
     global builds
