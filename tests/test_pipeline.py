@@ -373,9 +373,10 @@ def test_the_baseline_keeps_the_students_size_against_a_global_one(synth_shared,
     (the global value reaches the baseline too, and would otherwise win over the student's size)."""
     data_path, name = synth_shared
     cfg = {**SMALL, "data_path": str(data_path), "trajectory_store": str(tmp_path / "store")}
-    with fresh_dir("baseline-size"):
+    with fresh_dir("baseline-size") as cwd:
         rows, _ = run_pipeline(name, teachers=["EASE"], config_dict=cfg, output=tmp_path / "r",
                                cmd_args=["--embedding_size=8", "--HetComp.embedding_size=4", "--HetComp.epochs=2"])
+        assert sorted(p.name for p in cwd.iterdir()) == ["log", "log_tensorboard"]  # RecBole's logs; no ./saved
     student, baseline = rows[-2], rows[-1]
     assert baseline["name"] == "MF w/o KD (BPR, d=4)" and baseline["params"] == student["params"]
 

@@ -210,7 +210,8 @@ def _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output
                           rebuild=rebuild)
     output = prepare_output(output)  # only now is anything written
     workdir = output / "checkpoints"
-    base["checkpoint_dir"] = str(workdir)
+    base["checkpoint_dir"] = plan.protocol.config["checkpoint_dir"] = str(workdir)  # not ./saved (the ensemble's
+    # evaluation goes through RecBole's Trainer, which creates its config's checkpoint_dir)
 
     extra_students = [(label, "ablation", over) for label, over in ABLATIONS if ablations] + [
         (label, "kd baseline", over) for label, over in KD_BASELINES if kd_baselines]
