@@ -302,6 +302,18 @@ def test_fixed_importance_searches_only_the_weights(oracle_and_noise):
     assert (f.kind, f.param) == ("rrf", 30.0) and len(f.trace) == 1 and f.weights[0] == 0
 
 
+def test_lists_padded_below_the_cut_off_count_the_rest_as_misses():
+    """A catalogue smaller than the lists (padding -1): the top-3 holds the 2 listed items and a miss, normalised at 3,
+    as RecBole's precision@3 and NDCG@3 of a ranking with those 2 items on top."""
+    lists = _long([[[1, 2, -1, -1]], [[2, 1, -1, -1]]])
+    indptr, items = _csr([[1, 5]])
+    p = prepare(lists, indptr, items)
+    fusion = Fusion(["A", "B"], "exp", 10.0, [2.0, 1.0])  # item 1 first
+    assert score_fusion(p, fusion, "precision@3") == pytest.approx(1 / 3, rel=1e-15)
+    assert score_fusion(p, fusion, "recall@3") == pytest.approx(1 / 2, rel=1e-15)
+    assert score_fusion(p, fusion, "ndcg@3") == pytest.approx(1 / (1 + 1 / math.log2(3)), rel=1e-15)
+
+
 @pytest.mark.parametrize("metric", ["precision@13", "ndcg@20"])
 def test_a_cut_off_beyond_the_lists_is_refused(metric):
     """Lists of 12 items cannot give a top-13 that RecBole would rank: one line, not a score over padding."""

@@ -115,10 +115,23 @@ def test_a_cut_off_beyond_the_lists_is_fitted_at_their_length(run, caplog):
         assert within_lists(settings, 12) == {"metric": "ndcg@12", "method": "greedy"}
     assert "the teachers' lists hold 12 items, fewer than ndcg@20 ranks: the fit maximises ndcg@12 (raise " \
            "--trajectory_top_n to at least 20 to fit at 20)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recbole_hetcomp"):
+        assert within_lists(settings, 12, warn=False)["metric"] == "ndcg@12" and not caplog.text
     chosen = choose_fusion(_config(run, valid_metric="Recall@50"), run["data"], run["trajectories"])
     assert chosen.record["settings"]["metric"] == "recall@30"
     problem, _ = validation_problem(run["data"], run["trajectories"])
     assert chosen.record["valid_score"] == score_fusion(problem, chosen.fusion, "recall@30")
+
+
+def test_the_check_before_a_run_says_the_fit_metric_is_lowered(run, caplog):
+    from recbole_hetcomp.run.preflight import check_pipeline
+
+    config = {k: v for k, v in run["config"].items() if k != "valid_metric"}  # the default Recall@50
+    with caplog.at_level("WARNING", logger="recbole_hetcomp"):
+        check_pipeline(run["base"]["dataset"], ["BPR", "EASE"], student=True,
+                       config_dict={**config, "hetcomp_k": 20, "dkc_k": 10, "hetcomp_p": 5})
+    assert "the teachers' lists hold 30 items, fewer than recall@50 ranks: the fit maximises recall@30" in caplog.text
 
 
 def test_the_test_split_is_never_read(run):

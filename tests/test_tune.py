@@ -210,6 +210,20 @@ def test_with_the_fit_off_a_trial_searches_the_fusion_and_says_so(local_ray, syn
             "(searched).") in (tmp_path / "out" / "tune" / "trials.md").read_text()
 
 
+def test_a_teacher_the_user_weighs_0_leaves_every_trial(local_ray, synth, tmp_path):
+    """--teacher_weights drops Pop: the ensemble every trial learns is BPR's alone, and the trials run (the weights
+    on the command line named Pop to a student that no longer has it)."""
+    import run_recbole_hetcomp as cli
+
+    space = write(tmp_path, "learning_rate: {grid: [0.01]}\n")
+    argv = _cli(synth, tmp_path, "--tune", "--search_space", str(space), "--num_samples", "1", "--scheduler", "fifo",
+                "--teachers", "BPR,Pop", "--teacher_weights={'BPR': 1.0, 'Pop': 0.0}")
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "tune" / "tune_results.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["finished"]
+    assert summary["ensemble"].endswith("weights BPR 1, Pop 0")
+
+
 def test_asha_stops_a_worse_trial_early(local_ray, synth, tmp_path):
     from recbole_hetcomp.distributed.tune import run_tune
 

@@ -173,7 +173,7 @@ def parse_metric(metric, key="valid_metric"):
 
 
 def _metric(hits_at, n_pos, name, k):
-    """Mean over users of ``name``@k from bool [U, k] hits of the ranked top-k."""
+    """Mean over users of ``name``@k from bool [U, k'] hits of the ranked top-k' (k' <= k: the rest are misses)."""
     h = hits_at.to(torch.float64)
     if name == "recall":
         per_user = h.sum(1) / n_pos.to(torch.float64)
@@ -204,7 +204,8 @@ class _Scorer:
         imp = importance(r.clamp_max(problem.n - 1), kind=kind, **{PARAMETER[kind]: param})
         # M x [U, S], each contiguous: a strided view (unbind of the last axis) made every product several times slower
         self.parts = torch.where(present, imp, torch.zeros((), dtype=imp.dtype)).permute(2, 0, 1).contiguous()
-        self.problem, self.metric, self.k = problem, metric, k
+        # the top-k of a user whose lists are padded (a catalogue smaller than N) holds fewer items: misses
+        self.problem, self.metric, self.k, self.depth = problem, metric, k, min(k, problem.hits.shape[1])
         self.evaluations = 0
         self._score, self._term = torch.empty_like(self.parts[0]), torch.empty_like(self.parts[0])
 
@@ -214,7 +215,7 @@ class _Scorer:
         for w, part in zip(weights, self.parts):  # a fixed order: bit-identical repeats
             if w:
                 score += torch.mul(part, float(w), out=term)  # the product, then the sum: as w * part, rounded alike
-        top = torch.topk(score, self.k, dim=1).indices
+        top = torch.topk(score, self.depth, dim=1).indices
         return _metric(self.problem.hits.gather(1, top), self.problem.n_pos, self.metric, self.k)
 
 

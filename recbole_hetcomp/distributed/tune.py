@@ -168,7 +168,7 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
     then lays its value over the config's fusion, and the summary says so."""
     from recbole.utils import init_logger
 
-    from recbole_hetcomp.config import make_config, scoped_args, split_global_args
+    from recbole_hetcomp.config import make_config, scoped_args, split_global_args, without_keys
     from recbole_hetcomp.distributed.parallel import RayTeachers, absolute_paths, ray_session
     from recbole_hetcomp.keys import check_keys
     from recbole_hetcomp.run.fusion import FUSION_KEYS, choose_fusion
@@ -235,7 +235,9 @@ def run_tune(model, dataset, space_file=None, num_samples=8, scheduler="asha", r
             ensemble_config = plan.protocol.config
             fusion = choose_fusion(ensemble_config, plan.protocol, trajectories,
                                    TrajectoryStore(ensemble_config["trajectory_store"]), refit=refit_ensemble)
-            fixed = {**fusion.config(trajectories), **fixed}
+            # the run's fusion wins over the user's keys (it holds them already, for the teachers it keeps)
+            fixed = {**fixed, **fusion.config(trajectories)}
+            trial_args = without_keys(trial_args, FUSION_KEYS)
             trajectories = fusion.active(trajectories)
             ensemble = f"{fusion.label}: {fusion.fusion.describe()}"
             logger.info(f"tune: every trial learns the ensemble {ensemble}")

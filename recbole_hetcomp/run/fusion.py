@@ -128,7 +128,7 @@ def fit_settings(config):
     return settings
 
 
-def within_lists(settings, n):
+def within_lists(settings, n, warn=True):
     """``settings`` whose metric ranks at most ``n`` items, the length of the teachers' lists. The fit scores a fusion
     from those lists alone, which is RecBole's metric of it only while its top-k comes from them; where the metric
     asks for more (``--trajectory_top_n`` below ``valid_metric``'s cut-off), the fit maximises the same metric at
@@ -136,8 +136,9 @@ def within_lists(settings, n):
     name, k = parse_metric(settings["metric"])
     if k <= n:
         return settings
-    logger.warning(f"ensemble fit: the teachers' lists hold {n} items, fewer than {settings['metric']} ranks: the "
-                   f"fit maximises {name}@{n} (raise --trajectory_top_n to at least {k} to fit at {k})")
+    if warn:  # the check before a run says it; the fit itself then applies it quietly
+        logger.warning(f"ensemble fit: the teachers' lists hold {n} items, fewer than {settings['metric']} ranks: "
+                       f"the fit maximises {name}@{n} (raise --trajectory_top_n to at least {k} to fit at {k})")
     return {**settings, "metric": f"{name}@{n}"}
 
 
@@ -211,7 +212,7 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
     fixed_w, fixed_imp = user_set(config, WEIGHT_KEYS), user_set(config, IMPORTANCE_KEYS)
     if not config["ensemble_fit"] or len(names) == 1 or (fixed_w and fixed_imp):
         return RunFusion(given, fitted=False)
-    settings = within_lists(fit_settings(config), min(t.top[-1].shape[-1] for t in trajectories))
+    settings = within_lists(fit_settings(config), min(t.top[-1].shape[-1] for t in trajectories), warn=False)
     fixed = {}
     if fixed_w:
         fixed["weights"] = given.weights

@@ -31,7 +31,7 @@ from recbole_hetcomp.data.checks import warn_uncovered
 from recbole_hetcomp.distill.ensemble import importance, importance_from_config, teacher_weight_vector
 from recbole_hetcomp.keys import check_keys, check_teacher_names
 from recbole_hetcomp.model.hetcomp import HetComp
-from recbole_hetcomp.run.fusion import check_fusion_keys, fit_settings
+from recbole_hetcomp.run.fusion import check_fusion_keys, fit_settings, within_lists
 from recbole_hetcomp.run.teachers import check_teacher
 from recbole_hetcomp.run.training import load_data, split_settings_differ
 from recbole_hetcomp.schema import check_values
@@ -106,7 +106,11 @@ def check_one_ensemble(configs, teachers, student, protocol):
         if name == "HetComp" and not student:
             continue
         differ = split_settings_differ(config, base)
-        if differ and load_data(config).fingerprint != protocol.fingerprint:
+        if not differ:
+            continue
+        with _quiet_recbole_info():
+            other = load_data(config)
+        if other.fingerprint != protocol.fingerprint:
             settings = ", ".join(f"{k}={config[k]} (the run's: {base[k]})" for k in differ)
             raise ValueError(f"{name} would train on another split than the run's: {settings}; every model of a run "
                              f"is trained and evaluated on one split: set {', '.join(differ)} for the whole run, "
@@ -115,16 +119,17 @@ def check_one_ensemble(configs, teachers, student, protocol):
     if len(set(lengths.values())) > 1:
         raise ValueError(f"trajectory_top_n differs between teachers ({', '.join(f'{n} {v}' for n, v in lengths.items())})"
                          ": the ensemble fuses lists of one length; set --trajectory_top_n once, without a model scope")
-    if student:
+    weights = teacher_weight_vector(teachers, base["teacher_weights"])
+    if student:  # a teacher the user weighs 0 never reaches the student
         wanted = [float(f) for f in configs["HetComp"]["trajectory_milestones"]]
-        for name in teachers:
+        for name in (n for n, w in zip(teachers, weights) if float(w) > 0):
             recorded = [float(f) for f in configs[name]["trajectory_milestones"]]
             missing = [f for f in wanted if f not in recorded]
             if missing:
                 raise ValueError(f"the student learns at trajectory_milestones {wanted}, but teacher {name} records "
                                  f"{recorded} (not {missing}): set --trajectory_milestones for the whole run, or give "
                                  "the student a subset of every teacher's")
-    if not any(float(w) > 0 for w in teacher_weight_vector(teachers, base["teacher_weights"])):
+    if not any(float(w) > 0 for w in weights):
         raise ValueError(f"teacher_weights={base['teacher_weights']} gives every teacher weight 0: give at least one "
                          "a weight above 0")
 
@@ -217,7 +222,7 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
     if not isinstance(base["ensemble_fit"], bool):
         raise ValueError(f"ensemble_fit={base['ensemble_fit']!r} must be True or False")
     if base["ensemble_fit"]:
-        fit_settings(base)  # the metric it maximises, the method, the grid, the steps
+        settings = fit_settings(base)  # the metric it maximises, the method, the grid, the steps
 
     with _quiet_recbole_info():  # RecBole's loader reports the split at INFO: the run does that later
         protocol = load_data(base)
@@ -227,6 +232,8 @@ def check_pipeline(dataset, teachers=None, config_files=None, config_dict=None, 
     check_one_ensemble(configs, teachers, student, protocol)
     top_n = min(configs[name]["trajectory_top_n"] for name in teachers)
     warn_short_lists(base, top_n)
+    if base["ensemble_fit"]:
+        within_lists(settings, top_n)  # a fit metric past the lists' length: said now, applied by the fit
     if student:
         check_student(configs["HetComp"], protocol.train_dataset, top_n)
         if configs["HetComp"]["student"] != "MF":  # it scores the whole catalogue, with a gradient: build it once
