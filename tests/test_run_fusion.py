@@ -318,8 +318,21 @@ def test_ensemble_fit_users_scores_a_seeded_sample(run):
     alone = fit_fusion(problem, TEACHERS, "recall@20", grid=capped["settings"]["grid"])
     assert (alone.kind, alone.param, alone.weights, alone.score) == (
         capped["fusion"]["kind"], capped["fusion"]["param"], capped["fusion"]["weights"], capped["valid_score"])
+    assert capped["settings"]["sample_seed"] == run["base"]["seed"] and "sample_seed" not in full["settings"]
     with pytest.raises(ValueError, match="ensemble_fit_users=0: must be an integer > 0"):
         choose_fusion(_config(run, ensemble_fit_users=0), run["data"], run["trajectories"])
+
+
+def test_a_sampled_fit_is_stored_per_seed(run, tmp_path):
+    """Past ensemble_fit_users the fit depends on the seed's sample: another seed is another stored fit, not the first
+    one re-used; unsampled, the key has no seed and is what it was."""
+    store = TrajectoryStore(tmp_path / "store")
+    n = choose_fusion(run["base"], run["data"], run["trajectories"]).record["users"]
+    first = choose_fusion(_config(run, ensemble_fit_users=n // 3), run["data"], run["trajectories"], store)
+    again = choose_fusion(_config(run, ensemble_fit_users=n // 3), run["data"], run["trajectories"], store)
+    other = choose_fusion(_config(run, ensemble_fit_users=n // 3, seed=7), run["data"], run["trajectories"], store)
+    assert not first.record["reused"] and again.record["reused"] and not other.record["reused"]
+    assert other.record["settings"]["sample_seed"] == 7 and other.record["held_out"]["seed"] == 7
 
 
 def test_an_importance_parameter_of_another_kind_is_one_line(synth_config):

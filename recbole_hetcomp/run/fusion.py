@@ -213,6 +213,9 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
     if not config["ensemble_fit"] or len(names) == 1 or (fixed_w and fixed_imp):
         return RunFusion(given, fitted=False)
     settings = within_lists(fit_settings(config), min(t.top[-1].shape[-1] for t in trajectories), warn=False)
+    indptr, _ = split_items(data, "valid")
+    if settings["users"] is not None and int(((indptr[1:] - indptr[:-1]) > 0).sum()) > settings["users"]:
+        settings["sample_seed"] = int(config["seed"])  # a sample of the users, drawn by the seed: the seed's own fit
     fixed = {}
     if fixed_w:
         fixed["weights"] = given.weights
