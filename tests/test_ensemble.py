@@ -232,6 +232,14 @@ def test_teacher_weight_vector_unknown_name():
     assert "['A', 'B']" in str(err.value)
 
 
+def test_teacher_weight_vector_needs_a_teacher_above_zero():
+    # every caller (the pre-flight, the ensemble model, the student's trainer) gets the same line
+    with pytest.raises(ValueError, match=r"^teacher_weights=\{'A': 0, 'B': 0\} gives every teacher weight 0: give at "
+                                         r"least one a weight above 0$"):
+        teacher_weight_vector(["A", "B"], {"A": 0, "B": 0})
+    assert_close(teacher_weight_vector(["A", "B"], {"A": 0}), torch.tensor([0.0, 1.0]))  # B weighs 1 by default
+
+
 def test_csr_to_padded_by_hand():
     indptr = [0, 2, 2, 5]
     items = [7, 3, 9, 8, 1]

@@ -42,12 +42,16 @@ def importance_from_config(config):
 
 
 def teacher_weight_vector(names, weights=None):
-    """Float [M] of per-teacher weights (missing names weigh 1). Unknown names are an error."""
+    """Float [M] of per-teacher weights (missing names weigh 1). Unknown names, and weights that leave no teacher
+    above 0, are an error."""
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(names))
     if unknown:
         raise ValueError(f"teacher_weights names unknown teachers {unknown}; teachers are {list(names)}")
-    return torch.tensor([float(weights.get(n, 1.0)) for n in names], dtype=torch.float32)
+    vector = torch.tensor([float(weights.get(n, 1.0)) for n in names], dtype=torch.float32)
+    if len(names) and not bool((vector > 0).any()):
+        raise ValueError(f"teacher_weights={weights} gives every teacher weight 0: give at least one a weight above 0")
+    return vector
 
 
 def ensemble_scores(lists, n_items, weights=None, **imp):

@@ -156,12 +156,13 @@ def split_items(data, split="valid"):
     return indptr, items
 
 
-def validation_problem(data, trajectories, most=None, seed=0):
+def validation_problem(data, trajectories, most=None, seed=0, valid=None):
     """The fit's :class:`~recbole_hetcomp.distill.fit.FitProblem`: the teachers' final lists and the
-    validation items of every user (only the validation split is read); with ``most``, of a sample of at most that
-    many users drawn by ``seed`` (``ensemble_fit_users``), the others not prepared. Returns (problem, the number of
-    users with validation items)."""
-    indptr, items = split_items(data, "valid")
+    validation items of every user (only the validation split is read; ``valid``, its :func:`split_items` when the
+    caller has read it already); with ``most``, of a sample of at most that many users drawn by ``seed``
+    (``ensemble_fit_users``), the others not prepared. Returns (problem, the number of users with validation
+    items)."""
+    indptr, items = split_items(data, "valid") if valid is None else valid
     lists = torch.stack([t.top[-1] for t in trajectories])  # int32: prepare widens a block of users at a time
     return prepare_sample(lists, indptr, items, most, seed)
 
@@ -213,7 +214,8 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
     if not config["ensemble_fit"] or len(names) == 1 or (fixed_w and fixed_imp):
         return RunFusion(given, fitted=False)
     settings = within_lists(fit_settings(config), min(t.top[-1].shape[-1] for t in trajectories), warn=False)
-    indptr, _ = split_items(data, "valid")
+    valid = split_items(data, "valid")
+    indptr = valid[0]
     if settings["users"] is not None and int(((indptr[1:] - indptr[:-1]) > 0).sum()) > settings["users"]:
         settings["sample_seed"] = int(config["seed"])  # a sample of the users, drawn by the seed: the seed's own fit
     fixed = {}
@@ -231,7 +233,7 @@ def choose_fusion(config, data, trajectories, store=None, refit=False):
         logger.info(f"ensemble fit: re-using {store.fit_path(dataset, key)}: {fit_summary(record)}")
         return RunFusion(fusion, fitted=True, record=record)
     start = time.perf_counter()
-    problem, total = validation_problem(data, trajectories, settings["users"], config["seed"])  # ensemble_fit_users
+    problem, total = validation_problem(data, trajectories, settings["users"], config["seed"], valid)
     fusion = fit_with_settings(problem, names, settings, fixed)
     fit_s = time.perf_counter() - start
     held_out = _held_out(problem, given, settings, fixed, config["seed"])
