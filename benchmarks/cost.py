@@ -78,25 +78,19 @@ def student_data(dataset, model, dim, store):
 
 
 def teacher_inference_ms(name, dataset, store_root, traj):
-    """Reload a teacher from its store directory and time its full ranking."""
-    from recbole.trainer import Trainer
-
+    """Reload a teacher from its store directory and time its full ranking, as a run re-using it does."""
     from recbole_hetcomp.config import make_config
-    from recbole_hetcomp.registry import count_parameters, get_model
-    from recbole_hetcomp.run.inference import full_ranking_ms_per_1k_users
+    from recbole_hetcomp.run.teachers import stored_teacher_ms
     from recbole_hetcomp.run.training import load_data
-    from recbole_hetcomp.trainer.base import load_checkpoint
     from recbole_hetcomp.trajectories.store import TrajectoryStore, teacher_key
 
     data = load_data(make_config(name, dataset, config_dict={**QUIET, "trajectory_store": store_root}))
-    folder = TrajectoryStore(store_root).path(dataset, name, teacher_key(data.config, data.fingerprint))
-    state = load_checkpoint(folder / "model.pth", "cpu")
-    model = get_model(name)(data.config, data.train_dataset).to(data.config["device"])
-    model.load_state_dict(state["state_dict"])
-    model.load_other_parameter(state.get("other_parameter"))
-    ms = full_ranking_ms_per_1k_users(Trainer(data.config, model), data.train_dataset)
+    store = TrajectoryStore(store_root)
+    key = teacher_key(data.config, data.fingerprint)
+    folder = store.path(dataset, name, key)
+    ms = stored_teacher_ms(data, store, key)
     arrays = sum((folder / f).stat().st_size for f in ARRAY_FILES)
-    return {"teacher": name, "ms_per_1k_users": ms, "params": count_parameters(model), "store_array_bytes": arrays,
+    return {"teacher": name, "ms_per_1k_users": ms, "params": traj.meta["params"], "store_array_bytes": arrays,
             "weights_bytes": (folder / "model.pth").stat().st_size, "points": traj.n_points}
 
 

@@ -140,6 +140,18 @@ def test_rows_time_full_ranking_and_the_ensemble_pays_for_every_teacher(two_runs
     assert student["valid_curve"]["epochs"] and len(student["valid_curve"]["scores"]) == len(student["valid_curve"]["epochs"])
 
 
+def test_a_run_re_using_its_teachers_times_them_itself(two_runs):
+    """The second run re-uses both teachers from the store: their inference is timed by that run (the stored time
+    is of where they trained), so its ensemble's time is all of this run's."""
+    first, second, _, _ = two_runs
+    for row in second[:2]:
+        assert row["reused"] is True and row["infer_ms_from"] == "this run" and row["infer_ms_per_1k_users"] > 0
+    assert [r["infer_ms_from"] for r in first[:2]] == ["this run", "this run"]
+    assert second[2]["infer_ms_from"] == second[3]["infer_ms_from"] == "this run"
+    assert second[2]["infer_ms_per_1k_users"] == pytest.approx(
+        second[2]["fusion_ms_per_1k_users"] + sum(t["infer_ms_per_1k_users"] for t in second[:2]))
+
+
 def test_saved_student_reloads_and_exports(two_runs, tmp_path):
     import csv
 

@@ -382,6 +382,45 @@ def test_teacher_is_reused_without_training(bpr, monkeypatch):
     assert again.meta["test"] == bpr.traj.meta["test"]
 
 
+def test_a_reused_teacher_is_timed_again_from_its_stored_weights(bpr, monkeypatch, tmp_path):
+    stored_state = bpr.store.load_model_state("synth", "BPR", bpr.key)["state_dict"]
+    seen = []
+
+    def spy(model, data, phases, timing):  # the model timed is the stored one, timed as after training
+        assert (phases, timing) == ((), True)
+        assert all(torch.equal(v, stored_state[k]) for k, v in model.state_dict().items())
+        seen.append(data.config["checkpoint_dir"])
+        return {"infer_ms_per_1k_users": 123.0}
+
+    monkeypatch.setattr(teachers, "evaluate_model", spy)
+    before = bpr.data.config["checkpoint_dir"]
+    again = fit_teacher(bpr.data, bpr.store)
+    assert again.meta["infer_ms_per_1k_users"] == 123.0 and again.meta["infer_ms_from"] == "this run"
+    assert again.meta["infer_ms_when_trained"] == bpr.traj.meta["infer_ms_per_1k_users"]
+    assert len(seen) == 1 and seen[0] != before and not os.path.exists(seen[0])  # a temporary checkpoint directory
+    assert bpr.data.config["checkpoint_dir"] == before
+    assert bpr.traj.meta["infer_ms_from"] == "this run"  # trained by this run: timed by it
+
+
+def test_timing_a_reused_teacher_makes_no_checkpoint_directory_here(bpr, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    again = fit_teacher(bpr.data, bpr.store)
+    assert again.meta["infer_ms_from"] == "this run" and again.meta["infer_ms_per_1k_users"] > 0
+    assert "saved" not in os.listdir(tmp_path)  # RecBole's Trainer makes its checkpoint_dir: a temporary one
+
+
+def test_a_reused_teacher_without_its_weights_keeps_the_stored_time(bpr, tmp_path, caplog):
+    store = TrajectoryStore(tmp_path / "store")
+    shutil.copytree(bpr.store.root, store.root)
+    (store.path("synth", "BPR", bpr.key) / "model.pth").unlink()
+    with caplog.at_level("WARNING", logger="recbole_hetcomp"):
+        again = fit_teacher(bpr.data, store)
+    assert again.meta["reused"] is True and again.meta["infer_ms_from"] == "the store"
+    assert again.meta["infer_ms_per_1k_users"] == bpr.traj.meta["infer_ms_per_1k_users"]
+    assert "could not time its stored model" in caplog.text and "model.pth" in caplog.text
+    assert "the one stored when it trained" in caplog.text
+
+
 def test_teacher_rebuild_retrains(bpr, tmp_path):
     store = TrajectoryStore(tmp_path / "store")
     shutil.copytree(bpr.store.root, store.root)

@@ -95,7 +95,7 @@ def teacher_row(traj):
     return {"name": traj.teacher, "kind": "teacher", "params": meta.get("params", 0),
             "test": meta.get("test", {}), "valid": meta.get("valid", {}),
             "train_s": meta.get("train_s"), "epochs": meta.get("epochs"), "reused": meta.get("reused", False),
-            "infer_ms_per_1k_users": meta.get("infer_ms_per_1k_users"),
+            "infer_ms_per_1k_users": meta.get("infer_ms_per_1k_users"), "infer_ms_from": meta.get("infer_ms_from"),
             "milestone_epochs": meta.get("milestone_epochs")}
 
 
@@ -171,10 +171,12 @@ def ensemble_row(base, data, trajectories, teacher_rows, fusion, label):
     teacher_ms = [by_name[t.teacher]["infer_ms_per_1k_users"] for t in active]
     infer = None if None in teacher_ms else result["infer_ms_per_1k_users"] + sum(teacher_ms)  # unknown if a
     # teacher's store predates timing
+    stored = [t.teacher for t in active if by_name[t.teacher].get("infer_ms_from") == "the store"]
     return {"name": f"Ensemble ({label})", "kind": "ensemble", "teachers": [t.teacher for t in active],
             "fusion": fusion.as_row(),
             "params": sum(by_name[t.teacher]["params"] for t in active), "test": result["test"],
             "valid": result["valid"], "infer_ms_per_1k_users": infer,
+            "infer_ms_from": "this run" + (f", and the store for {', '.join(stored)}" if stored else ""),
             "fusion_ms_per_1k_users": result["infer_ms_per_1k_users"]}
 
 

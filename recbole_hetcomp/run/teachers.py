@@ -8,11 +8,12 @@ import json
 import logging
 import os
 import platform
+import tempfile
 
 import numpy as np
 
 from recbole_hetcomp.registry import get_model, get_trainer, is_general_model
-from recbole_hetcomp.run.training import train_model
+from recbole_hetcomp.run.training import evaluate_model, train_model
 from recbole_hetcomp.trainer import trajectory_trainer
 from recbole_hetcomp.trajectories.recorder import TrajectoryRecorder, check_milestones
 from recbole_hetcomp.trajectories.store import Trajectory, teacher_key
@@ -45,6 +46,42 @@ def trained_on(ray_node=None):
     return {"host": platform.node(), "pid": os.getpid(), "ray_node": ray_node}
 
 
+def stored_teacher_ms(data, store, key):
+    """``infer_ms_per_1k_users`` of the teacher stored under ``key``, measured now, on this machine: its weights
+    (``model.pth``) loaded into a model built from ``data``, then its full ranking of every user timed as after
+    training. The model is built as RecBole builds it (EASE computes its closed form again)."""
+    config, name = data.config, data.config["model"]
+    state = store.load_model_state(config["dataset"], name, key)
+    model = get_model(name)(config, data.train_dataset).to(config["device"])
+    model.load_state_dict(state["state_dict"])
+    model.load_other_parameter(state.get("other_parameter"))
+    before = config["checkpoint_dir"]
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"time-{name}-") as workdir:  # RecBole's Trainer makes its
+            config["checkpoint_dir"] = workdir                                  # checkpoint directory: not ./saved
+            return evaluate_model(model, data, phases=(), timing=True)["infer_ms_per_1k_users"]
+    finally:
+        config["checkpoint_dir"] = before
+
+
+def retime_stored_teacher(data, store, key, traj):
+    """Give a re-used ``traj`` the inference time of this run's machine and load (the one it stored is of where
+    and how it trained: another machine, GPU or thread count would make the ensemble's time incomparable with the
+    student's). ``meta['infer_ms_from']`` says which time it holds; the stored one stays as
+    ``infer_ms_when_trained``. A model file that cannot be read keeps the stored time, with a warning."""
+    stored = traj.meta.get("infer_ms_per_1k_users")
+    traj.meta["infer_ms_when_trained"] = stored
+    try:
+        traj.meta["infer_ms_per_1k_users"] = stored_teacher_ms(data, store, key)
+        traj.meta["infer_ms_from"] = "this run"
+    except Exception as e:  # a missing or unreadable model.pth: the metrics and lists are still good
+        logger.warning(f"teacher {traj.teacher}: could not time its stored model "
+                       f"({store.path(data.config['dataset'], traj.teacher, key) / 'model.pth'}: {e}); "
+                       "its inference time is the one stored when it trained")
+        traj.meta["infer_ms_from"] = "the store"
+    return traj
+
+
 def fit_teacher(data, store, rebuild=False, ray_node=None):
     """Return the teacher's trajectory: from ``store`` if present and valid, else trained now.
 
@@ -52,7 +89,7 @@ def fit_teacher(data, store, rebuild=False, ray_node=None):
     teacher trains exactly as RecBole would, in a private checkpoint directory; its
     trajectory (and weights) are then written atomically to the store, with where it trained
     (:func:`trained_on`; ``ray_node`` is given by a Ray task). A re-used teacher keeps the
-    record of where it was trained.
+    record of where it was trained, and its inference is timed again here (:func:`retime_stored_teacher`).
     """
     config, name = data.config, data.config["model"]
     dataset_name = config["dataset"]
@@ -62,6 +99,7 @@ def fit_teacher(data, store, rebuild=False, ray_node=None):
         traj = store.load(dataset_name, name, key, data.fingerprint)
         traj.meta["reused"] = True
         logger.info(f"teacher {name}: re-using trajectory {store.path(dataset_name, name, key)}")
+        retime_stored_teacher(data, store, key, traj)
         return traj
 
     store.clean_stale(dataset_name)  # what killed runs left behind (never a live process's)
@@ -94,7 +132,7 @@ def fit_teacher(data, store, rebuild=False, ray_node=None):
         model = trainer.model
         state = {"state_dict": model.state_dict(), "other_parameter": model.other_parameter()}
         store.save(dataset_name, key, traj, model_state=state, replace=rebuild)
-        traj.meta["reused"] = False
+        traj.meta.update(reused=False, infer_ms_from="this run")
         logger.info(f"teacher {name}: test {row['test']}; points at epochs {meta['milestone_epochs']}")
         return traj
     finally:  # also after Ctrl-C, wherever it lands (even inside mkdtemp)
