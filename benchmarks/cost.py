@@ -78,20 +78,21 @@ def student_data(dataset, model, dim, store):
 
 
 def teacher_inference_ms(name, dataset, store_root, traj):
-    """Reload a teacher from its store directory and time its full ranking, as a run re-using it does."""
+    """A teacher's full-ranking time and its store's sizes. :func:`teachers_and_data` re-used it from the store,
+    which timed it again here, on this machine, from its stored weights (``run/teachers.py``)."""
     from recbole_hetcomp.config import make_config
-    from recbole_hetcomp.run.teachers import stored_teacher_ms
     from recbole_hetcomp.run.training import load_data
     from recbole_hetcomp.trajectories.store import TrajectoryStore, teacher_key
 
+    if traj.meta.get("infer_ms_from") != "this run":
+        raise SystemExit(f"{name}: its stored model could not be timed on this machine (see the warning above); "
+                         "delete its directory in the store and train it again")
     data = load_data(make_config(name, dataset, config_dict={**QUIET, "trajectory_store": store_root}))
-    store = TrajectoryStore(store_root)
-    key = teacher_key(data.config, data.fingerprint)
-    folder = store.path(dataset, name, key)
-    ms = stored_teacher_ms(data, store, key)
+    folder = TrajectoryStore(store_root).path(dataset, name, teacher_key(data.config, data.fingerprint))
     arrays = sum((folder / f).stat().st_size for f in ARRAY_FILES)
-    return {"teacher": name, "ms_per_1k_users": ms, "params": traj.meta["params"], "store_array_bytes": arrays,
-            "weights_bytes": (folder / "model.pth").stat().st_size, "points": traj.n_points}
+    return {"teacher": name, "ms_per_1k_users": traj.meta["infer_ms_per_1k_users"], "params": traj.meta["params"],
+            "store_array_bytes": arrays, "weights_bytes": (folder / "model.pth").stat().st_size,
+            "points": traj.n_points}
 
 
 def child_rss(args, model):
