@@ -95,6 +95,20 @@ def pipeline_settings(dataset, seed, citeulike):
     return teachers, config, [f"--{t}.eval_step={step}" for t in teachers] if step else []
 
 
+def teacher_lines_as_yaml(scoped, student, out):
+    """(the other arguments, [yaml file] or None): a student of a teacher's model (``student=LightGCN``) makes that
+    teacher's ``--<Model>.key=value`` ambiguous on the command line, so its keys go to ``out``/teacher_keys.yaml as
+    ``<Model>.key: value`` lines, which reach the teacher only."""
+    prefix = f"--{student}.".lower() if student else None
+    mine = [a for a in scoped if prefix and a.lower().startswith(prefix)]
+    if not mine:
+        return scoped, None
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "teacher_keys.yaml"
+    atomic_write_text(path, "".join(f"{a[2:].split('=', 1)[0]}: {a.split('=', 1)[1]}\n" for a in mine))
+    return [a for a in scoped if a not in mine], [str(path)]
+
+
 def run_one(dataset, seed, citeulike, ablations=True, student=None, out=None, kd_baselines=False):
     """One pipeline run into ``out`` (default :func:`run_dir`); ``student`` ({key: value}) sets the
     student's own keys (``--HetComp.key=value``; its ``embedding_size`` also sets the MF baseline's)
@@ -103,9 +117,10 @@ def run_one(dataset, seed, citeulike, ablations=True, student=None, out=None, kd
 
     out = out or run_dir(dataset, seed)
     teachers, config, scoped = pipeline_settings(dataset, seed, citeulike)
+    scoped, files = teacher_lines_as_yaml(scoped, (student or {}).get("student"), out)
     scoped += [f"--HetComp.{key}={value}" for key, value in (student or {}).items()]
-    run_pipeline(dataset, teachers=teachers, config_dict=config, cmd_args=scoped or None, output=out,
-                 ablations=ablations, kd_baselines=kd_baselines)
+    run_pipeline(dataset, teachers=teachers, config_files=files, config_dict=config, cmd_args=scoped or None,
+                 output=out, ablations=ablations, kd_baselines=kd_baselines)
     atomic_write_text(out / "run.json", json.dumps({"date": date.today().isoformat(), "machine": machine(),
                                                      "recbole_hetcomp": __version__}) + "\n")
 

@@ -27,6 +27,7 @@ from recbole_hetcomp.settings import properties_dir
 class Config(RecBoleConfig):
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
         self._cmd_args = list(cmd_args or [])
+        self._model_arg = model  # RecBole reads the config files before it resolves the model
         super().__init__(model, dataset, config_file_list, config_dict)
 
     def _user_value(self, key):
@@ -99,7 +100,22 @@ class Config(RecBoleConfig):
                 raise ValueError(f"config file {file} holds a {type(loaded).__name__}, not 'key: value' lines: "
                                  "write one 'key: value' per line")
             merged.update(loaded)
-        return merged
+        return self._scoped_file_lines(merged)
+
+    def _scoped_file_lines(self, merged):
+        """The ``<Model>.key: value`` lines of ``--config_files`` act as in our own yaml and as the command line's
+        ``--<Model>.key=value``: ``key`` for the model this config is of (``HetComp`` for the student, whatever its
+        model), over the files' plain ``key``; the other models' lines are dropped here, and a scope that names no
+        model is an error."""
+        model = self._model_arg if self._model_arg is not None else merged.get("model")
+        model = getattr(model, "__name__", model)
+        plain = {k: v for k, v in merged.items() if not (isinstance(k, str) and "." in k)}
+        for key in [k for k in merged if isinstance(k, str) and "." in k]:
+            scope, name = key.split(".", 1)
+            get_model(scope)  # a scope that names no model is an error, as in our yaml and on the command line
+            if model is not None and scope.lower() == str(model).lower():
+                plain[name] = merged[key]
+        return plain
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -184,7 +200,8 @@ def scoped_args(cmd_args, model, known):
         if student is not None and scope.lower() == student.lower():
             if scope.lower() in lowered:
                 raise ValueError(f"'{arg}' is ambiguous: {scope} is a teacher of this run and its student "
-                                 f"(--student {student}): write --HetComp.{name}=... to set the student, or leave "
+                                 f"(--student {student}): write --HetComp.{name}=... to set the student, a line "
+                                 f"'{scope}.{name}: ...' in a --config_files yaml to set the teacher, or leave "
                                  f"{scope} out of --teachers")
             scope = "HetComp"
         elif scope.lower() not in lowered:  # model names are case-insensitive

@@ -486,6 +486,21 @@ def test_loss_weights_without_stored_students_says_what_to_run(loss_weights, tmp
         loss_weights.main()
 
 
+def test_a_teachers_keys_go_to_a_yaml_when_the_student_is_of_its_model(tmp_path, synth_config):
+    """student=LightGCN beside a LightGCN teacher with its own eval_step (CiteULike-t): the teacher's key moves to a
+    yaml line that reaches the teacher only; another student leaves the arguments as they are."""
+    accuracy = benchmark("accuracy")
+    scoped = ["--BPR.eval_step=5", "--LightGCN.eval_step=5"]
+    assert accuracy.teacher_lines_as_yaml(scoped, None, tmp_path) == (scoped, None)
+    assert accuracy.teacher_lines_as_yaml(scoped, "MF", tmp_path) == (scoped, None)
+    rest, files = accuracy.teacher_lines_as_yaml(scoped, "lightgcn", tmp_path / "out")
+    assert rest == ["--BPR.eval_step=5"] and files == [str(tmp_path / "out" / "teacher_keys.yaml")]
+    assert (tmp_path / "out" / "teacher_keys.yaml").read_text() == "LightGCN.eval_step: 5\n"
+    assert synth_config("LightGCN", config_files=files)["eval_step"] == 5
+    plain = synth_config("HetComp", student="LightGCN")["eval_step"]
+    assert plain != 5 and synth_config("HetComp", config_files=files, student="LightGCN")["eval_step"] == plain
+
+
 @pytest.fixture
 def variants(added, tmp_path, monkeypatch):
     """benchmarks/student_variants.py on the records of ``added`` (its accuracy run is the defaults line)."""

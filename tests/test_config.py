@@ -80,6 +80,23 @@ def test_later_config_file_overrides_earlier(synth_config, tmp_path):
     assert config["margin"] == 0.9
 
 
+def test_a_config_files_scoped_line_sets_the_key_for_that_model_only(synth_config, tmp_path):
+    """``<Model>.key: value`` in --config_files, as in our yaml: that model only, over the plain line whatever the
+    order; the student is ``HetComp`` whatever its model, so a teacher's line never reaches it."""
+    f = _write(tmp_path / "run.yaml", "LightGCN.epochs: 40\nepochs: 7\nbpr.learning_rate: 0.25\n"
+                                      "HetComp.learning_rate: 0.125\n")
+    lightgcn, bpr = synth_config("LightGCN", config_files=[f]), synth_config("BPR", config_files=[f])
+    assert (lightgcn["epochs"], bpr["epochs"]) == (40, 7)
+    assert bpr["learning_rate"] == 0.25 and lightgcn["learning_rate"] != 0.25
+    assert not [k for k in lightgcn.final_config_dict if "." in k]  # no scoped key reaches a config
+    student = synth_config("HetComp", config_files=[f], student="LightGCN")
+    assert (student["epochs"], student["learning_rate"]) == (7, 0.125)
+    # the command line still wins over the files
+    assert synth_config("LightGCN", config_files=[f], cmd_args=["--epochs=3"])["epochs"] == 3
+    with pytest.raises(ValueError, match="unknown model 'LightGNC'"):
+        synth_config("BPR", config_files=[_write(tmp_path / "typo.yaml", "LightGNC.epochs: 4\n")])
+
+
 def test_config_dict_overrides_file(synth_config, tmp_path):
     f = _write(tmp_path / "run.yaml", "topk: [7]\nmargin: 0.9\n")
     config = synth_config("CML", config_files=[f], topk=[3])

@@ -117,8 +117,9 @@ def test_the_students_model_scope_reaches_the_student():
     assert scoped_args(args, "BPR", ["HetComp", "BPR", "EASE"]) == ["--epochs=5"]
     with pytest.raises(ValueError, match=r"^'--lightgcn.embedding_size=8' is ambiguous: lightgcn is a teacher of this "
                                          r"run and its student \(--student LightGCN\): write "
-                                         r"--HetComp.embedding_size=\.\.\. to set the student, or leave lightgcn "
-                                         r"out of --teachers$"):
+                                         r"--HetComp.embedding_size=\.\.\. to set the student, a line "
+                                         r"'lightgcn.embedding_size: \.\.\.' in a --config_files yaml to set the "
+                                         r"teacher, or leave lightgcn out of --teachers$"):
         scoped_args(args, "HetComp", ["HetComp", "BPR", "LightGCN"])
     with pytest.raises(ValueError, match="addressed to 'LightGCN', which is not a model of this run"):
         scoped_args(["--HetComp.student=MF", "--LightGCN.embedding_size=8"], "HetComp", ["HetComp", "BPR"])
