@@ -71,6 +71,8 @@ def fixtures():
     write("broken.yaml", "epochs: [1, 2\nlearning_rate: 0.1\n")
     write("typo.yaml", "epochs: 2\nlerning_rate: 0.1\n")
     write("list.yaml", "- epochs\n- 2\n")
+    write("scoped.yaml", "BPR.lerning_rate: 0.1\n")
+    write("noscope.yaml", "BRP.learning_rate: 0.1\n")
     write("fusion_space.yaml", "learning_rate: {choice: [0.01, 0.05]}\nensemble_tau: {choice: [5.0, 20.0]}\n")
     write("a_file", "not a directory")
     import random
@@ -124,6 +126,8 @@ CASES = [
     ("yaml file missing", [*SYNTH, "--teachers", "BPR", "--config_files", "nope.yaml"]),
     ("yaml that is not key: value", [*SYNTH, "--teachers", "BPR", "--config_files", "list.yaml"]),
     ("yaml with an unknown key", [*SYNTH, "--teachers", "BPR", "--config_files", "typo.yaml"]),
+    ("yaml with an unknown <Model>.key", [*SYNTH, "--teachers", "BPR,EASE", "--config_files", "scoped.yaml"]),
+    ("yaml <Model>.key for no model", [*SYNTH, "--teachers", "BPR", "--config_files", "noscope.yaml"]),
     ("dataset folder missing", ["-d", "nosuch", "--data_path=data/", "--teachers", "BPR"]),
     (".inter file missing", ["-d", "nointer", "--data_path=data/", "--teachers", "BPR"]),
     ("empty .inter", ["-d", "empty", "--data_path=data/", "--teachers", "BPR"]),

@@ -99,20 +99,23 @@ class Config(RecBoleConfig):
             if not isinstance(loaded, dict):
                 raise ValueError(f"config file {file} holds a {type(loaded).__name__}, not 'key: value' lines: "
                                  "write one 'key: value' per line")
+            for key in [k for k in loaded if isinstance(k, str) and "." in k]:
+                try:
+                    get_model(key.split(".", 1)[0])  # a scope that names no model is an error, as on the command line
+                except ValueError as e:
+                    raise ValueError(f"config file {file}, line '{key}': {e}") from None
             merged.update(loaded)
         return self._scoped_file_lines(merged)
 
     def _scoped_file_lines(self, merged):
         """The ``<Model>.key: value`` lines of ``--config_files`` act as in our own yaml and as the command line's
         ``--<Model>.key=value``: ``key`` for the model this config is of (``HetComp`` for the student, whatever its
-        model), over the files' plain ``key``; the other models' lines are dropped here, and a scope that names no
-        model is an error."""
+        model), over the files' plain ``key``; the other models' lines are dropped here."""
         model = self._model_arg if self._model_arg is not None else merged.get("model")
         model = getattr(model, "__name__", model)
         plain = {k: v for k, v in merged.items() if not (isinstance(k, str) and "." in k)}
         for key in [k for k in merged if isinstance(k, str) and "." in k]:
             scope, name = key.split(".", 1)
-            get_model(scope)  # a scope that names no model is an error, as in our yaml and on the command line
             if model is not None and scope.lower() == str(model).lower():
                 plain[name] = merged[key]
         return plain

@@ -39,15 +39,19 @@ def known_keys(config):
 
 
 def _file_of_key(key, config_files, loader):
+    """(file, the key as written there: ``key`` or ``<Model>.key``) of the first config file that sets ``key``, or
+    (None, ``key``)."""
     for file in config_files or []:
         try:
             with open(file, encoding="utf-8") as f:
                 loaded = yaml.load(f.read(), Loader=loader)
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             continue
-        if isinstance(loaded, dict) and key in loaded:
-            return file
-    return None
+        if isinstance(loaded, dict):
+            spelled = [k for k in loaded if k == key or (isinstance(k, str) and k.split(".", 1)[-1] == key)]
+            if spelled:
+                return file, spelled[0]
+    return None, key
 
 
 def _spelling(key, cmd_args):
@@ -84,8 +88,8 @@ def check_keys(configs, config_files=None, cmd_args=None):
         if key in from_cmd:
             where = _spelling(key, cmd_args)
         else:
-            file = _file_of_key(key, config_files, loader)
-            where = f"'{key}' in {file}" if file else f"'{key}' in --config_files"
+            file, spelled = _file_of_key(key, config_files, loader)
+            where = f"'{spelled}' in {file or '--config_files'}"
         candidates = sorted(set().union(*(known[label] for label in labels)))
         close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
         if not close:

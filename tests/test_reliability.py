@@ -76,6 +76,8 @@ def bad_data(tmp_path_factory):
     _write(root / "broken.yaml", "epochs: [1, 2\nlearning_rate: 0.1\n")
     _write(root / "typo.yaml", "epochs: 2\nlerning_rate: 0.1\n")
     _write(root / "list.yaml", "- epochs\n- 2\n")
+    _write(root / "scoped.yaml", "BPR.lerning_rate: 0.1\n")
+    _write(root / "noscope.yaml", "BRP.learning_rate: 0.1\n")
     blocker = _write(root / "a_file", "not a directory")
     return root, data, blocker
 
@@ -142,6 +144,10 @@ def _case(root, data, blocker):
          ["list.yaml holds a list, not 'key: value' lines"]),
         ("yaml unknown key", [*d, *run, "--config_files", str(root / "typo.yaml")],
          ["unknown config key 'lerning_rate' in", "typo.yaml (did you mean learning_rate?)"]),
+        ("yaml unknown <Model>.key", [*d, "--teachers", "BPR,EASE", "--config_files", str(root / "scoped.yaml")],
+         ["unknown config key 'BPR.lerning_rate' in", "scoped.yaml (did you mean learning_rate?)", "(BPR)"]),
+        ("yaml scope of no model", [*d, *run, "--config_files", str(root / "noscope.yaml")],
+         ["config file", "noscope.yaml, line 'BRP.learning_rate': unknown model 'BRP'"]),
         ("no dataset folder", ["-d", "nosuch", f"--data_path={data}", *run],
          ["dataset 'nosuch' not found", "set --data_path"]),
         ("no .inter file", ["-d", "nointer", f"--data_path={data}", *run], ["nointer.inter is missing"]),
