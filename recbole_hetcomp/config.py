@@ -75,7 +75,7 @@ class Config(RecBoleConfig):
     def _load_config_files(self, file_list):
         """RecBole's reading of ``config_files``, with one clear line for a missing file, bad
         YAML or a file that is not a mapping of keys to values."""
-        merged = {}
+        files = []
         for file in file_list or []:
             try:
                 with open(file, "r", encoding="utf-8") as f:
@@ -99,26 +99,13 @@ class Config(RecBoleConfig):
             if not isinstance(loaded, dict):
                 raise ValueError(f"config file {file} holds a {type(loaded).__name__}, not 'key: value' lines: "
                                  "write one 'key: value' per line")
-            for key in [k for k in loaded if isinstance(k, str) and "." in k]:
-                try:
-                    get_model(key.split(".", 1)[0])  # a scope that names no model is an error, as on the command line
-                except ValueError as e:
-                    raise ValueError(f"config file {file}, line '{key}': {e}") from None
-            merged.update(loaded)
-        return self._scoped_file_lines(merged)
-
-    def _scoped_file_lines(self, merged):
-        """The ``<Model>.key: value`` lines of ``--config_files`` act as in our own yaml and as the command line's
-        ``--<Model>.key=value``: ``key`` for the model this config is of (``HetComp`` for the student, whatever its
-        model), over the files' plain ``key``; the other models' lines are dropped here."""
+            files.append((file, loaded))
+        # <Model>.key lines act as in our own yaml (:func:`model_lines`), over every file's plain key
+        merged = {k: v for _, loaded in files for k, v in loaded.items() if not _is_scoped(k)}
         model = self._model_arg if self._model_arg is not None else merged.get("model")
-        model = getattr(model, "__name__", model)
-        plain = {k: v for k, v in merged.items() if not (isinstance(k, str) and "." in k)}
-        for key in [k for k in merged if isinstance(k, str) and "." in k]:
-            scope, name = key.split(".", 1)
-            if model is not None and scope.lower() == str(model).lower():
-                plain[name] = merged[key]
-        return plain
+        for file, loaded in files:
+            merged.update(model_lines(loaded, getattr(model, "__name__", model), f"config file {file}"))
+        return merged
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -135,7 +122,7 @@ class Config(RecBoleConfig):
         for path in (props / "overall.yaml", *self._student_files(model, props), props / "model" / f"{model}.yaml",
                      props / "dataset" / f"{dataset}.yaml"):
             if path.is_file():
-                self._apply_scoped(self._update_internal_config_dict(str(path)) or {}, model)
+                self._apply_scoped(self._update_internal_config_dict(str(path)) or {}, model, path)
 
     def _student_files(self, model, props):
         """For HetComp with ``student: <Model>`` (not MF): that model's RecBole defaults and ours, laid under
@@ -151,16 +138,34 @@ class Config(RecBoleConfig):
         self.external_config_dict["student"] = student
         return [recbole_model_yaml(student), props / "model" / f"{student}.yaml"]
 
-    def _apply_scoped(self, loaded, model):
-        """A ``<Model>.key: value`` line of our yaml (a dataset's settings for one model, the yaml form of the
-        command line's ``--<Model>.key=value``) sets ``key`` for that model only, over the file's plain ``key``."""
-        for key in [k for k in loaded if isinstance(k, str) and "." in k]:
-            value = self.internal_config_dict.pop(key)
-            scope, name = key.split(".", 1)
-            if scope.lower() == str(model).lower():
-                self.internal_config_dict[name] = value
-            else:
-                get_model(scope)  # a scope that names no model is an error, as on the command line
+    def _apply_scoped(self, loaded, model, path):
+        """A ``<Model>.key: value`` line of our yaml sets ``key`` for that model only, over the file's plain ``key``
+        (:func:`model_lines`)."""
+        for key in [k for k in loaded if _is_scoped(k)]:
+            self.internal_config_dict.pop(key)
+        self.internal_config_dict.update(model_lines(loaded, model, f"config file {path}"))
+
+
+def _is_scoped(key):
+    return isinstance(key, str) and "." in key
+
+
+def model_lines(loaded, model, where):
+    """``{key: value}`` of the ``<Model>.key: value`` lines of one yaml mapping (``where``: the file) that reach
+    ``model``: a dataset's settings for one model, the yaml form of the command line's ``--<Model>.key=value``.
+    The scope is the model being configured (``HetComp`` for the student, whatever its model), case-insensitive;
+    a scope that names no model is an error, as on the command line."""
+    own = {}
+    for key in [k for k in loaded if _is_scoped(k)]:
+        scope, name = key.split(".", 1)
+        if model is not None and scope.lower() == str(model).lower():
+            own[name] = loaded[key]
+            continue
+        try:
+            get_model(scope)
+        except ValueError as e:
+            raise ValueError(f"{where}, line '{key}': {e}") from None
+    return own
 
 
 def recbole_model_yaml(model):
