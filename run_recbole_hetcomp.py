@@ -29,6 +29,7 @@ QUIET_WARNINGS = (
     ("FutureWarning", "recbole.data.dataset.dataset"),
     ("FutureWarning", "recbole.trainer.trainer"),
     ("UserWarning", "recbole.model.general_recommender.lightgcn"),
+    ("UserWarning", "recbole_hetcomp.model.lightgcn"),  # torch: "Sparse CSR tensor support is in beta state"
     ("UserWarning", "ray._private.parameter"),
 )
 

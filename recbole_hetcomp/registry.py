@@ -67,7 +67,8 @@ def get_model(model_name):
     known = list(plugin) + [
         m for mods in recbole_model_names().values() for m in mods
     ]
-    close = difflib.get_close_matches(module_name, [k.lower() for k in known], n=3, cutoff=0.6)
+    # once each: our LightGCN shares its name with RecBole's
+    close = difflib.get_close_matches(module_name, list(dict.fromkeys(k.lower() for k in known)), n=3, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(
         f"unknown model '{model_name}': it is neither a recbole_hetcomp model "

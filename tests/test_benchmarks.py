@@ -783,3 +783,22 @@ def test_teachers_only_refuses_a_teacher_the_run_does_not_have_before_training(a
     assert e.value.code == 2
     assert (f"--teachers-only MultiVAE: not among {name}'s accuracy teachers (BPR, EASE); name some of those"
             in capsys.readouterr().err)
+
+
+def test_lightgcn_speed_times_recboles_model_and_ours_on_the_same_weights(accuracy, fresh_dir):
+    _, name = accuracy
+    speed = benchmark("lightgcn_speed")
+    with fresh_dir("lightgcn_speed"):
+        result = speed.measure(name, repeats=1)
+    assert result["max_abs_difference"] < 1e-5
+    rows = {row["step"]: row for row in result["rows"]}
+    assert list(rows) == ["teacher", "student", "eval"]
+    assert rows["teacher"]["per_epoch"] == -(-result["train_interactions"] // result["batch"])
+    assert rows["student"]["per_epoch"] == -(-result["users"] // 16)
+    for row in rows.values():
+        assert row["recbole_ms"] > 0 and row["ours_ms"] > 0
+        assert row["speedup"] == pytest.approx(row["recbole_ms"] / row["ours_ms"])
+        assert row["ours_epoch_s"] == pytest.approx(row["ours_ms"] * row["per_epoch"] / 1e3)
+    text = speed.markdown({"date": "d", "machine": "m", "versions": {"torch": "t"}, "skipped": ["x: missing"],
+                           "results": [result]})
+    assert "- skipped: x: missing" in text and text.count("| student step (d = 6, 16 users) |") == 1

@@ -166,12 +166,12 @@ def test_get_model_plugin_first_and_case_insensitive():
 def test_get_model_recbole_models():
     from recbole.model.general_recommender.bpr import BPR
     from recbole.model.general_recommender.ease import EASE
-    from recbole.model.general_recommender.lightgcn import LightGCN
+    from recbole.model.general_recommender.neumf import NeuMF
     from recbole.model.sequential_recommender.sasrec import SASRec
 
     assert get_model("BPR") is BPR
     assert get_model("bpr") is BPR
-    assert get_model("LightGCN") is LightGCN
+    assert get_model("NeuMF") is NeuMF  # LightGCN is ours (tests/test_lightgcn.py)
     assert get_model("EASE") is EASE
     assert get_model("SASRec") is SASRec
 

@@ -3,7 +3,8 @@
 from recbole_hetcomp.model.cml import CML
 from recbole_hetcomp.model.ensemble import HetCompEnsemble
 from recbole_hetcomp.model.hetcomp import HetComp
+from recbole_hetcomp.model.lightgcn import LightGCN
 
-MODELS = {"CML": CML, "HetComp": HetComp, "HetCompEnsemble": HetCompEnsemble}
+MODELS = {"CML": CML, "HetComp": HetComp, "HetCompEnsemble": HetCompEnsemble, "LightGCN": LightGCN}
 
-__all__ = ["MODELS", "CML", "HetComp", "HetCompEnsemble"]
+__all__ = ["MODELS", "CML", "HetComp", "HetCompEnsemble", "LightGCN"]

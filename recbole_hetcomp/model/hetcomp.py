@@ -26,6 +26,7 @@ from recbole_hetcomp.distill import kd
 from recbole_hetcomp.distill.ensemble import csr_entries, csr_row_mask
 from recbole_hetcomp.distill.losses import TrainEntries, clamp_scores, factorised_loss, overall_loss, rank_loss
 from recbole_hetcomp.model.cml import CML
+from recbole_hetcomp.model.lightgcn import LightGCN
 
 #: ``kd_method``: HetComp's own losses, or a ranking-KD baseline on the final ensemble (:mod:`recbole_hetcomp.distill.kd`).
 KD_METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd", "dcd_overview", "cldrd_group")
@@ -35,10 +36,11 @@ WITH_BASE_LOSS = ("rd", "rrd", "dcd", "dcd_overview", "cldrd")
 
 
 def student_class(name):
-    """The class of a student architecture other than MF: our CML or a RecBole general model; ``ValueError``
-    naming the reason for anything else."""
-    if str(name).lower() == "cml":
-        return CML
+    """The class of a student architecture other than MF: one of ours (CML, LightGCN) or a RecBole general model;
+    ``ValueError`` naming the reason for anything else."""
+    ours = {"cml": CML, "lightgcn": LightGCN}
+    if str(name).lower() in ours:
+        return ours[str(name).lower()]
     try:
         cls = recbole_model(name)
     except (ValueError, ImportError, AttributeError):
