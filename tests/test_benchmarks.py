@@ -789,8 +789,10 @@ def test_lightgcn_speed_times_recboles_model_and_ours_on_the_same_weights(accura
     _, name = accuracy
     speed = benchmark("lightgcn_speed")
     with fresh_dir("lightgcn_speed"):
-        result = speed.measure(name, repeats=1)
+        result = speed.measure(name, repeats=1, train_epochs=2)
     assert result["max_abs_difference"] < 1e-5
+    assert result["training"]["epochs"] == 2 and result["training"]["recbole_valid"]
+    assert result["training"]["valid_equal"]  # same batches and negatives: the rounding does not reach the metrics
     rows = {row["step"]: row for row in result["rows"]}
     assert list(rows) == ["teacher", "student", "eval"]
     assert rows["teacher"]["per_epoch"] == -(-result["train_interactions"] // result["batch"])
@@ -802,3 +804,4 @@ def test_lightgcn_speed_times_recboles_model_and_ours_on_the_same_weights(accura
     text = speed.markdown({"date": "d", "machine": "m", "versions": {"torch": "t"}, "skipped": ["x: missing"],
                            "results": [result]})
     assert "- skipped: x: missing" in text and text.count("| student step (d = 6, 16 users) |") == 1
+    assert "Training as a teacher, 2 epochs and one validation" in text
