@@ -36,6 +36,10 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from recbole.data.interaction import Interaction
+from recbole.model.general_recommender.lightgcn import LightGCN as RecBoleLightGCN
+from recbole.trainer import Trainer
+from recbole.utils import init_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,10 +51,11 @@ from recbole_hetcomp.config import make_config  # noqa: E402
 from recbole_hetcomp.distill.losses import clamp_scores, overall_loss  # noqa: E402
 from recbole_hetcomp.model.lightgcn import LightGCN  # noqa: E402
 from recbole_hetcomp.run.results import atomic_write_text  # noqa: E402
-from recbole_hetcomp.run.training import load_data  # noqa: E402
+from recbole_hetcomp.run.training import load_data, shared_split  # noqa: E402
 from recbole_hetcomp.trajectories.store import library_versions  # noqa: E402
 
 STUDENT_D, STUDENT_USERS, K, P, EVAL_USERS = 6, 16, 100, 10, 4096
+CLASSES = (RecBoleLightGCN, LightGCN)  # RecBole's, ours: every comparison below is in this order
 
 
 def available(dataset):
@@ -72,14 +77,12 @@ def build(dataset, **keys):
 
 def models(config, data):
     """RecBole's LightGCN and ours, same seed: the same weights."""
-    from recbole.model.general_recommender.lightgcn import LightGCN as RecBoleLightGCN
-    from recbole.utils import init_seed
+    return [seeded(cls, config, data) for cls in CLASSES]
 
-    built = []
-    for cls in (RecBoleLightGCN, LightGCN):
-        init_seed(config["seed"], True)
-        built.append(cls(config, data.train_dataset))
-    return built
+
+def seeded(cls, config, data):
+    init_seed(config["seed"], True)
+    return cls(config, data.train_dataset)
 
 
 def teacher_step(model, batch):
@@ -92,7 +95,8 @@ def teacher_step(model, batch):
     return step
 
 
-def student_step(model, n_items, gen):
+def student_step(model, n_items):
+    gen = torch.Generator().manual_seed(0)  # the same users and targets for both models
     users = torch.randperm(model.n_users - 1, generator=gen)[:STUDENT_USERS] + 1
     top = torch.stack([torch.randperm(n_items - 1, generator=gen)[:K] + 1 for _ in range(users.numel())])
     observed = torch.randint(1, n_items, (users.numel(), P), generator=gen)
@@ -118,15 +122,10 @@ def eval_step(model):
 
 def train_both(dataset, epochs):
     """[(RecBole's, ours)] of (seconds for ``epochs`` epochs and one validation, validation result)."""
-    from recbole.model.general_recommender.lightgcn import LightGCN as RecBoleLightGCN
-    from recbole.trainer import Trainer
-    from recbole.utils import init_seed
-
     out = []
-    for cls in (RecBoleLightGCN, LightGCN):
+    for cls in CLASSES:
         config, data = build(dataset, epochs=epochs, eval_step=epochs, state="WARNING")
-        init_seed(config["seed"], True)
-        trainer = Trainer(config, cls(config, data.train_dataset))
+        trainer = Trainer(config, seeded(cls, config, data))
         start = time.perf_counter()
         _, valid = trainer.fit(data.train, data.valid, saved=False, verbose=False)
         out.append((time.perf_counter() - start, dict(valid)))
@@ -134,8 +133,11 @@ def train_both(dataset, epochs):
 
 
 def measure(dataset, repeats, train_epochs=5):
-    from recbole.data.interaction import Interaction
+    with shared_split():  # the dataset and split built once; each build() has data loaders of its own
+        return _measure(dataset, repeats, train_epochs)
 
+
+def _measure(dataset, repeats, train_epochs):
     config, data = build(dataset)
     theirs, ours = models(config, data)
     with torch.no_grad():
@@ -150,12 +152,12 @@ def measure(dataset, repeats, train_epochs=5):
     s_config, s_data = build(dataset, embedding_size=STUDENT_D)
     s_theirs, s_ours = models(s_config, s_data)
     steps = {"teacher": (teacher_step, (batch,), math.ceil(n_inter / batch_size)),
-             "student": (student_step, (theirs.n_items, None), math.ceil((theirs.n_users - 1) / STUDENT_USERS)),
+             "student": (student_step, (theirs.n_items,), math.ceil((theirs.n_users - 1) / STUDENT_USERS)),
              "eval": (eval_step, (), 1)}
     rows = []
     for what, (make, args, per_epoch) in steps.items():
         pair = (s_theirs, s_ours) if what == "student" else (theirs, ours)
-        fns = [make(m, *[torch.Generator().manual_seed(0) if a is None else a for a in args]) for m in pair]
+        fns = [make(m, *args) for m in pair]
         for fn in fns:
             fn()  # warm-up
         times = [[], []]

@@ -9,6 +9,7 @@ from recbole.utils import init_seed
 from torch.testing import assert_close
 
 from recbole_hetcomp.model import LightGCN
+from recbole_hetcomp.model.general import GENERAL
 from recbole_hetcomp.model.hetcomp import student_class
 from recbole_hetcomp.model.lightgcn import csr_pair, propagate
 from recbole_hetcomp.registry import get_model
@@ -53,7 +54,7 @@ def test_a_symmetric_matrix_is_held_once():
 
 def test_same_parameters_scores_and_gradients_as_recboles(synth_config, synth_data):
     theirs, ours = _pair(synth_config, synth_data, n_layers=3)
-    assert ours.adjacency_t is ours.adjacency  # LightGCN's normalised adjacency is symmetric
+    assert ours.norm_adj_matrix_t is ours.norm_adj_matrix  # LightGCN's normalised adjacency is symmetric
     assert list(ours.state_dict()) == list(theirs.state_dict())
     for name, value in theirs.state_dict().items():
         assert torch.equal(ours.state_dict()[name], value)
@@ -84,6 +85,8 @@ def test_a_checkpoint_of_either_loads_into_the_other(synth_config, synth_data):
 def test_lightgcn_by_name_is_ours_for_teachers_and_students():
     assert get_model("LightGCN") is LightGCN and get_model("lightgcn") is LightGCN
     assert student_class("LightGCN") is LightGCN
+    for name, cls in GENERAL.items():  # one list makes our general models teachers and students
+        assert get_model(name) is cls and student_class(name.lower()) is cls
     assert issubclass(LightGCN, RecBoleLightGCN)
 
 

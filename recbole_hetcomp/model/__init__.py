@@ -2,9 +2,10 @@
 
 from recbole_hetcomp.model.cml import CML
 from recbole_hetcomp.model.ensemble import HetCompEnsemble
+from recbole_hetcomp.model.general import GENERAL
 from recbole_hetcomp.model.hetcomp import HetComp
 from recbole_hetcomp.model.lightgcn import LightGCN
 
-MODELS = {"CML": CML, "HetComp": HetComp, "HetCompEnsemble": HetCompEnsemble, "LightGCN": LightGCN}
+MODELS = {**GENERAL, "HetComp": HetComp, "HetCompEnsemble": HetCompEnsemble}
 
 __all__ = ["MODELS", "CML", "HetComp", "HetCompEnsemble", "LightGCN"]

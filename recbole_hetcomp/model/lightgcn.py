@@ -49,14 +49,14 @@ def propagate(matrix, transposed, dense):
 class LightGCN(RecBoleLightGCN):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.adjacency, self.adjacency_t = csr_pair(self.norm_adj_matrix)
-        self.norm_adj_matrix = self.adjacency  # one copy of the matrix, not two; RecBole's own uses of it take CSR
+        # RecBole's matrix replaced by its CSR form (one copy, not two); its transpose is the same object here
+        self.norm_adj_matrix, self.norm_adj_matrix_t = csr_pair(self.norm_adj_matrix)
 
     def forward(self):
         embeddings = self.get_ego_embeddings()
         layers = [embeddings]
         for _ in range(self.n_layers):
-            embeddings = propagate(self.adjacency, self.adjacency_t, embeddings)
+            embeddings = propagate(self.norm_adj_matrix, self.norm_adj_matrix_t, embeddings)
             layers.append(embeddings)
         mean = torch.stack(layers, dim=1).mean(dim=1)
         return torch.split(mean, [self.n_users, self.n_items])
