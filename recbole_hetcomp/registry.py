@@ -48,10 +48,12 @@ def get_model(model_name):
     """
     if not isinstance(model_name, str) or not model_name:
         raise ValueError(f"model name must be a non-empty string, got {model_name!r}")
+    from recbole_hetcomp.model.general import by_name
+
     plugin = _plugin_models()
-    by_lower = {name.lower(): cls for name, cls in plugin.items()}
-    if model_name.lower() in by_lower:
-        return by_lower[model_name.lower()]
+    ours = by_name(plugin, model_name)
+    if ours is not None:
+        return ours
     module_name = model_name.lower()
     for sub, modules in recbole_model_names().items():
         if module_name in modules:

@@ -9,7 +9,7 @@ from recbole.utils import init_seed
 from torch.testing import assert_close
 
 from recbole_hetcomp.model import LightGCN
-from recbole_hetcomp.model.general import GENERAL
+from recbole_hetcomp.model.general import GENERAL, by_name
 from recbole_hetcomp.model.hetcomp import student_class
 from recbole_hetcomp.model.lightgcn import csr_pair, propagate
 from recbole_hetcomp.registry import get_model
@@ -88,6 +88,12 @@ def test_lightgcn_by_name_is_ours_for_teachers_and_students():
     for name, cls in GENERAL.items():  # one list makes our general models teachers and students
         assert get_model(name) is cls and student_class(name.lower()) is cls
     assert issubclass(LightGCN, RecBoleLightGCN)
+
+
+def test_by_name_ignores_case_and_misses_with_none():
+    table = {"LightGCN": LightGCN, "CML": "cml class"}
+    assert by_name(table, "lIGHTgcn") is LightGCN and by_name(table, "cml") == "cml class"
+    assert by_name(table, "LightGCN ") is None and by_name({}, "CML") is None
 
 
 def test_a_misspelt_model_is_suggested_once():

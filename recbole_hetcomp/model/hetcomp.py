@@ -25,7 +25,7 @@ from torch import nn
 from recbole_hetcomp.distill import kd
 from recbole_hetcomp.distill.ensemble import csr_entries, csr_row_mask
 from recbole_hetcomp.distill.losses import TrainEntries, clamp_scores, factorised_loss, overall_loss, rank_loss
-from recbole_hetcomp.model.general import GENERAL
+from recbole_hetcomp.model.general import GENERAL, by_name
 
 #: ``kd_method``: HetComp's own losses, or a ranking-KD baseline on the final ensemble (:mod:`recbole_hetcomp.distill.kd`).
 KD_METHODS = ("hetcomp", "rd", "rrd", "dcd", "cldrd", "dcd_overview", "cldrd_group")
@@ -37,9 +37,9 @@ WITH_BASE_LOSS = ("rd", "rrd", "dcd", "dcd_overview", "cldrd")
 def student_class(name):
     """The class of a student architecture other than MF: one of our general models (:data:`GENERAL`) or a RecBole
     general model; ``ValueError`` naming the reason for anything else."""
-    ours = {key.lower(): cls for key, cls in GENERAL.items()}
-    if str(name).lower() in ours:
-        return ours[str(name).lower()]
+    ours = by_name(GENERAL, name)
+    if ours is not None:
+        return ours
     try:
         cls = recbole_model(name)
     except (ValueError, ImportError, AttributeError):
