@@ -23,6 +23,11 @@ beside the default student of the accuracy record of the same seed
 Variants that differ in ``kd_method`` only (``--variant kd_method=rrd,hetcomp_batch=users`` beside
 ``--variant hetcomp_batch=users``) are also compared as distillation methods, as accuracy.py compares
 the pipeline's KD rows (:func:`kd_comparisons`).
+
+Teachers retrained on another CPU can reach other weights (CML and NeuMF do between an Intel Xeon and an AMD EPYC),
+so a run there distils another target than its seed's record: it is recorded apart (:func:`variant_record`), and
+a method with such a seed is set against HetComp rerun on the same retrained teachers (:func:`retrained_pairs`:
+``--variant embedding_size=16`` beside ``--variant embedding_size=16,kd_method=dcd`` on that machine).
 """
 
 import argparse
@@ -87,8 +92,16 @@ def variant_dir(dataset, seed, settings):
     return RUNS / dataset / f"variant-{variant_name(settings)}-seed-{seed}"
 
 
-def variant_record(dataset, seed, settings):
-    return RECORDS / dataset / FOLDER / f"seed-{seed}-{variant_name(settings)}.json"
+def variant_record(dataset, seed, settings, rows=None):
+    """Where a variant's run of ``seed`` is recorded. A run whose students distilled another target than the accuracy
+    record of its seed (``rows`` given; teachers retrained on another CPU reach other weights) is recorded apart,
+    under ``-teachers-<teachers_id>``: it never replaces a record on the accuracy run's teachers, and HetComp rerun
+    there sits beside the method it pairs with (:func:`retrained_pairs`)."""
+    path = RECORDS / dataset / FOLDER / f"seed-{seed}-{variant_name(settings)}.json"
+    base = RECORDS / dataset / f"seed-{seed}.json"
+    if rows is not None and base.exists() and target_differs(rows, json.loads(base.read_text())["rows"]):
+        path = path.with_name(f"{path.stem}-teachers-{teachers_id(rows)}.json")
+    return path
 
 
 def table(dataset):
@@ -156,10 +169,13 @@ def kd_comparisons(lines):
     :func:`accuracy.kd_comparison` sets them side by side, with MF w/o KD of HetComp's runs. A method's seed counts
     only where it distilled the same target (fusion and teachers) as HetComp's line of that seed. Returns
     ``[{"settings", **comparison}]``."""
-    groups = {}
+    groups, retrained = {}, {}
     for x in lines:
         method, rest = how_learnt(x["settings"])
         base = json.dumps(rest, sort_keys=True)
+        if x["teachers_differ"]:  # on retrained teachers: paired apart, with HetComp on the same ones
+            retrained.setdefault(base, []).append((method, x))
+            continue
         groups.setdefault(base, {}).setdefault(method, {}).setdefault(x["seed"], x)  # the first line of a seed wins
 
     def row(name, kind, values):
@@ -182,16 +198,69 @@ def kd_comparisons(lines):
                 table.append(row(method, "kd baseline", same))
         kd = kd_comparison(table)
         if kd:
-            out.append({"settings": json.loads(base), **kd})
+            pairs = retrained_pairs(methods, retrained.get(base, []))
+            kd["partial"] = [r for r in kd["partial"] if r["name"] not in {p["name"] for p in pairs}]
+            out.append({"settings": json.loads(base), **kd, "retrained": pairs})
     return out
+
+
+def retrained_pairs(methods, retrained):
+    """The methods that have seeds recorded on retrained teachers only (``retrained``: ``(method, line)`` of lines
+    whose target differs from the accuracy record's), each such seed paired with HetComp's line on the same teachers
+    (same :func:`teachers_id`). Per method: its Recall@20 over its seeds (on the accuracy run's teachers where it has
+    them, else on the retrained ones), HetComp's on the same teachers seed by seed, and HetComp's leads. A retrained
+    seed without HetComp on its teachers is left out (the per-seed table still lists it)."""
+    hetcomp_on = {(x["seed"], x["teachers_id"]): x for m, x in retrained if m == "hetcomp"}
+    out = []
+    for name in dict.fromkeys(m for m, _ in retrained if m != "hetcomp"):
+        own = {s: x for s, x in methods.get(name, {}).items()
+               if s in methods["hetcomp"] and x["teachers_id"] == methods["hetcomp"][s]["teachers_id"]}
+        pairs = {s: (x, methods["hetcomp"][s]) for s, x in own.items()}
+        for m, x in retrained:
+            key = (x["seed"], x["teachers_id"])
+            if m == name and x["seed"] not in pairs and key in hetcomp_on:
+                pairs[x["seed"]] = (x, hetcomp_on[key])
+        moved = sorted(s for s in pairs if s not in own)
+        if not moved:
+            continue
+        seeds = sorted(pairs)
+        values = [pairs[s][0]["student"]["recall@20"] for s in seeds]
+        hetcomp = [pairs[s][1]["student"]["recall@20"] for s in seeds]
+        leads = [h - v for h, v in zip(hetcomp, values)]
+        out.append({"name": name, "seeds": seeds, "values": values, "mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else None, "hetcomp": hetcomp,
+                    "hetcomp_leads": leads, "hetcomp_ahead_in": sum(x > 0 for x in leads),
+                    "retrained": {s: {"differ": pairs[s][0]["teachers_differ"], "machine": pairs[s][0]["machine"]}
+                                  for s in moved}})
+    return out
+
+
+def retrained_markdown(pairs):
+    """Lines of :func:`retrained_pairs`: each method over its seeds, and HetComp's lead on the same teachers."""
+    lines = []
+    for r in pairs:
+        where = ", ".join(f"{s} (teachers retrained: {', '.join(r['retrained'][s]['differ'])} differ from the "
+                          f"accuracy run's; {r['retrained'][s]['machine']})" if s in r["retrained"] else str(s)
+                          for s in r["seeds"])
+        spread = "" if r["std"] is None else f" ± {r['std']:.4f}"
+        lines += ["", f"{r['name']} over seeds {where}: {r['mean']:.4f}{spread}. Against HetComp on the same teachers, "
+                      f"seed by seed: HetComp ahead in {r['hetcomp_ahead_in']} of {len(r['seeds'])} ("
+                      + ", ".join(f"{s}: {h:.4f} against {v:.4f}, {h - v:+.4f}"
+                                  for s, h, v in zip(r["seeds"], r["hetcomp"], r["values"])) + ")."]
+    return lines
 
 
 def summary(lines):
     """Per variant, over the seeds it has: mean and sample std of its test Recall@20, and the means of its ratio
     to the same seed's default student, fitted ensemble and best teacher."""
     by = {}
-    for x in lines:
-        by.setdefault(json.dumps(x["settings"], sort_keys=True), []).append(x)
+    for x in lines:  # one line a seed: on the accuracy run's teachers where the seed has one, else a retrained one
+        xs = by.setdefault(json.dumps(x["settings"], sort_keys=True), [])
+        twin = next((i for i, y in enumerate(xs) if y["seed"] == x["seed"]), None)
+        if twin is None:
+            xs.append(x)
+        elif xs[twin]["teachers_differ"] and not x["teachers_differ"]:
+            xs[twin] = x
     default = {x["seed"]: x["student"]["recall@20"] for x in by.get("{}", [])}
     # The ratio to the default student compares like with like only where the line distilled the accuracy run's target.
     same = lambda x: x["seed"] in default and not x["teachers_differ"]  # noqa: E731
@@ -206,6 +275,7 @@ def summary(lines):
                     "over_default": mean([x["student"]["recall@20"] / default[x["seed"]] for x in xs if same(x)])
                     if any(same(x) for x in xs) else None,
                     "over_default_seeds": [x["seed"] for x in xs if same(x)],
+                    "retrained_seeds": [x["seed"] for x in xs if x["teachers_differ"]],
                     "over_ensemble": mean([x["student"]["recall@20"] / x["ensemble"]["recall@20"] for x in xs]),
                     "over_best_teacher": mean([x["student"]["recall@20"] / x["best_teacher_recall@20"] for x in xs])})
     return out
@@ -223,7 +293,8 @@ def markdown(dataset, lines):
         ratio = f"{x['over_default']:.3f}" if x["over_default"] is not None else "-"
         if x["over_default"] is not None and x["over_default_seeds"] != x["seeds"]:
             ratio += f" (seeds {', '.join(map(str, x['over_default_seeds']))})"
-        out.append(f"| {settings} | {', '.join(map(str, x['seeds']))} | {x['recall@20']:.4f}{spread} | {ratio} | "
+        seeds = ", ".join(f"{s} (teachers retrained)" if s in x["retrained_seeds"] else str(s) for s in x["seeds"])
+        out.append(f"| {settings} | {seeds} | {x['recall@20']:.4f}{spread} | {ratio} | "
                    f"{x['over_ensemble']:.3f} | {x['over_best_teacher']:.3f} |")
     out += ["", "Each seed:", "",
            "| seed | student settings | params | HetComp Recall@20 | NDCG@20 | / ensemble | / best teacher | "
@@ -244,7 +315,8 @@ def markdown(dataset, lines):
                    f"| {x['recbole_hetcomp']} |")
     for kd in kd_comparisons(lines):
         settings = ", ".join(f"{k}={v}" for k, v in kd["settings"].items()) or "the defaults"
-        out += ["", *kd_markdown(kd, f"same student ({settings}), teachers and ensemble")]
+        out += ["", *kd_markdown(kd, f"same student ({settings}), teachers and ensemble"),
+                *retrained_markdown(kd.get("retrained", []))]
     return "\n".join(out)
 
 
@@ -268,7 +340,9 @@ def main(argv=None):
                 if not (out / "results.json").exists():
                     print(f"== {args.dataset} seed {seed} {variant_name(settings)}", flush=True)
                     run_one(args.dataset, seed, args.citeulike, ablations=False, student=settings, out=out)
-                record_run(out, args.dataset, seed, variant_record(args.dataset, seed, settings), settings=settings)
+                rows = json.loads((out / "results.json").read_text())["rows"]
+                record_run(out, args.dataset, seed, variant_record(args.dataset, seed, settings, rows),
+                           settings=settings)
     datasets = sorted(p.name for p in RECORDS.iterdir() if (p / FOLDER).is_dir()) if RECORDS.is_dir() else []
     results = {d: table(d) for d in datasets}
     atomic_write_text(RESULTS / "student_variants.json", json.dumps(

@@ -750,6 +750,59 @@ def test_variants_that_differ_in_kd_method_or_an_ablation_only_are_compared_on_t
     assert "Winner: HetComp, ahead of HetComp w/o DKC (ensemble KD) by 0.0100" in text
 
 
+def test_a_method_on_retrained_teachers_is_paired_with_hetcomp_on_the_same_ones():
+    module = benchmark("student_variants")
+
+    def line(seed, settings, recall, teachers="t", differ=()):
+        return {"seed": seed, "settings": settings, "params": 6, "student": {"recall@20": recall, "ndcg@20": 0.0},
+                "ensemble": {"recall@20": 1.0}, "best_teacher": "EASE", "best_teacher_recall@20": 1.0,
+                "mf": {"recall@20": 0.125}, "mf_name": "MF w/o KD (BPR, d=16)", "teachers_id": teachers,
+                "teachers_differ": list(differ), "machine": "cpu B", "date": "d", "recbole_hetcomp": "v"}
+
+    d16, dcd, rrd = {"embedding_size": "16"}, {"embedding_size": "16", "kd_method": "dcd"}, \
+        {"embedding_size": "16", "kd_method": "rrd"}
+    lines = [line(1, d16, 0.50), line(2, d16, 0.60), line(3, d16, 0.70),
+             line(1, rrd, 0.45), line(2, rrd, 0.55), line(3, rrd, 0.65),
+             line(3, dcd, 0.62),  # on the accuracy run's teachers
+             line(1, dcd, 0.41, "r1", ["CML"]), line(1, d16, 0.48, "r1", ["CML"]),  # seed 1 retrained, both
+             line(2, dcd, 0.52, "r2", ["CML", "fusion"]),  # seed 2 retrained without HetComp there: left out
+             line(3, rrd, 0.99, "r3", ["CML"]), line(3, d16, 0.10, "r3", ["CML"])]  # RRD has seed 3 already
+    [kd] = module.kd_comparisons(lines)
+    # HetComp's own row and RRD's stay on the accuracy run's teachers: the retrained lines change neither
+    assert [(r["name"], r["mean"]) for r in kd["methods"]][:2] == [
+        ("HetComp", pytest.approx(0.60)), ("RRD (KD of the ensemble)", pytest.approx(0.55))]
+    assert kd["partial"] == []  # DCD's seed 3 alone moved into its pairs
+    [pair] = kd["retrained"]
+    assert pair["name"] == "DCD (KD of the ensemble)" and pair["seeds"] == [1, 3]
+    assert pair["values"] == [0.41, 0.62] and pair["hetcomp"] == [0.48, 0.70]  # seed 1: HetComp on "r1"
+    assert pair["hetcomp_leads"] == [pytest.approx(0.07), pytest.approx(0.08)] and pair["hetcomp_ahead_in"] == 2
+    assert pair["mean"] == pytest.approx(0.515) and pair["retrained"] == {1: {"differ": ["CML"], "machine": "cpu B"}}
+    text = module.markdown("hand", lines)
+    assert ("DCD (KD of the ensemble) over seeds 1 (teachers retrained: CML differ from the accuracy run's; cpu B), 3: "
+            "0.5150 ± 0.1485. Against HetComp on the same teachers, seed by seed: HetComp ahead in 2 of 2 "
+            "(1: 0.4800 against 0.4100, +0.0700, 3: 0.7000 against 0.6200, +0.0800).") in text
+    # a variant's summary takes one line a seed, the accuracy run's teachers' where there is one
+    summary = {json.dumps(x["settings"], sort_keys=True): x for x in module.summary(lines)}
+    assert summary[json.dumps(d16, sort_keys=True)]["recall@20"] == pytest.approx(0.60)
+    assert summary[json.dumps(d16, sort_keys=True)]["retrained_seeds"] == []
+    assert summary[json.dumps(dcd, sort_keys=True)]["seeds"] == [3, 1, 2]
+    assert summary[json.dumps(dcd, sort_keys=True)]["retrained_seeds"] == [1, 2]
+    assert "| embedding_size=16, kd_method=dcd | 3, 1 (teachers retrained), 2 (teachers retrained) |" in text
+
+
+def test_a_run_on_retrained_teachers_is_recorded_apart(variants):
+    module, name = variants
+    rows = json.loads((module.RECORDS / name / f"seed-{SEED}.json").read_text())["rows"]
+    plain = module.variant_record(name, SEED, {"embedding_size": "16"})
+    assert module.variant_record(name, SEED, {"embedding_size": "16"}, rows) == plain
+    other = json.loads(json.dumps(rows))
+    teacher = next(r for r in other if r["kind"] == "teacher" and r["name"] in module.distilled(other))
+    teacher["test"]["recall@20"] += 0.01
+    apart = module.variant_record(name, SEED, {"embedding_size": "16"}, other)
+    assert apart.name == f"seed-{SEED}-embedding_size-16-teachers-{module.teachers_id(other)}.json"
+    assert apart.parent == plain.parent and module.teachers_id(other) != module.teachers_id(rows)
+
+
 def _stored(module, name):
     store = module.RUNS / name / "trajectories" / name
     return {p.name: (p / "meta.json").read_bytes() for p in store.iterdir() if p.is_dir() and p.name != "fits"}
