@@ -192,8 +192,7 @@ def kd_comparisons(lines):
         table = [row(STUDENT, "student", {s: x["student"]["recall@20"] for s, x in hetcomp.items()}),
                  row(mf, "baseline", {s: x["mf"]["recall@20"] for s, x in hetcomp.items() if x["mf_name"] == mf})]
         for method, by_seed in methods.items():
-            same = {s: x["student"]["recall@20"] for s, x in by_seed.items()
-                    if s in hetcomp and x["teachers_id"] == hetcomp[s]["teachers_id"]}
+            same = {s: x["student"]["recall@20"] for s, x in on_the_same_teachers(by_seed, hetcomp).items()}
             if method != "hetcomp" and same:  # an ablation (how_learnt) is compared as one more way to distil
                 table.append(row(method, "kd baseline", same))
         kd = kd_comparison(table)
@@ -202,6 +201,11 @@ def kd_comparisons(lines):
             kd["partial"] = [r for r in kd["partial"] if r["name"] not in {p["name"] for p in pairs}]
             out.append({"settings": json.loads(base), **kd, "retrained": pairs})
     return out
+
+
+def on_the_same_teachers(by_seed, hetcomp):
+    """The lines of ``by_seed`` (seed -> line) that distilled the same target as HetComp's line of their seed."""
+    return {s: x for s, x in by_seed.items() if s in hetcomp and x["teachers_id"] == hetcomp[s]["teachers_id"]}
 
 
 def retrained_pairs(methods, retrained):
@@ -213,8 +217,7 @@ def retrained_pairs(methods, retrained):
     hetcomp_on = {(x["seed"], x["teachers_id"]): x for m, x in retrained if m == "hetcomp"}
     out = []
     for name in dict.fromkeys(m for m, _ in retrained if m != "hetcomp"):
-        own = {s: x for s, x in methods.get(name, {}).items()
-               if s in methods["hetcomp"] and x["teachers_id"] == methods["hetcomp"][s]["teachers_id"]}
+        own = on_the_same_teachers(methods.get(name, {}), methods["hetcomp"])
         pairs = {s: (x, methods["hetcomp"][s]) for s, x in own.items()}
         for m, x in retrained:
             key = (x["seed"], x["teachers_id"])
@@ -255,12 +258,11 @@ def summary(lines):
     to the same seed's default student, fitted ensemble and best teacher."""
     by = {}
     for x in lines:  # one line a seed: on the accuracy run's teachers where the seed has one, else a retrained one
-        xs = by.setdefault(json.dumps(x["settings"], sort_keys=True), [])
-        twin = next((i for i, y in enumerate(xs) if y["seed"] == x["seed"]), None)
-        if twin is None:
-            xs.append(x)
-        elif xs[twin]["teachers_differ"] and not x["teachers_differ"]:
-            xs[twin] = x
+        seeds = by.setdefault(json.dumps(x["settings"], sort_keys=True), {})
+        kept = seeds.get(x["seed"])
+        if kept is None or (kept["teachers_differ"] and not x["teachers_differ"]):
+            seeds[x["seed"]] = x
+    by = {key: list(seeds.values()) for key, seeds in by.items()}
     default = {x["seed"]: x["student"]["recall@20"] for x in by.get("{}", [])}
     # The ratio to the default student compares like with like only where the line distilled the accuracy run's target.
     same = lambda x: x["seed"] in default and not x["teachers_differ"]  # noqa: E731
