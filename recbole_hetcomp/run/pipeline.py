@@ -23,7 +23,7 @@ from recbole_hetcomp.run.plots import write_plots
 from recbole_hetcomp.run.preflight import check_output, check_pipeline, no_kd_baseline
 from recbole_hetcomp.run.results import write_results
 from recbole_hetcomp.run.teachers import fit_teacher
-from recbole_hetcomp.run.training import evaluate_model, load_data, shared_split, train_model
+from recbole_hetcomp.run.training import evaluate_model, load_data, shared_split, train_model, training_note
 from recbole_hetcomp.schema import check_values
 from recbole_hetcomp.trajectories.recorder import check_milestones
 from recbole_hetcomp.trajectories.store import TrajectoryStore
@@ -92,11 +92,18 @@ def prepare_output(output):
 
 def teacher_row(traj):
     meta = traj.meta
+    note = training_note(meta.get("valid_curve"), meta.get("epochs"), meta.get("config", {}))
     return {"name": traj.teacher, "kind": "teacher", "params": meta.get("params", 0),
             "test": meta.get("test", {}), "valid": meta.get("valid", {}),
             "train_s": meta.get("train_s"), "epochs": meta.get("epochs"), "reused": meta.get("reused", False),
             "infer_ms_per_1k_users": meta.get("infer_ms_per_1k_users"), "infer_ms_from": meta.get("infer_ms_from"),
-            "milestone_epochs": meta.get("milestone_epochs")}
+            "milestone_epochs": meta.get("milestone_epochs"),
+            **({"training_note": note} if note else {})}
+
+
+def training_notes(rows):
+    """The footer's lines for the rows whose training ended in a way worth a line."""
+    return [f"- {r['name']}: {r['training_note']}." for r in rows if r.get("training_note")]
 
 
 def build_teachers(dataset, teachers, config_files=None, config_dict=None, cmd_args=None, rebuild=False,
@@ -274,6 +281,7 @@ def _run_pipeline(dataset, teachers, config_files, config_dict, cmd_args, output
         notes.append(f"- Ensemble (fitted on validation): {fit_summary(fusion.record)}.")
     if student:
         notes.append(f"- The students learn the ensemble {fusion.label}.")
+    notes += training_notes(rows)
     table = write_results(output, dataset, rows, extra=extra, footer="\n".join(notes) + "\n\n" + progress.markdown())
     return rows, table
 
@@ -293,4 +301,5 @@ def run_baseline(model, dataset, config_files=None, config_dict=None, cmd_args=N
     workdir = output / "checkpoints"
     _, row = train_model(data, workdir, save_to=output / f"{config['model']}.pth")
     rows = [row]
-    return rows, write_results(output, dataset, rows, extra={"split_fingerprint": data.fingerprint})
+    return rows, write_results(output, dataset, rows, extra={"split_fingerprint": data.fingerprint},
+                               footer="\n".join(training_notes(rows)) or None)

@@ -207,7 +207,34 @@ def train_model(data, workdir, trainer_cls=None, model_kwargs=None, prepare=None
         row["model_file"] = str(save_model(trainer, save_to))
     if hasattr(trainer, "curriculum_summary"):
         row["curriculum"] = trainer.curriculum_summary()
+    note = training_note(curve, epochs, config)
+    if note:
+        row["training_note"] = note
+        logger.warning(f"{name}: {note}")
     return trainer, row
+
+
+def training_note(curve, epochs, config):
+    """What the end of a training says about its length: one line, or None where it says nothing.
+
+    ``curve`` is the validation curve (``{"epochs", "scores"}``, one point an evaluation), ``epochs`` how many
+    epochs trained, ``config`` the model's (``epochs``, ``stopping_step``, ``valid_metric``; a RecBole config or a
+    stored dict). Two endings are worth a line: early stopping ended it with no evaluation scoring above its
+    first (a model that starts on a plateau, as a LightGCN student on ml-1m at the MF student's settings,
+    stops there unless more patience lets it off: docs/kd.md#another-student), and a run that used every epoch
+    with its last evaluation its best (still rising when the limit cut it)."""
+    at, scores = (curve or {}).get("epochs", []), (curve or {}).get("scores", [])
+    if len(scores) < 2 or epochs is None:
+        return None
+    metric = config["valid_metric"]
+    if epochs < config["epochs"] and max(scores[1:]) <= scores[0]:
+        return (f"early stopping ended it after epoch {epochs - 1} with no validation {metric} above its first "
+                f"evaluation's ({scores[0]:.4f}, epoch {at[0]}): it may have stopped on a plateau; a larger "
+                f"stopping_step (now {config['stopping_step']} evaluations) lets it train on")
+    if epochs >= config["epochs"] and scores[-1] >= max(scores) and scores[-1] > scores[0]:
+        return (f"it trained all {config['epochs']} epochs and its last evaluation was its best (validation {metric} "
+                f"{scores[-1]:.4f}, epoch {at[-1]}): more epochs may raise it")
+    return None
 
 
 def evaluate_model(model, data, phases=("valid", "test"), timing=False):
