@@ -38,6 +38,7 @@ def test_other_endings_get_no_line():
     assert training_note(flat_to_the_limit, 2, {**CONFIG, "epochs": 2}) is None
     assert training_note({"epochs": [0], "scores": [0.4]}, 1, CONFIG) is None  # one evaluation (EASE)
     assert training_note(None, None, CONFIG) is None  # nothing recorded
+    assert training_note(PLATEAU, 70, {}) is None  # a stored teacher without its settings
 
 
 def test_a_stored_teachers_row_carries_its_note_into_the_footer():

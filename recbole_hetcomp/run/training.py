@@ -224,8 +224,8 @@ def training_note(curve, epochs, config):
     stops there unless more patience lets it off: docs/kd.md#another-student), and a run that used every epoch
     with its last evaluation its best (still rising when the limit cut it)."""
     at, scores = (curve or {}).get("epochs", []), (curve or {}).get("scores", [])
-    if len(scores) < 2 or epochs is None:
-        return None
+    if len(scores) < 2 or epochs is None or any(k not in config for k in ("epochs", "stopping_step", "valid_metric")):
+        return None  # one evaluation, or a stored record without its settings: nothing to say
     metric = config["valid_metric"]
     if epochs < config["epochs"] and max(scores[1:]) <= scores[0]:
         return (f"early stopping ended it after epoch {epochs - 1} with no validation {metric} above its first "
